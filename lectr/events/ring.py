@@ -1,0 +1,71 @@
+"""The bounded ring buffer between the hot path and everything else.
+
+``append`` never blocks and never raises: when the ring is full the event is dropped and
+counted by reason. The consumer (the event writer) takes events in batches with ``drain``
+and sleeps in ``wait`` until a batch is ready or its flush interval has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter, deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class EventRing(Generic[T]):
+    """A fixed-capacity FIFO of events with drop counting and a batch wake-up."""
+
+    __slots__ = ("capacity", "appended", "dropped", "_items", "_batch_size", "_ready")
+
+    def __init__(self, capacity: int, *, batch_size: int = 100) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.appended = 0
+        self.dropped: Counter[str] = Counter()
+        self._items: deque[T] = deque()
+        self._batch_size = batch_size
+        self._ready: asyncio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, event: T) -> bool:
+        """Add ``event``; return False (and count a ``ring_full`` drop) when there is no room."""
+        items = self._items
+        if len(items) >= self.capacity:
+            self.dropped["ring_full"] += 1
+            return False
+        items.append(event)
+        self.appended += 1
+        if len(items) >= self._batch_size and self._ready is not None:
+            self._ready.set()
+        return True
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        """Count events lost after they left the ring (e.g. a full spool), by reason."""
+        self.dropped[reason] += n
+
+    @property
+    def dropped_total(self) -> int:
+        return sum(self.dropped.values())
+
+    def drain(self, limit: int | None = None) -> list[T]:
+        """Remove and return up to ``limit`` events (all of them when None), oldest first."""
+        items = self._items
+        n = len(items) if limit is None else min(limit, len(items))
+        return [items.popleft() for _ in range(n)]
+
+    async def wait(self, timeout: float) -> None:
+        """Return once a batch is waiting or ``timeout`` seconds have passed."""
+        if len(self._items) >= self._batch_size:
+            return
+        if self._ready is None:
+            self._ready = asyncio.Event()
+        self._ready.clear()
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            pass

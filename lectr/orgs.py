@@ -1,0 +1,121 @@
+"""Org management: create, list, rotate keys, configure Azure. Used by the CLI (and the API).
+
+Every write fires the ``lectr_config`` NOTIFY (a trigger does it), so running servers pick
+the change up within moments, with no restart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from lectr.keys import hash_key, key_hint, new_org_key
+
+_API_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,63}$")
+
+
+class OrgError(ValueError):
+    """A request about orgs that cannot be carried out; the message says why, in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSummary:
+    """An org as listed to an operator: never a key, only its hint."""
+
+    id: int
+    name: str
+    key_hint: str | None
+    azure_endpoint: str | None
+    azure_api_version: str | None
+    created_at: object
+
+
+def validate_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise OrgError("org name must be 1 to 200 characters")
+    return name
+
+
+def validate_endpoint(endpoint: str) -> str:
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise OrgError(f"endpoint must be an http(s) URL such as https://NAME.openai.azure.com, got {endpoint!r}")
+    if parts.query or parts.fragment:
+        raise OrgError("endpoint must not carry a query or fragment; give the API version with --api-version")
+    try:
+        parts.port
+    except ValueError:
+        raise OrgError(f"endpoint has an invalid port: {endpoint!r}") from None
+    return endpoint.strip().rstrip("/")
+
+
+def validate_api_version(version: str) -> str:
+    if not _API_VERSION.match(version.strip()):
+        raise OrgError(f"api version must look like 2024-10-21 or 2025-04-01-preview, got {version!r}")
+    return version.strip()
+
+
+async def create_org(conn: asyncpg.Connection, name: str) -> tuple[int, str]:
+    """Create an org and its first key; return (org id, key). The key is not stored."""
+    name = validate_name(name)
+    key = new_org_key()
+    async with conn.transaction():
+        try:
+            org_id = await conn.fetchval("INSERT INTO organizations (name) VALUES ($1) RETURNING id", name)
+        except asyncpg.UniqueViolationError:
+            raise OrgError(f"an org named {name!r} already exists") from None
+        await conn.execute("INSERT INTO org_keys (org_id, key_hash, key_hint) VALUES ($1, $2, $3)",
+                           org_id, hash_key(key), key_hint(key))
+    return org_id, key
+
+
+async def find_org(conn: asyncpg.Connection, ref: str) -> int:
+    """The id of the org named ``ref`` (or with id ``ref``); OrgError when there is none."""
+    org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", ref)
+    if org_id is None and ref.isdigit():
+        org_id = await conn.fetchval("SELECT id FROM organizations WHERE id = $1", int(ref))
+    if org_id is None:
+        raise OrgError(f"no org named {ref!r}")
+    return org_id
+
+
+async def rotate_key(conn: asyncpg.Connection, ref: str) -> str:
+    """Revoke the org's keys and issue a new one; return it."""
+    key = new_org_key()
+    async with conn.transaction():
+        org_id = await find_org(conn, ref)
+        await conn.execute("UPDATE org_keys SET revoked_at = now() WHERE org_id = $1 AND revoked_at IS NULL",
+                           org_id)
+        await conn.execute("INSERT INTO org_keys (org_id, key_hash, key_hint) VALUES ($1, $2, $3)",
+                           org_id, hash_key(key), key_hint(key))
+    return key
+
+
+async def set_azure(conn: asyncpg.Connection, ref: str, endpoint: str, api_version: str) -> None:
+    """Set (or replace) the org's Azure OpenAI endpoint and API version."""
+    endpoint = validate_endpoint(endpoint)
+    api_version = validate_api_version(api_version)
+    org_id = await find_org(conn, ref)
+    await conn.execute("""
+        INSERT INTO azure_configs (org_id, endpoint, api_version) VALUES ($1, $2, $3)
+        ON CONFLICT (org_id) DO UPDATE
+            SET endpoint = EXCLUDED.endpoint, api_version = EXCLUDED.api_version, updated_at = now()
+        """, org_id, endpoint, api_version)
+
+
+async def list_orgs(conn: asyncpg.Connection) -> list[OrgSummary]:
+    rows = await conn.fetch("""
+        SELECT o.id, o.name, o.created_at, k.key_hint, a.endpoint, a.api_version
+        FROM organizations o
+        LEFT JOIN LATERAL (
+            SELECT key_hint FROM org_keys
+            WHERE org_id = o.id AND revoked_at IS NULL ORDER BY created_at DESC LIMIT 1
+        ) k ON true
+        LEFT JOIN azure_configs a ON a.org_id = o.id
+        ORDER BY o.id""")
+    return [OrgSummary(r["id"], r["name"], r["key_hint"], r["endpoint"], r["api_version"], r["created_at"])
+            for r in rows]

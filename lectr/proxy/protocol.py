@@ -1,0 +1,276 @@
+"""One client connection: the socket, the HTTP/1.1 parser, keep-alive, pipelining and limits.
+
+Parser callbacks only record what they are given and hand finished requests to a
+``RequestCycle``; they never await or do I/O. Requests pipelined on one connection are
+answered strictly in order, one cycle at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from lectr.proxy import responses as R
+from lectr.proxy.flow import FlowControl
+from lectr.proxy.handler import FixedResponse, RequestCycle
+
+if TYPE_CHECKING:
+    from lectr.proxy.server import ProxyContext
+
+log = logging.getLogger(__name__)
+
+# Connection phases, for the one deadline each connection carries.
+IDLE, READING, BUSY = 0, 1, 2
+# Past this many unanswered pipelined requests, stop reading from the client.
+MAX_PIPELINE = 16
+
+
+class _Reject(Exception):
+    """Raised inside a parser callback to stop parsing and answer with an error."""
+
+    def __init__(self, response: tuple, detail: object = None, *, status: int | None = None) -> None:
+        super().__init__(response[1])
+        self.response = response
+        self.detail = detail
+
+
+class ProxyProtocol(asyncio.Protocol):
+    """The proxy's side of one client TCP connection."""
+
+    __slots__ = (
+        # global
+        "ctx", "loop", "limits",
+        # per connection
+        "transport", "flow", "parser", "cycles", "active", "closing", "phase", "deadline",
+        "timer", "peer_gone",
+        # per request, while it is being parsed
+        "_url", "_headers", "_header_bytes", "_body", "_body_bytes", "_t_begin",
+    )
+
+    def __init__(self, ctx: ProxyContext) -> None:
+        self.ctx = ctx
+        self.loop = ctx.loop
+        self.limits = ctx.limits
+
+        self.transport: asyncio.Transport | None = None
+        self.flow: FlowControl | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.cycles: deque[RequestCycle | FixedResponse] = deque()
+        self.active: asyncio.Task | None = None
+        self.closing = False
+        self.peer_gone = False
+        self.phase = IDLE
+        self.deadline = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._t_begin = 0.0
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        self.ctx.connections.add(self)
+        self._set_deadline(IDLE, self.limits.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.peer_gone = True
+        self.closing = True
+        self.ctx.connections.discard(self)
+        self.cycles.clear()
+        if self.flow is not None:
+            self.flow.release()
+        if self.active is not None:
+            # Cancelling the cycle cancels its upstream request and frees its connection.
+            self.active.cancel()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(R.BAD_REQUEST, "protocol upgrades are not supported")
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, _Reject):
+                self._fail(cause.response, cause.detail)
+            else:
+                # An exception in our own callback is our bug, not the client's.
+                log.error("parser callback failed", exc_info=cause or exc)
+                self._fail(R.INTERNAL_ERROR, None)
+        except httptools.HttpParserError as exc:
+            self._fail(R.BAD_REQUEST, _parser_reason(exc))
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    # -- httptools callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._header_bytes = 0
+        self._body = []
+        self._body_bytes = 0
+        self._t_begin = self.loop.time()
+        if self.phase == IDLE:
+            self._set_deadline(READING, self.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._count_header_bytes(len(url))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_header_bytes(len(name) + len(value) + 4)
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        length = self._content_length()
+        limit = self.limits.max_body_bytes
+        if length is not None and length > limit:
+            raise _Reject(R.BODY_TOO_LARGE, limit)
+        if self.parser.get_http_version() == "1.1" and self._expects_continue():
+            # The client waits for our go-ahead before sending the body.
+            self.transport.write(R.CONTINUE_100)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > self.limits.max_body_bytes:
+            raise _Reject(R.BODY_TOO_LARGE, self.limits.max_body_bytes)
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parser = self.parser
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        cycle = RequestCycle(
+            self.ctx, self, parser.get_method(), self._url, self._headers, body,
+            keep_alive=parser.should_keep_alive() and not self.ctx.draining,
+            http11=parser.get_http_version() == "1.1",
+        )
+        self._body = []
+        self._enqueue(cycle)
+
+    # -- requests in order -----------------------------------------------------------------
+
+    def _enqueue(self, cycle: RequestCycle | FixedResponse) -> None:
+        self.cycles.append(cycle)
+        if len(self.cycles) > MAX_PIPELINE:
+            self.flow.pause_reading()
+        if self.active is None:
+            self._run_next()
+
+    def _run_next(self) -> None:
+        cycle = self.cycles.popleft()
+        self.phase = BUSY
+        self.active = self.ctx.spawn(cycle.run())
+        self.active.add_done_callback(self._cycle_done)
+
+    def _cycle_done(self, task: asyncio.Task) -> None:
+        self.active = None
+        if self.peer_gone:
+            return
+        if self.closing:
+            if not self.cycles:
+                self.transport.close()
+                return
+        if self.cycles:
+            self._run_next()
+            return
+        self.flow.resume_reading()
+        self._set_deadline(IDLE, self.limits.idle_timeout)
+
+    def _fail(self, response: tuple, detail: object) -> None:
+        """Answer a request that cannot be parsed or accepted, after those before it; then close."""
+        status, message, type_, code = response
+        if "{}" in message:
+            message = message.format(detail)
+        self.closing = True
+        self.flow.pause_reading()
+        self._enqueue(FixedResponse(self, R.error_response(status, message, type_, code, close=True)))
+
+    # -- writing, for the cycles -------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if not self.peer_gone:
+            self.transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        if not self.peer_gone:
+            self.transport.writelines(parts)
+
+    def finish_response(self, keep_alive: bool) -> None:
+        """Called by a cycle once its response is fully written."""
+        if not keep_alive:
+            self.closing = True
+
+    def abort(self) -> None:
+        """Drop the connection: the response cannot be completed and must not look complete."""
+        self.closing = True
+        if self.transport is not None and not self.peer_gone:
+            self.transport.abort()
+
+    def shutdown(self) -> None:
+        """Planned stop: close now if idle, otherwise after the response in progress."""
+        self.closing = True
+        if self.active is None and not self.cycles and self.transport is not None:
+            self.transport.close()
+
+    # -- limits and deadlines ------------------------------------------------------------------
+
+    def _count_header_bytes(self, n: int) -> None:
+        self._header_bytes += n
+        if self._header_bytes > self.limits.max_header_bytes:
+            raise _Reject(R.HEADERS_TOO_LARGE, self.limits.max_header_bytes)
+
+    def _content_length(self) -> int | None:
+        for name, value in self._headers:
+            if len(name) == 14 and name.lower() == b"content-length":
+                return int(value)  # httptools has already validated it
+        return None
+
+    def _expects_continue(self) -> bool:
+        for name, value in self._headers:
+            if len(name) == 6 and name.lower() == b"expect":
+                return value.strip().lower() == b"100-continue"
+        return False
+
+    def _set_deadline(self, phase: int, seconds: float) -> None:
+        # One deadline per connection that moves; the timer re-arms itself when it fires early,
+        # so a busy keep-alive connection does not create a timer per request.
+        self.phase = phase
+        self.deadline = self.loop.time() + seconds
+        if self.timer is None:
+            self.timer = self.loop.call_at(self.deadline, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        self.timer = None
+        if self.peer_gone or self.phase == BUSY:
+            return
+        now = self.loop.time()
+        if now < self.deadline:
+            self.timer = self.loop.call_at(self.deadline, self._on_deadline)
+        elif self.phase == READING:
+            self._fail(R.REQUEST_TIMEOUT, None)
+        else:
+            self.transport.close()
+
+
+def _parser_reason(exc: httptools.HttpParserError) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[:200]

@@ -1,0 +1,94 @@
+"""The proxy listener: shared per-process state, the listening socket, and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from typing import Coroutine
+
+from lectr.config import ProxyLimits
+from lectr.directory import DirectoryHolder
+from lectr.events.ring import EventRing
+from lectr.providers.registry import ModelRegistry
+from lectr.proxy.protocol import ProxyProtocol
+from lectr.proxy.upstream import UpstreamPools
+
+log = logging.getLogger(__name__)
+
+_MAX_LOGGED_PROVIDERS = 64
+
+
+class ProxyContext:
+    """Everything the connections of one process share: caches, pools, ring, tasks."""
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop, limits: ProxyLimits,
+                 base_urls: dict[str, str], directory: DirectoryHolder, upstream: UpstreamPools,
+                 ring: EventRing) -> None:
+        self.loop = loop
+        self.limits = limits
+        self.base_urls = base_urls
+        self.directory = directory
+        self.upstream = upstream
+        self.ring = ring
+        self.registry = ModelRegistry()
+        self.connections: set[ProxyProtocol] = set()
+        self.tasks: set[asyncio.Task] = set()
+        self.draining = False
+        self._invalid_providers_logged: set[str] = set()
+
+    def spawn(self, coro: Coroutine) -> asyncio.Task:
+        """Start a task and hold it until it is done, so none is lost or left behind."""
+        task = self.loop.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def note_invalid_provider(self, name: str) -> None:
+        """Log an unknown ``X-Lectr-Provider`` value, once per value, without flooding the log."""
+        if name in self._invalid_providers_logged or len(self._invalid_providers_logged) >= _MAX_LOGGED_PROVIDERS:
+            return
+        self._invalid_providers_logged.add(name)
+        log.warning("X-Lectr-Provider %r is not one of openai, anthropic, groq, gemini, azure; "
+                    "using openai", name[:40])
+
+
+class ProxyServer:
+    """Listens on the proxy port; ``stop`` lets in-flight requests finish before closing."""
+
+    def __init__(self, ctx: ProxyContext, host: str, port: int, *, reuse_port: bool = False) -> None:
+        self.ctx = ctx
+        self.host = host
+        self.port = port
+        self.reuse_port = reuse_port
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await self.ctx.loop.create_server(
+            lambda: ProxyProtocol(self.ctx), self.host, self.port,
+            reuse_address=True, reuse_port=self.reuse_port or None, backlog=4096,
+        )
+        sock = self._server.sockets[0]
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.port = sock.getsockname()[1]
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``timeout`` s, close the rest."""
+        ctx = self.ctx
+        ctx.draining = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(ctx.connections):
+            conn.shutdown()
+        pending = [t for t in ctx.tasks if not t.done()]
+        if pending:
+            done, still = await asyncio.wait(pending, timeout=timeout)
+            if still:
+                log.warning("%d requests still in flight after %.0fs; cancelling them", len(still), timeout)
+                for task in still:
+                    task.cancel()
+                await asyncio.wait(still, timeout=5)
+        for conn in list(ctx.connections):
+            conn.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
