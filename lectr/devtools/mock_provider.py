@@ -164,6 +164,7 @@ class MockProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._canned: dict[bytes, bytes] = {}
+        self.streams_cut = 0  # streams whose client left before the end
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
@@ -176,6 +177,13 @@ class MockProvider:
         if self._server is not None:
             self._server.close()
 
+    async def _close_server(self) -> None:
+        await self.stop()
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def start_in_thread(self, host: str = "127.0.0.1") -> int:
         """Run on a private loop in a daemon thread (for synchronous tests); return the port."""
         ready = threading.Event()
@@ -185,7 +193,11 @@ class MockProvider:
             asyncio.set_event_loop(loop)
             loop.run_until_complete(self.start(host))
             ready.set()
-            loop.run_forever()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self._close_server())
+                loop.close()
 
         self._thread = threading.Thread(target=run, name="mock-provider", daemon=True)
         self._thread.start()
@@ -267,12 +279,17 @@ class MockProvider:
 
     async def _stream(self, transport, model: str, chunks: int, include_usage: bool, delay_ms: int) -> None:
         transport.write(_head(200, _SSE, [b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n"]))
-        for event in stream_events(model, chunks, include_usage):
-            if delay_ms:
-                await asyncio.sleep(delay_ms / 1000)
-            if transport.is_closing():
-                return
-            transport.write(b"%x\r\n%s\r\n" % (len(event), event))
+        try:
+            for event in stream_events(model, chunks, include_usage):
+                if delay_ms:
+                    await asyncio.sleep(delay_ms / 1000)
+                if transport.is_closing():
+                    self.streams_cut += 1
+                    return
+                transport.write(b"%x\r\n%s\r\n" % (len(event), event))
+        except asyncio.CancelledError:
+            self.streams_cut += 1
+            raise
         transport.write(b"0\r\n\r\n")
 
 
