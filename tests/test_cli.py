@@ -1,0 +1,82 @@
+"""The ``lectr`` command against a real PostgreSQL, run as a user would run it."""
+
+import asyncio
+import re
+
+import asyncpg
+import pytest
+
+from lectr import db
+from tests.conftest import lectr_env, run_cli
+
+
+@pytest.fixture(scope="module")
+def env(database_url, mock, tmp_path_factory):
+    return lectr_env(database_url, mock, tmp_path_factory.mktemp("cli"))
+
+
+def test_help_explains_every_command(env):
+    assert "baseURL" in run_cli(env, "--help").stdout
+    for args in (["serve"], ["org"], ["org", "create"], ["org", "list"], ["org", "azure"], ["key", "rotate"],
+                 ["db", "url"], ["mock-provider"]):
+        out = run_cli(env, *args, "--help").stdout
+        assert out.startswith("usage: lectr"), args
+
+
+def test_org_create_prints_the_key_last_and_stores_only_its_hash(env, database_url):
+    out = run_cli(env, "org", "create", "globex").stdout
+    key = out.strip().splitlines()[-1]
+    assert re.fullmatch(r"lc_key_[A-Za-z0-9_-]{32,}", key)
+
+    async def stored() -> list:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return [tuple(r) for r in await conn.fetch("SELECT * FROM org_keys")] + \
+                   [tuple(r) for r in await conn.fetch("SELECT * FROM organizations")]
+        finally:
+            await conn.close()
+    assert key not in repr(asyncio.run(stored()))
+    listing = run_cli(env, "org", "list").stdout
+    assert "globex" in listing and key not in listing and key[:10] in listing
+
+
+@pytest.mark.parametrize("args,message", [
+    (["org", "create", "dup"], "already exists"),
+    (["key", "rotate", "no-such-org"], "no org named"),
+    (["org", "azure", "dup", "--endpoint", "not a url", "--api-version", "2024-10-21"], "endpoint must be"),
+    (["org", "azure", "dup", "--endpoint", "https://x.openai.azure.com", "--api-version", "bad version!"],
+     "api version"),
+    (["org", "azure", "ghost", "--endpoint", "https://x.openai.azure.com", "--api-version", "2024-10-21"],
+     "no org named"),
+])
+def test_bad_input_exits_non_zero_with_one_clear_line(env, args, message):
+    run_cli(env, "org", "create", "dup", check=False)
+    result = run_cli(env, *args, check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lectr: error:") and message in lines[0], result.stderr
+
+
+def test_db_url_prints_the_database_in_use(env, database_url):
+    assert run_cli(env, "db", "url").stdout.strip() == database_url
+
+
+async def test_migrations_apply_once_when_processes_race(pg_server_url):
+    name = "lectr_race"
+    admin = await asyncpg.connect(pg_server_url)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = pg_server_url.replace("/postgres?", f"/{name}?") if "/postgres?" in pg_server_url \
+        else pg_server_url.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        conns = [await asyncpg.connect(url) for _ in range(4)]
+        results = await asyncio.gather(*(db.migrate(c) for c in conns))
+        applied = [name for r in results for name in r]
+        assert sorted(applied) == sorted(f for _, f, _ in db.migration_files())
+        assert await conns[0].fetchval("SELECT count(*) FROM schema_migrations") == len(db.migration_files())
+        assert await db.migrate(conns[0]) == []
+        for c in conns:
+            await c.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

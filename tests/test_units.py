@@ -1,0 +1,119 @@
+"""Unit tests for the small pure pieces: config, keys, ring, body facts, URLs, headers."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from lectr.config import VARIABLES, ConfigError, Settings
+from lectr.events.ring import EventRing
+from lectr.keys import hash_key, key_hint, new_org_key
+from lectr.providers.azure import azure_url
+from lectr.providers.base import AzureTarget, bearer_token
+from lectr.providers.registry import PROVIDERS
+from lectr.proxy.body import read_body_facts
+from lectr.proxy.headers import ClientHeaders, response_head_fields
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_defaults():
+    s = Settings.from_env({})
+    assert (s.host, s.proxy_port, s.admin_port, s.database_url) == ("127.0.0.1", 8080, 8081, None)
+    assert s.upstreams.base_urls["openai"] == "https://api.openai.com/v1"
+    assert s.upstreams.base_urls["groq"] == "https://api.groq.com/openai/v1"
+
+
+def test_upstream_overrides_are_trimmed_and_checked():
+    s = Settings.from_env({"LECTR_UPSTREAM_OPENAI": "http://127.0.0.1:9000/v1/"})
+    assert s.upstreams.base_urls["openai"] == "http://127.0.0.1:9000/v1"
+    with pytest.raises(ConfigError, match="LECTR_UPSTREAM_GROQ"):
+        Settings.from_env({"LECTR_UPSTREAM_GROQ": "ftp://x"})
+
+
+@pytest.mark.parametrize("name,value", [("LECTR_PROXY_PORT", "eighty"), ("LECTR_IDLE_TIMEOUT", "0"),
+                                        ("LECTR_MAX_BODY_BYTES", "-1")])
+def test_bad_values_name_the_variable(name, value):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_readme_documents_every_variable():
+    text = README.read_text()
+    documented = set(re.findall(r"`(LECTR_[A-Z_]+)`", text))
+    assert set(VARIABLES) <= documented, sorted(set(VARIABLES) - documented)
+
+
+def test_keys():
+    key = new_org_key()
+    assert re.fullmatch(r"lc_key_[A-Za-z0-9_-]{32,}", key)
+    assert new_org_key() != key
+    assert re.fullmatch(r"[0-9a-f]{64}", hash_key(key)) and hash_key(key) == hash_key(key.encode())
+    assert key not in key_hint(key) and key_hint(key).startswith("lc_key_")
+
+
+def test_ring_drops_and_counts_when_full():
+    ring = EventRing(3, batch_size=2)
+    assert [ring.append(i) for i in range(5)] == [True, True, True, False, False]
+    assert ring.dropped == {"ring_full": 2} and ring.appended == 3
+    assert ring.drain(2) == [0, 1]
+    assert ring.append(9)
+    assert ring.drain() == [2, 9] and len(ring) == 0
+
+
+async def test_ring_wait_wakes_on_a_full_batch():
+    import asyncio
+    ring = EventRing(10, batch_size=2)
+    waiter = asyncio.create_task(ring.wait(5))
+    await asyncio.sleep(0)
+    ring.append(1)
+    ring.append(2)
+    await asyncio.wait_for(waiter, 1)
+    await ring.wait(0.01)  # a batch is already there: returns at once
+
+
+@pytest.mark.parametrize("body,ctype,model,stream", [
+    (b'{"model":"gpt-4o","stream":true}', b"application/json", "gpt-4o", True),
+    (b'{"messages":[{"content":"\\"model\\": \\"x\\""}],"model":"claude-3-opus"}', None, "claude-3-opus", False),
+    (b'{"model":42}', None, None, False),
+    (b'[1,2]', None, None, False),
+    (b'not json', None, None, False),
+    (b'', None, None, False),
+    (b'--b\r\nContent-Disposition: form-data; name="model"\r\n\r\nwhisper-1\r\n--b--', b"multipart/form-data; boundary=b",
+     "whisper-1", False),
+])
+def test_body_facts(body, ctype, model, stream):
+    facts = read_body_facts(body, ctype)
+    assert (facts.model, facts.stream) == (model, stream)
+
+
+def test_client_headers_split():
+    h = ClientHeaders([(b"X-Lectr-Key", b" lc_key_abc "), (b"X-Lectr-Feature", b"x" * 150),
+                       (b"Authorization", b"Bearer sk"), (b"Connection", b"keep-alive, X-Drop"),
+                       (b"X-Drop", b"1"), (b"TE", b"trailers"), (b"Host", b"lectr"), (b"OpenAI-Project", b"p"),
+                       (b"Content-Type", b"application/json"), (b"Expect", b"100-continue")])
+    assert h.lectr_key == b"lc_key_abc" and h.authorization == b"Bearer sk"
+    assert h.feature_tag() == "x" * 100 and h.task_tag() is None
+    assert h.forward == [(b"OpenAI-Project", b"p"), (b"Content-Type", b"application/json")]
+    assert ClientHeaders([]).feature_tag() == "untagged"
+
+
+def test_response_head_drops_hop_by_hop():
+    lines, has_length = response_head_fields(((b"Content-Type", b"a"), (b"Connection", b"keep-alive"),
+                                               (b"Transfer-Encoding", b"chunked"), (b"X-Request-Id", b"r")))
+    assert lines == [b"Content-Type: a\r\n", b"X-Request-Id: r\r\n"] and not has_length
+
+
+def test_auth_rewrites():
+    assert PROVIDERS["openai"].auth(b"Bearer sk-1") == (b"Authorization", b"Bearer sk-1")
+    assert PROVIDERS["anthropic"].auth(b"Bearer sk-ant") == (b"x-api-key", b"sk-ant")
+    assert PROVIDERS["azure"].auth(b"bearer  az ") == (b"api-key", b"az")
+    assert bearer_token(b"Basic abc") == b"Basic abc"
+
+
+def test_azure_urls():
+    target = AzureTarget("https://res.openai.azure.com/", "2024-10-21")
+    assert azure_url("", "chat/completions", "", "my dep", target) == \
+        "https://res.openai.azure.com/openai/deployments/my%20dep/chat/completions?api-version=2024-10-21"
+    assert azure_url("", "models", "api-version=old&x=1", None, target) == \
+        "https://res.openai.azure.com/openai/models?x=1&api-version=2024-10-21"
