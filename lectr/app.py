@@ -1,8 +1,8 @@
 """Start-up and shutdown, in the order the architecture gives; owns every long-lived object.
 
-Start: config → database and migrations → caches → event pipeline → listeners.
-Stop (SIGTERM/SIGINT): listeners stop accepting, in-flight requests finish (with a deadline),
-then the loader, the pools and the database close, in reverse order.
+Start: config → database, migrations, partitions, seed data → caches → event pipeline →
+listeners. Stop (SIGTERM/SIGINT): listeners stop accepting, in-flight requests finish (with
+a deadline), then background jobs stop, the event pipeline drains last, the database closes.
 """
 
 from __future__ import annotations
@@ -11,15 +11,24 @@ import asyncio
 import logging
 import signal
 
-from lectr import db
+from lectr import db, partitions
+from lectr.api.app import AdminServer, make_admin_app
 from lectr.caches import CacheLoader
 from lectr.config import Settings
 from lectr.directory import DirectoryHolder
 from lectr.events.ring import EventRing
+from lectr.events.rows import RowBuilder
+from lectr.events.spool import Spool
+from lectr.events.tokens import TokenCounter
+from lectr.events.writer import EventWriter
+from lectr.metrics import Metrics, watch_loop_lag
+from lectr.pricing import PricingTable, ensure_seeded
 from lectr.proxy.server import ProxyContext, ProxyServer
 from lectr.proxy.upstream import UpstreamPools
 
 log = logging.getLogger("lectr")
+
+PARTITION_CHECK_SECONDS = 3600.0
 
 
 class Lectr:
@@ -30,40 +39,80 @@ class Lectr:
         self.database_url: str | None = None
         self.pool = None
         self.directory = DirectoryHolder()
+        self.ring: EventRing = EventRing(settings.ring_size, batch_size=settings.recording.flush_events)
+        self.spool = Spool(settings.spool_dir, settings.recording.spool_max_bytes)
+        self.rows = RowBuilder(TokenCounter(), PricingTable([]))
+        self.writer: EventWriter | None = None
+        self.metrics = Metrics(self.ring, spool_bytes=self.spool.size,
+                               database_up=lambda: self.writer is None or self.writer.database_up)
         self.loader: CacheLoader | None = None
-        self.ring: EventRing = EventRing(settings.ring_size)
         self.upstream: UpstreamPools | None = None
         self.proxy: ProxyServer | None = None
+        self.admin: AdminServer | None = None
+        self._jobs: list[asyncio.Task] = []
 
     async def start(self) -> None:
         s = self.settings
         self.database_url = await db.resolve_url(s.database_url, s.data_dir)
         self.pool = await db.open_pool(self.database_url)
+        async with self.pool.acquire() as conn:
+            await partitions.ensure_partitions(conn)
+            await ensure_seeded(conn)
 
-        self.loader = CacheLoader(self.database_url, self.pool, self.directory)
+        self.loader = CacheLoader(self.database_url, self.pool, self.directory, self._use_pricing)
         await self.loader.load()  # no request is served before the caches are loaded
+        await self.loader.load_pricing()
         self.loader.start()
+
+        self.writer = EventWriter(self.ring, self.pool, self.rows, self.spool, self.metrics,
+                                  batch_size=s.recording.flush_events, interval=s.recording.flush_interval)
+        self.writer.start()
+        self._jobs = [asyncio.create_task(self._maintain_partitions(), name="lectr-partitions"),
+                      asyncio.create_task(watch_loop_lag(self.metrics.loop_lag), name="lectr-loop-lag")]
 
         loop = asyncio.get_running_loop()
         self.upstream = UpstreamPools(s.upstreams)
         self.upstream.warm()
         ctx = ProxyContext(loop=loop, limits=s.limits, base_urls=s.upstreams.base_urls,
                            directory=self.directory, upstream=self.upstream, ring=self.ring)
+        self.admin = AdminServer(make_admin_app(self.metrics), s.host, s.admin_port)
+        await self.admin.start()
         self.proxy = ProxyServer(ctx, s.host, s.proxy_port)
         await self.proxy.start()
-        log.info("Lectr proxy listening on http://%s:%d/v1 (%d orgs)", s.host, self.proxy.port,
-                 self.directory.current.org_count)
+        log.info("Lectr proxy on http://%s:%d/v1, admin on http://%s:%d (%d orgs)", s.host, self.proxy.port,
+                 s.host, self.admin.port, self.directory.current.org_count)
+
+    def _use_pricing(self, table: PricingTable) -> None:
+        self.rows.pricing = table
+
+    async def _maintain_partitions(self) -> None:
+        while True:
+            await asyncio.sleep(PARTITION_CHECK_SECONDS)
+            try:
+                async with self.pool.acquire(timeout=10) as conn:
+                    await partitions.ensure_partitions(conn)
+                    await partitions.drop_expired(conn, self.settings.recording.retention_days)
+            except Exception as exc:  # Postgres away: the default partition takes the rows meanwhile
+                log.warning("partition maintenance failed: %s", exc)
 
     async def stop(self) -> None:
         if self.proxy is not None:
             await self.proxy.stop(self.settings.shutdown_timeout)
+        if self.admin is not None:
+            await self.admin.stop()
+        for job in self._jobs:
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
         if self.loader is not None:
             await self.loader.stop()
         if self.upstream is not None:
             await self.upstream.close()
+        if self.writer is not None:
+            await self.writer.close()  # last: every completed request's event is written or spooled
         if self.pool is not None:
             await self.pool.close()
-        log.info("Lectr stopped; %d events recorded, %d dropped", self.ring.appended, self.ring.dropped_total)
+        log.info("Lectr stopped; %d events recorded, %d written, %d dropped", self.ring.appended,
+                 self.writer.written if self.writer else 0, self.ring.dropped_total)
 
 
 async def serve(settings: Settings) -> None:

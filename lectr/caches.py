@@ -1,25 +1,30 @@
-"""Loads the in-memory directory from Postgres and keeps it current.
+"""Loads the in-memory caches from Postgres and keeps them current.
 
-Changes arrive as NOTIFY on ``lectr_config``; a reload builds a whole new ``Directory`` and
-swaps it in, so the hot path never sees a half-updated one. If the listening connection is
-lost, the loader reconnects and reloads, and a slow periodic reload covers any gap.
+Changes arrive as NOTIFY on ``lectr_config`` with the changed table as payload. A reload
+builds a whole new snapshot and swaps it in with one assignment, so the hot path never sees
+a half-updated one. If the listening connection is lost the loader reconnects and reloads,
+and periodic reloads (the directory every minute, prices every five) cover any gap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Callable
 
 import asyncpg
 
 from lectr.db import CONFIG_CHANNEL
 from lectr.directory import Directory, DirectoryHolder, Org
+from lectr.pricing import PricingTable, load_pricing
 from lectr.providers.base import AzureTarget
 
 log = logging.getLogger(__name__)
 
-SAFETY_RELOAD_SECONDS = 60.0
+DIRECTORY_REFRESH_SECONDS = 60.0
+PRICING_REFRESH_SECONDS = 300.0
 RECONNECT_SECONDS = 1.0
+_PRICING_TABLES = {"model_pricing"}
 
 
 async def load_directory(conn: asyncpg.Connection) -> Directory:
@@ -42,12 +47,15 @@ async def load_directory(conn: asyncpg.Connection) -> Directory:
 
 
 class CacheLoader:
-    """Owns the directory's freshness: initial load, NOTIFY-driven reloads, reconnection."""
+    """Owns the caches' freshness: initial load, NOTIFY-driven reloads, reconnection."""
 
-    def __init__(self, url: str, pool: asyncpg.Pool, holder: DirectoryHolder) -> None:
+    def __init__(self, url: str, pool: asyncpg.Pool, holder: DirectoryHolder,
+                 on_pricing: Callable[[PricingTable], None]) -> None:
         self._url = url
         self._pool = pool
         self._holder = holder
+        self._on_pricing = on_pricing
+        self._changed: set[str] = set()
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
         self.reloads = 0
@@ -59,6 +67,12 @@ class CacheLoader:
         self._holder.replace(directory)
         self.reloads += 1
         log.debug("directory loaded: %d orgs", directory.org_count)
+
+    async def load_pricing(self) -> None:
+        async with self._pool.acquire() as conn:
+            table = await load_pricing(conn)
+        self._on_pricing(table)
+        log.debug("pricing loaded: %d rows", len(table))
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="lectr-cache-loader")
@@ -72,6 +86,10 @@ class CacheLoader:
                 pass
             self._task = None
 
+    def _notified(self, _conn, _pid, _channel, payload: str) -> None:
+        self._changed.add(payload)
+        self._wake.set()
+
     async def _run(self) -> None:
         while True:
             listener: asyncpg.Connection | None = None
@@ -79,21 +97,33 @@ class CacheLoader:
                 listener = await asyncpg.connect(self._url)
                 lost = asyncio.Event()
                 listener.add_termination_listener(lambda _c: lost.set())
-                await listener.add_listener(CONFIG_CHANNEL, lambda *_: self._wake.set())
+                await listener.add_listener(CONFIG_CHANNEL, self._notified)
                 await self.load()  # catch anything that changed while not listening
-                while not lost.is_set():
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), SAFETY_RELOAD_SECONDS)
-                    except TimeoutError:
-                        pass
-                    self._wake.clear()
-                    if not lost.is_set():
-                        await self.load()
+                await self.load_pricing()
+                await self._follow(lost)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # the database is down or restarting: keep the last snapshot
+            except Exception as exc:  # the database is down or restarting: keep the last snapshots
                 log.warning("config listener: %s; retrying in %.0fs", exc, RECONNECT_SECONDS)
             finally:
                 if listener is not None and not listener.is_closed():
                     listener.terminate()
             await asyncio.sleep(RECONNECT_SECONDS)
+
+    async def _follow(self, lost: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_pricing = loop.time() + PRICING_REFRESH_SECONDS
+        while not lost.is_set():
+            try:
+                await asyncio.wait_for(self._wake.wait(), DIRECTORY_REFRESH_SECONDS)
+            except TimeoutError:
+                self._changed.add("*")
+            self._wake.clear()
+            changed, self._changed = self._changed, set()
+            if lost.is_set():
+                return
+            if changed - _PRICING_TABLES:
+                await self.load()
+            if changed & _PRICING_TABLES or loop.time() >= next_pricing:
+                await self.load_pricing()
+                next_pricing = loop.time() + PRICING_REFRESH_SECONDS

@@ -56,6 +56,13 @@ def _parser() -> argparse.ArgumentParser:
                            description="Print a connection URL for the database in use; starts "
                                        "the embedded server if needed and leaves it running.")
 
+    pricing = commands.add_parser("pricing", help="model prices used for cost estimates",
+                                  description="Manage the model_pricing table.")
+    pricing_commands = pricing.add_subparsers(dest="pricing_command", metavar="ACTION", required=True)
+    pricing_commands.add_parser("sync", help="refresh the seeded prices from the bundled genai-prices data",
+                                description="Write the prices bundled with genai-prices into model_pricing "
+                                            "(rows an operator added are left alone and keep winning).")
+
     mock = commands.add_parser("mock-provider", help="run the mock OpenAI-compatible provider",
                                description="Serve canned completions and streams on loopback, "
                                            "for tests, benchmarks and trying Lectr offline.")
@@ -121,6 +128,15 @@ async def _key_rotate(args, conn, url) -> int:
     return 0
 
 
+async def _pricing_sync(args, conn, url) -> int:
+    import genai_prices
+
+    from lectr.pricing import seed_pricing
+    written = await seed_pricing(conn)
+    print(f"Synced {written} price rows from genai-prices {genai_prices.__version__}.")
+    return 0
+
+
 async def _db_url(args, conn, url) -> int:
     print(url)
     return 0
@@ -155,6 +171,7 @@ _DB_ACTIONS = {
     ("org", "azure"): _org_azure,
     ("key", "rotate"): _key_rotate,
     ("db", "url"): _db_url,
+    ("pricing", "sync"): _pricing_sync,
 }
 
 
@@ -163,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     from lectr.config import ConfigError
     from lectr.db import DatabaseError
     from lectr.orgs import OrgError
+    from lectr.pricing import PricingError
 
     args = _parser().parse_args(argv)
     try:
@@ -174,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         action = _DB_ACTIONS[(args.command, sub)]
         return _run_with_db(lambda conn, url: action(args, conn, url),
                             keep_running=(args.command, sub) == ("db", "url"))
-    except (ConfigError, DatabaseError, OrgError) as exc:
+    except (ConfigError, DatabaseError, OrgError, PricingError) as exc:
         print(f"lectr: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -43,6 +43,10 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_UPSTREAM_POOL_SIZE": ("256", "Most open connections per provider origin."),
     "LECTR_SHUTDOWN_TIMEOUT": ("30", "Seconds in-flight requests get to finish after SIGTERM/SIGINT."),
     "LECTR_RING_SIZE": ("65536", "Events the ring buffer holds before new ones are dropped and counted."),
+    "LECTR_FLUSH_EVENTS": ("100", "The event writer flushes when this many events are waiting..."),
+    "LECTR_FLUSH_INTERVAL": ("5", "...or when this many seconds have passed, whichever comes first."),
+    "LECTR_SPOOL_MAX_MB": ("256", "Disk the spool may use for events while Postgres is unavailable."),
+    "LECTR_RETENTION_DAYS": ("90", "Days of request_logs kept; older daily partitions are dropped."),
     "LECTR_CAPTURE_MAX_BYTES": ("4194304", "Most response bytes kept per event for usage parsing."),
 }
 
@@ -97,6 +101,16 @@ class UpstreamSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordingSettings:
+    """How events move from the ring to Postgres, and how long they are kept."""
+
+    flush_events: int = 100
+    flush_interval: float = 5.0
+    spool_max_bytes: int = 256 * 1024 * 1024
+    retention_days: int = 90
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything Lectr reads from its environment."""
 
@@ -110,6 +124,11 @@ class Settings:
     ring_size: int = 65536
     limits: ProxyLimits = ProxyLimits()
     upstreams: UpstreamSettings = UpstreamSettings()
+    recording: RecordingSettings = RecordingSettings()
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
@@ -142,5 +161,11 @@ class Settings:
                 connect_timeout=_float(env, "LECTR_UPSTREAM_CONNECT_TIMEOUT"),
                 read_timeout=_float(env, "LECTR_UPSTREAM_READ_TIMEOUT"),
                 pool_size=max(1, _int(env, "LECTR_UPSTREAM_POOL_SIZE")),
+            ),
+            recording=RecordingSettings(
+                flush_events=max(1, _int(env, "LECTR_FLUSH_EVENTS")),
+                flush_interval=_float(env, "LECTR_FLUSH_INTERVAL"),
+                spool_max_bytes=_int(env, "LECTR_SPOOL_MAX_MB") * 1024 * 1024,
+                retention_days=max(1, _int(env, "LECTR_RETENTION_DAYS")),
             ),
         )

