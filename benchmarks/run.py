@@ -3,8 +3,8 @@
 Starts the mock provider and ``lectr serve`` (embedded Postgres) as their own processes,
 then sends the same requests straight to the mock and through Lectr, interleaved, over
 several rounds, and reports medians. On a machine with two or more cores Lectr gets a core
-of its own and the mock and the load generator share another, so the proxy is measured
-rather than the contention.
+of its own and the mock, the load generator and Postgres share another, so the proxy is
+measured rather than the contention.
 
     python -m benchmarks.run                 # the full run (a few minutes)
     python -m benchmarks.run --seconds 2 --rounds 1   # a quick look
@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,17 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
     return 0.0
 
 
+def scrape(port: int) -> dict[str, float]:
+    """The unlabelled and ``reason``-labelled samples of Lectr's /metrics, by name."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -102,12 +114,17 @@ class Bench:
         return proc
 
     def start(self) -> None:
-        self.mock_port, self.lectr_port = free_port(), free_port()
+        self.mock_port, self.lectr_port, self.admin_port = free_port(), free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("LECTR_")}
         env.update({"LECTR_DATA_DIR": str(self.tmp / "data"), "LECTR_PROXY_PORT": str(self.lectr_port),
-                    "LECTR_ADMIN_PORT": str(free_port()), "LECTR_LOG_LEVEL": "WARNING",
+                    "LECTR_ADMIN_PORT": str(self.admin_port), "LECTR_LOG_LEVEL": "WARNING",
                     "LECTR_UPSTREAM_OPENAI": f"http://127.0.0.1:{self.mock_port}/v1"})
         python = sys.executable
+        # Postgres starts here, so it shares the client core and Lectr's core runs Lectr alone;
+        # `lectr serve` joins the running server.
+        os.sched_setaffinity(0, self.client_cores)
+        from lectr.db import start_embedded
+        start_embedded(self.tmp / "data")
         self.mock = self.spawn([python, "-m", "lectr", "mock-provider", "--port", str(self.mock_port)], env,
                                self.client_cores)
         out = subprocess.run([python, "-m", "lectr", "org", "create", "bench"], env=env, capture_output=True,
@@ -116,7 +133,6 @@ class Bench:
         self.lectr = self.spawn([python, "-m", "lectr", "serve"], env, self.lectr_cores)
         wait_for_port(self.mock_port, self.mock)
         wait_for_port(self.lectr_port, self.lectr)
-        os.sched_setaffinity(0, self.client_cores)
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
@@ -161,9 +177,27 @@ class Bench:
                     print(f"  {scenario.name:32} round {round_no + 1} {target:6} "
                           f"p50 {rows[target][-1]['p50_ms']:.3f} ms  {result.rps:8.0f} req/s", flush=True)
             report["scenarios"].append(summarize(scenario, rows))
+        report["recording"] = await self.recording()
         report["lectr_rss_mb"] = rss_mb(self.lectr.pid)
         report["lectr_peak_rss_mb"] = rss_mb(self.lectr.pid, "VmHWM")
         return report
+
+
+    async def recording(self) -> dict:
+        """The event pipeline at the top request rate: every request's row written, none dropped."""
+        scenario = SCENARIOS[1]
+        before = scrape(self.admin_port)
+        result = await self.one("lectr", scenario)
+        served_at = time.perf_counter()
+        while scrape(self.admin_port)["lectr_events_buffered"] > 0 and time.perf_counter() - served_at < 60:
+            await asyncio.sleep(0.05)
+        drained = time.perf_counter() - served_at
+        after = scrape(self.admin_port)
+        written = after["lectr_events_written_total"] - before["lectr_events_written_total"]
+        dropped = sum(after[k] - before.get(k, 0) for k in after if k.startswith("lectr_events_dropped_total"))
+        return {"requests": len(result.latencies), "requests_per_s": result.rps, "rows_written": written,
+                "rows_per_s": written / (result.wall + drained), "drain_after_load_s": drained,
+                "dropped": dropped}
 
 
 def summarize(scenario: Scenario, rows: dict[str, list[dict]]) -> dict:
@@ -192,7 +226,12 @@ def markdown(report: dict) -> str:
         lines.append(f"| {s['scenario']} | {d['p50_ms']:.3f} / {d['p99_ms']:.3f} | {l['p50_ms']:.3f} / "
                      f"{l['p99_ms']:.3f} | {s['added_p50_ms']:.3f} / {s['added_p99_ms']:.3f} | {d['rps']:.0f} | "
                      f"{l['rps']:.0f} | {s['rps_ratio']:.2f} | {l['lectr_cpu_ms_per_request']:.3f} |")
-    m = report["machine"]
+    m, rec = report["machine"], report["recording"]
+    lines.append("")
+    lines.append(f"Recording at the top rate (concurrency 32): {rec['requests']} requests served at "
+                 f"{rec['requests_per_s']:.0f} req/s, {rec['rows_written']:.0f} rows written at {rec['rows_per_s']:.0f} "
+                 f"rows/s (ring empty {rec['drain_after_load_s']:.2f} s after the load ended), "
+                 f"{rec['dropped']:.0f} dropped.")
     lines.append("")
     lines.append(f"Medians of {report['rounds']} interleaved rounds; {m['cores']} cores, Lectr pinned to "
                  f"{m['lectr_cores']}, mock + load generator to {m['client_cores']}. Lectr RSS after the run: "
@@ -220,7 +259,8 @@ def main() -> int:
     (RESULTS_DIR / f"overhead-{stamp}.md").write_text(table + "\n")
     print()
     print(table)
-    return 0 if all(s["errors"] == 0 for s in report["scenarios"]) else 1
+    ok = all(s["errors"] == 0 for s in report["scenarios"]) and report["recording"]["dropped"] == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ a deadline), then background jobs stop, the event pipeline drains last, the data
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -38,6 +39,7 @@ class Lectr:
         self.settings = settings
         self.database_url: str | None = None
         self.pool = None
+        self.writer_pool = None
         self.directory = DirectoryHolder()
         self.ring: EventRing = EventRing(settings.ring_size, batch_size=settings.recording.flush_events)
         self.spool = Spool(settings.spool_dir, settings.recording.spool_max_bytes)
@@ -55,6 +57,7 @@ class Lectr:
         s = self.settings
         self.database_url = await db.resolve_url(s.database_url, s.data_dir)
         self.pool = await db.open_pool(self.database_url)
+        self.writer_pool = await db.open_pool(self.database_url, min_size=1, max_size=2, synchronous_commit=False)
         async with self.pool.acquire() as conn:
             await partitions.ensure_partitions(conn)
             await ensure_seeded(conn)
@@ -64,7 +67,7 @@ class Lectr:
         await self.loader.load_pricing()
         self.loader.start()
 
-        self.writer = EventWriter(self.ring, self.pool, self.rows, self.spool, self.metrics,
+        self.writer = EventWriter(self.ring, self.writer_pool, self.rows, self.spool, self.metrics,
                                   batch_size=s.recording.flush_events, interval=s.recording.flush_interval)
         self.writer.start()
         self._jobs = [asyncio.create_task(self._maintain_partitions(), name="lectr-partitions"),
@@ -79,6 +82,10 @@ class Lectr:
         await self.admin.start()
         self.proxy = ProxyServer(ctx, s.host, s.proxy_port)
         await self.proxy.start()
+        # Everything allocated so far lives as long as the process: keep the collector from
+        # walking it again and again, which otherwise stalls the loop for milliseconds.
+        gc.collect()
+        gc.freeze()
         log.info("Lectr proxy on http://%s:%d/v1, admin on http://%s:%d (%d orgs)", s.host, self.proxy.port,
                  s.host, self.admin.port, self.directory.current.org_count)
 
@@ -109,8 +116,9 @@ class Lectr:
             await self.upstream.close()
         if self.writer is not None:
             await self.writer.close()  # last: every completed request's event is written or spooled
-        if self.pool is not None:
-            await self.pool.close()
+        for pool in (self.writer_pool, self.pool):
+            if pool is not None:
+                await pool.close()
         log.info("Lectr stopped; %d events recorded, %d written, %d dropped", self.ring.appended,
                  self.writer.written if self.writer else 0, self.ring.dropped_total)
 

@@ -105,10 +105,16 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
-async def open_pool(url: str, *, min_size: int = 1, max_size: int = 5) -> asyncpg.Pool:
-    """A connection pool on a migrated database."""
+async def open_pool(url: str, *, min_size: int = 1, max_size: int = 5,
+                    synchronous_commit: bool = True) -> asyncpg.Pool:
+    """A connection pool on a migrated database.
+
+    ``synchronous_commit=False`` suits the event writer: a commit does not wait for the WAL
+    flush, so a Postgres crash may lose the last moments of events, never a Lectr restart.
+    """
+    settings = {} if synchronous_commit else {"synchronous_commit": "off"}
     try:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size)
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, server_settings=settings)
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"could not connect to PostgreSQL: {exc}") from exc
     async with pool.acquire() as conn:
