@@ -158,7 +158,7 @@ class Bench:
                                     "lectr_cores": sorted(self.lectr_cores),
                                     "client_cores": sorted(self.client_cores)},
                         "rounds": self.args.rounds, "scenarios": []}
-        for scenario in SCENARIOS:
+        for scenario in [sc for sc in SCENARIOS if self.args.only in sc.name]:
             for target in ("direct", "lectr"):  # warm pools, caches and branch predictors
                 await self.one(target, scenario, requests=min(500, scenario.requests))
             rows: dict[str, list[dict]] = {"direct": [], "lectr": []}
@@ -245,6 +245,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario (default 3)")
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per run (default 6)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument("--only", default="", metavar="TEXT", help="run only the scenarios whose name contains TEXT")
     args = parser.parse_args()
     bench = Bench(args)
     try:

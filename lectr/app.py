@@ -67,6 +67,8 @@ class Lectr:
         await self.loader.load_pricing()
         self.loader.start()
 
+        # Loading an encoding takes a few hundred milliseconds: never on the loop mid-traffic.
+        await asyncio.to_thread(self.rows.counter.preload)
         self.writer = EventWriter(self.ring, self.writer_pool, self.rows, self.spool, self.metrics,
                                   batch_size=s.recording.flush_events, interval=s.recording.flush_interval)
         self.writer.start()

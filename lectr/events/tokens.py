@@ -92,6 +92,11 @@ class TokenCounter:
             return 0
         return len(self.encoding(encoding_name(model, provider)).encode_ordinary(text))
 
+    def preload(self) -> None:
+        """Load both encodings now (blocking; run it in a thread before serving)."""
+        for name in _SPECS:
+            self.encoding(name)
+
     def encoding(self, name: str) -> tiktoken.Encoding:
         """The loaded encoding ``name`` (``o200k_base`` or ``cl100k_base``)."""
         enc = self._encodings.get(name)
