@@ -14,6 +14,7 @@ import signal
 
 from lectr import db, partitions
 from lectr.api.app import AdminServer, make_admin_app
+from lectr.background import Background
 from lectr.caches import CacheLoader
 from lectr.config import Settings
 from lectr.directory import DirectoryHolder
@@ -51,7 +52,7 @@ class Lectr:
         self.upstream: UpstreamPools | None = None
         self.proxy: ProxyServer | None = None
         self.admin: AdminServer | None = None
-        self._jobs: list[asyncio.Task] = []
+        self._jobs = Background()
 
     async def start(self) -> None:
         s = self.settings
@@ -72,8 +73,8 @@ class Lectr:
         self.writer = EventWriter(self.ring, self.writer_pool, self.rows, self.spool, self.metrics,
                                   batch_size=s.recording.flush_events, interval=s.recording.flush_interval)
         self.writer.start()
-        self._jobs = [asyncio.create_task(self._maintain_partitions(), name="lectr-partitions"),
-                      asyncio.create_task(watch_loop_lag(self.metrics.loop_lag), name="lectr-loop-lag")]
+        self._jobs.start(self._maintain_partitions(), "lectr-partitions")
+        self._jobs.start(watch_loop_lag(self.metrics.loop_lag), "lectr-loop-lag")
 
         loop = asyncio.get_running_loop()
         self.upstream = UpstreamPools(s.upstreams)
@@ -109,9 +110,7 @@ class Lectr:
             await self.proxy.stop(self.settings.shutdown_timeout)
         if self.admin is not None:
             await self.admin.stop()
-        for job in self._jobs:
-            job.cancel()
-        await asyncio.gather(*self._jobs, return_exceptions=True)
+        await self._jobs.stop()
         if self.loader is not None:
             await self.loader.stop()
         if self.upstream is not None:

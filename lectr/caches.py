@@ -14,6 +14,7 @@ from typing import Callable
 
 import asyncpg
 
+from lectr.background import Background
 from lectr.db import CONFIG_CHANNEL
 from lectr.directory import Directory, DirectoryHolder, Org
 from lectr.pricing import PricingTable, load_pricing
@@ -57,7 +58,7 @@ class CacheLoader:
         self._on_pricing = on_pricing
         self._changed: set[str] = set()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._background = Background()
         self.reloads = 0
 
     async def load(self) -> None:
@@ -75,16 +76,10 @@ class CacheLoader:
         log.debug("pricing loaded: %d rows", len(table))
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="lectr-cache-loader")
+        self._background.start(self._run(), "lectr-cache-loader")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._background.stop()
 
     def _notified(self, _conn, _pid, _channel, payload: str) -> None:
         self._changed.add(payload)

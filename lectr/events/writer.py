@@ -14,6 +14,7 @@ import time
 
 import asyncpg
 
+from lectr.background import Background
 from lectr.events.record import RequestEvent
 from lectr.events.ring import EventRing
 from lectr.events.rows import COLUMNS, PRICING_ID, TOKEN_SOURCE, RowBuilder
@@ -43,20 +44,14 @@ class EventWriter:
         self.slice_seconds = slice_seconds
         self.database_up = True
         self.written = 0
-        self._task: asyncio.Task | None = None
+        self._background = Background()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="lectr-event-writer")
+        self._background.start(self._run(), "lectr-event-writer")
 
     async def close(self) -> None:
         """Stop the loop and write out everything still in the ring (to the spool if need be)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._background.stop()
         await self.flush()
 
     async def _run(self) -> None:
