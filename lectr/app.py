@@ -13,7 +13,11 @@ import logging
 import signal
 
 from lectr import db, partitions
+from lectr.analysis.aggregator import run_aggregator
+from lectr.analysis.housekeeping import run_housekeeping
+from lectr.analysis.schedule import Job, Scheduler
 from lectr.api.app import AdminServer, make_admin_app
+from lectr.api.state import AdminState
 from lectr.background import Background
 from lectr.caches import CacheLoader
 from lectr.config import Settings
@@ -30,7 +34,19 @@ from lectr.proxy.upstream import UpstreamPools
 
 log = logging.getLogger("lectr")
 
-PARTITION_CHECK_SECONDS = 3600.0
+HOUSEKEEPING_SECONDS = 3600.0
+# Advisory lock ids of the scheduled jobs, one per job.
+AGGREGATOR_LOCK = 0x4C434147  # "LCAG"
+HOUSEKEEPING_LOCK = 0x4C43484B  # "LCHK"
+
+
+def scheduled_jobs(settings: Settings) -> list[Job]:
+    """The cold-path jobs every Lectr process schedules (and one of them runs each turn)."""
+    retention = settings.recording.retention_days
+    return [
+        Job("aggregator", settings.admin.aggregate_interval, AGGREGATOR_LOCK, run_aggregator),
+        Job("housekeeping", HOUSEKEEPING_SECONDS, HOUSEKEEPING_LOCK, lambda conn: run_housekeeping(conn, retention)),
+    ]
 
 
 class Lectr:
@@ -42,7 +58,8 @@ class Lectr:
         self.pool = None
         self.writer_pool = None
         self.directory = DirectoryHolder()
-        self.ring: EventRing = EventRing(settings.ring_size, batch_size=settings.recording.flush_events)
+        self.ring: EventRing = EventRing(settings.ring_size, batch_size=settings.recording.flush_events,
+                                           owner=lambda event: event.org_id)
         self.spool = Spool(settings.spool_dir, settings.recording.spool_max_bytes)
         self.rows = RowBuilder(TokenCounter(), PricingTable([]))
         self.writer: EventWriter | None = None
@@ -52,6 +69,7 @@ class Lectr:
         self.upstream: UpstreamPools | None = None
         self.proxy: ProxyServer | None = None
         self.admin: AdminServer | None = None
+        self.scheduler: Scheduler | None = None
         self._jobs = Background()
 
     async def start(self) -> None:
@@ -73,15 +91,18 @@ class Lectr:
         self.writer = EventWriter(self.ring, self.writer_pool, self.rows, self.spool, self.metrics,
                                   batch_size=s.recording.flush_events, interval=s.recording.flush_interval)
         self.writer.start()
-        self._jobs.start(self._maintain_partitions(), "lectr-partitions")
         self._jobs.start(watch_loop_lag(self.metrics.loop_lag), "lectr-loop-lag")
+        self.scheduler = Scheduler(self.pool, scheduled_jobs(s))
+        self.scheduler.start()
 
         loop = asyncio.get_running_loop()
         self.upstream = UpstreamPools(s.upstreams)
         self.upstream.warm()
         ctx = ProxyContext(loop=loop, limits=s.limits, base_urls=s.upstreams.base_urls,
                            directory=self.directory, upstream=self.upstream, ring=self.ring)
-        self.admin = AdminServer(make_admin_app(self.metrics), s.host, s.admin_port)
+        state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,
+                           admin_secret=s.admin.secret, session_hours=s.admin.session_hours)
+        self.admin = AdminServer(make_admin_app(state), s.host, s.admin_port)
         await self.admin.start()
         self.proxy = ProxyServer(ctx, s.host, s.proxy_port)
         await self.proxy.start()
@@ -95,21 +116,13 @@ class Lectr:
     def _use_pricing(self, table: PricingTable) -> None:
         self.rows.pricing = table
 
-    async def _maintain_partitions(self) -> None:
-        while True:
-            await asyncio.sleep(PARTITION_CHECK_SECONDS)
-            try:
-                async with self.pool.acquire(timeout=10) as conn:
-                    await partitions.ensure_partitions(conn)
-                    await partitions.drop_expired(conn, self.settings.recording.retention_days)
-            except Exception as exc:  # Postgres away: the default partition takes the rows meanwhile
-                log.warning("partition maintenance failed: %s", exc)
-
     async def stop(self) -> None:
         if self.proxy is not None:
             await self.proxy.stop(self.settings.shutdown_timeout)
         if self.admin is not None:
             await self.admin.stop()
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         await self._jobs.stop()
         if self.loader is not None:
             await self.loader.stop()

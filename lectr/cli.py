@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Write the prices bundled with genai-prices into model_pricing "
                                             "(rows an operator added are left alone and keep winning).")
 
+    jobs = commands.add_parser("jobs", help="run scheduled jobs by hand", description="Scheduled jobs.")
+    jobs_commands = jobs.add_subparsers(dest="jobs_command", metavar="ACTION", required=True)
+    run_job = jobs_commands.add_parser("run", help="run a job once, now",
+                                       description="Run a scheduled job once, now (waiting if a server "
+                                                   "is running it at this moment).")
+    run_job.add_argument("job", choices=["aggregator", "housekeeping"])
+
     mock = commands.add_parser("mock-provider", help="run the mock OpenAI-compatible provider",
                                description="Serve canned completions and streams on loopback, "
                                            "for tests, benchmarks and trying Lectr offline.")
@@ -137,6 +144,18 @@ async def _pricing_sync(args, conn, url) -> int:
     return 0
 
 
+async def _jobs_run(args, conn, url) -> int:
+    from lectr.app import scheduled_jobs
+    from lectr.config import Settings
+
+    [job] = [j for j in scheduled_jobs(Settings.from_env()) if j.name == args.job]
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", job.lock_id)
+        await job.run(conn)
+    print(f"Ran {args.job}.")
+    return 0
+
+
 async def _db_url(args, conn, url) -> int:
     print(url)
     return 0
@@ -172,6 +191,7 @@ _DB_ACTIONS = {
     ("key", "rotate"): _key_rotate,
     ("db", "url"): _db_url,
     ("pricing", "sync"): _pricing_sync,
+    ("jobs", "run"): _jobs_run,
 }
 
 

@@ -47,6 +47,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_FLUSH_INTERVAL": ("5", "...or when this many seconds have passed, whichever comes first."),
     "LECTR_SPOOL_MAX_MB": ("256", "Disk the spool may use for events while Postgres is unavailable."),
     "LECTR_RETENTION_DAYS": ("90", "Days of request_logs kept; older daily partitions are dropped."),
+    "LECTR_ADMIN_SECRET": ("", "Bearer secret for the operator API (/api/v1/orgs, /api/v1/pricing); unset: disabled."),
+    "LECTR_AGGREGATE_INTERVAL": ("60", "Seconds between dashboard summary runs."),
+    "LECTR_SESSION_HOURS": ("12", "Lifetime of a dashboard session."),
     "LECTR_CAPTURE_MAX_BYTES": ("4194304", "Most response bytes kept per event for usage parsing."),
 }
 
@@ -111,6 +114,15 @@ class RecordingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminSettings:
+    """The admin side: operator secret, dashboard sessions, summary schedule."""
+
+    secret: str | None = None
+    aggregate_interval: float = 60.0
+    session_hours: float = 12.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything Lectr reads from its environment."""
 
@@ -125,6 +137,7 @@ class Settings:
     limits: ProxyLimits = ProxyLimits()
     upstreams: UpstreamSettings = UpstreamSettings()
     recording: RecordingSettings = RecordingSettings()
+    admin: AdminSettings = AdminSettings()
 
     @property
     def spool_dir(self) -> Path:
@@ -167,5 +180,10 @@ class Settings:
                 flush_interval=_float(env, "LECTR_FLUSH_INTERVAL"),
                 spool_max_bytes=_int(env, "LECTR_SPOOL_MAX_MB") * 1024 * 1024,
                 retention_days=max(1, _int(env, "LECTR_RETENTION_DAYS")),
+            ),
+            admin=AdminSettings(
+                secret=env.get("LECTR_ADMIN_SECRET") or None,
+                aggregate_interval=_float(env, "LECTR_AGGREGATE_INTERVAL"),
+                session_hours=_float(env, "LECTR_SESSION_HOURS"),
             ),
         )

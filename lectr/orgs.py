@@ -21,6 +21,10 @@ class OrgError(ValueError):
     """A request about orgs that cannot be carried out; the message says why, in one line."""
 
 
+class OrgNotFound(OrgError):
+    """No org has that name or id."""
+
+
 @dataclass(frozen=True, slots=True)
 class OrgSummary:
     """An org as listed to an operator: never a key, only its hint."""
@@ -79,15 +83,20 @@ async def find_org(conn: asyncpg.Connection, ref: str) -> int:
     if org_id is None and ref.isdigit():
         org_id = await conn.fetchval("SELECT id FROM organizations WHERE id = $1", int(ref))
     if org_id is None:
-        raise OrgError(f"no org named {ref!r}")
+        raise OrgNotFound(f"no org named {ref!r}")
     return org_id
 
 
 async def rotate_key(conn: asyncpg.Connection, ref: str) -> str:
+    """Revoke the keys of the org named (or numbered) ``ref`` and issue a new one; return it."""
+    return await rotate_key_for(conn, await find_org(conn, ref))
+
+
+async def rotate_key_for(conn: asyncpg.Connection, org_id: int) -> str:
     """Revoke the org's keys and issue a new one; return it."""
     key = new_org_key()
     async with conn.transaction():
-        org_id = await find_org(conn, ref)
+        await _require(conn, org_id)
         await conn.execute("UPDATE org_keys SET revoked_at = now() WHERE org_id = $1 AND revoked_at IS NULL",
                            org_id)
         await conn.execute("INSERT INTO org_keys (org_id, key_hash, key_hint) VALUES ($1, $2, $3)",
@@ -96,15 +105,44 @@ async def rotate_key(conn: asyncpg.Connection, ref: str) -> str:
 
 
 async def set_azure(conn: asyncpg.Connection, ref: str, endpoint: str, api_version: str) -> None:
+    """Set the Azure OpenAI endpoint of the org named (or numbered) ``ref``."""
+    endpoint = validate_endpoint(endpoint)
+    api_version = validate_api_version(api_version)
+    await set_azure_for(conn, await find_org(conn, ref), endpoint, api_version)
+
+
+async def set_azure_for(conn: asyncpg.Connection, org_id: int, endpoint: str, api_version: str) -> None:
     """Set (or replace) the org's Azure OpenAI endpoint and API version."""
     endpoint = validate_endpoint(endpoint)
     api_version = validate_api_version(api_version)
-    org_id = await find_org(conn, ref)
+    await _require(conn, org_id)
     await conn.execute("""
         INSERT INTO azure_configs (org_id, endpoint, api_version) VALUES ($1, $2, $3)
         ON CONFLICT (org_id) DO UPDATE
             SET endpoint = EXCLUDED.endpoint, api_version = EXCLUDED.api_version, updated_at = now()
         """, org_id, endpoint, api_version)
+
+
+async def _require(conn: asyncpg.Connection, org_id: int) -> None:
+    if not await conn.fetchval("SELECT 1 FROM organizations WHERE id = $1", org_id):
+        raise OrgNotFound(f"no org with id {org_id}")
+
+
+async def rename_org(conn: asyncpg.Connection, org_id: int, name: str) -> None:
+    name = validate_name(name)
+    await _require(conn, org_id)
+    try:
+        await conn.execute("UPDATE organizations SET name = $2, updated_at = now() WHERE id = $1", org_id, name)
+    except asyncpg.UniqueViolationError:
+        raise OrgError(f"an org named {name!r} already exists") from None
+
+
+async def delete_org(conn: asyncpg.Connection, org_id: int) -> None:
+    """Delete the org, its keys, settings and recorded requests."""
+    async with conn.transaction():
+        await _require(conn, org_id)
+        await conn.execute("DELETE FROM request_logs WHERE org_id = $1", org_id)
+        await conn.execute("DELETE FROM organizations WHERE id = $1", org_id)
 
 
 async def list_orgs(conn: asyncpg.Connection) -> list[OrgSummary]:

@@ -330,3 +330,15 @@ async def ensure_seeded(conn: asyncpg.Connection) -> None:
             await seed_pricing(conn)
         if not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM model_downgrades)"):
             await seed_downgrades(conn)
+
+
+async def list_prices(conn: asyncpg.Connection, *, provider: str | None = None, model: str | None = None,
+                      limit: int = 500) -> list[dict]:
+    """``model_pricing`` rows, newest version first, optionally for one provider or model."""
+    rows = await conn.fetch("""
+        SELECT id, provider, model, input_usd_per_mtok, output_usd_per_mtok, cached_input_usd_per_mtok,
+               effective_from, source, note
+        FROM model_pricing
+        WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR model = $2)
+        ORDER BY provider, model, effective_from DESC, source LIMIT $3""", provider, model, limit)
+    return [dict(r) for r in rows]

@@ -1,17 +1,22 @@
-"""The admin port's ``aiohttp.web`` application. Cold side: it never shares code with the proxy."""
+"""The admin port's ``aiohttp.web`` application: management API, dashboard, metrics.
+
+Cold side: it shares no code path with the proxy, only the in-memory directory (to check an
+``X-Lectr-Key`` without a query) and the metrics registry.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from lectr.metrics import Metrics
-
-METRICS = web.AppKey("metrics", Metrics)
+from lectr.api.dashboard import add_dashboard_routes
+from lectr.api.errors import json_errors
+from lectr.api.openapi import ENDPOINTS, document
+from lectr.api.state import STATE, AdminState
 
 
 async def metrics_page(request: web.Request) -> web.Response:
-    body = request.app[METRICS].render()
+    body = request.app[STATE].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -19,12 +24,20 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_admin_app(metrics: Metrics) -> web.Application:
-    """The admin application: ``/metrics`` and ``/healthz``."""
-    app = web.Application()
-    app[METRICS] = metrics
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(document())
+
+
+def make_admin_app(state: AdminState) -> web.Application:
+    """The admin application with every route: API, OpenAPI document, dashboard, metrics."""
+    app = web.Application(middlewares=[json_errors], client_max_size=1024 * 1024)
+    app[STATE] = state
+    for endpoint in ENDPOINTS:
+        app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+    app.router.add_get("/api/openapi.json", openapi_json)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", health)
+    add_dashboard_routes(app)
     return app
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from typing import Generic, TypeVar
+from typing import Callable, Generic, Hashable, TypeVar
 
 T = TypeVar("T")
 
@@ -17,14 +17,18 @@ T = TypeVar("T")
 class EventRing(Generic[T]):
     """A fixed-capacity FIFO of events with drop counting and a batch wake-up."""
 
-    __slots__ = ("capacity", "appended", "dropped", "_items", "_batch_size", "_ready")
+    __slots__ = ("capacity", "appended", "dropped", "dropped_by", "_owner", "_items", "_batch_size", "_ready")
 
-    def __init__(self, capacity: int, *, batch_size: int = 100) -> None:
+    def __init__(self, capacity: int, *, batch_size: int = 100,
+                 owner: Callable[[T], Hashable] | None = None) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
         self.appended = 0
         self.dropped: Counter[str] = Counter()
+        # Drops by (owner, reason), e.g. per org, so a dashboard can say whose events were lost.
+        self.dropped_by: Counter[tuple[Hashable, str]] = Counter()
+        self._owner = owner
         self._items: deque[T] = deque()
         self._batch_size = batch_size
         self._ready: asyncio.Event | None = None
@@ -36,7 +40,7 @@ class EventRing(Generic[T]):
         """Add ``event``; return False (and count a ``ring_full`` drop) when there is no room."""
         items = self._items
         if len(items) >= self.capacity:
-            self.dropped["ring_full"] += 1
+            self.count_drop("ring_full", owner=self._owner(event) if self._owner else None)
             return False
         items.append(event)
         self.appended += 1
@@ -44,9 +48,10 @@ class EventRing(Generic[T]):
             self._ready.set()
         return True
 
-    def count_drop(self, reason: str, n: int = 1) -> None:
-        """Count events lost after they left the ring (e.g. a full spool), by reason."""
+    def count_drop(self, reason: str, n: int = 1, *, owner: Hashable = None) -> None:
+        """Count lost events by reason (and owner, when known)."""
         self.dropped[reason] += n
+        self.dropped_by[(owner, reason)] += n
 
     @property
     def dropped_total(self) -> int:

@@ -21,6 +21,7 @@ COLUMNS = (
     "cost_usd", "cost_partial", "pricing_id", "provider_unknown", "rule_id", "bytes_in", "bytes_out",
 )
 CREATED_AT = COLUMNS.index("created_at")
+ORG_ID = COLUMNS.index("org_id")
 COST_USD = COLUMNS.index("cost_usd")
 TOKEN_SOURCE = COLUMNS.index("token_source")
 PRICING_ID = COLUMNS.index("pricing_id")

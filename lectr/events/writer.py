@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 
 import asyncpg
 
 from lectr.background import Background
 from lectr.events.record import RequestEvent
 from lectr.events.ring import EventRing
-from lectr.events.rows import COLUMNS, PRICING_ID, TOKEN_SOURCE, RowBuilder
+from lectr.events.rows import COLUMNS, ORG_ID, PRICING_ID, TOKEN_SOURCE, RowBuilder
 from lectr.events.spool import Spool
 from lectr.metrics import Metrics
 
@@ -44,6 +45,7 @@ class EventWriter:
         self.slice_seconds = slice_seconds
         self.database_up = True
         self.written = 0
+        self._drops_recorded: Counter = Counter()
         self._background = Background()
 
     def start(self) -> None:
@@ -72,6 +74,24 @@ class EventWriter:
             rows = await self._build(self.ring.drain(self.max_batch))
             if rows:
                 await self._store(rows)
+        if self.database_up:
+            await self._record_drops()
+
+    async def _record_drops(self) -> None:
+        """Write the drops counted since last time to ``event_drops``, for the dashboard's banner."""
+        new = self.ring.dropped_by - self._drops_recorded
+        if not new:
+            return
+        try:
+            async with self.pool.acquire(timeout=5) as conn:
+                await conn.executemany(
+                    "INSERT INTO event_drops (minute, org_id, reason, count) "
+                    "VALUES (date_trunc('minute', now()), $1, $2, $3)",
+                    [(org_id, reason, n) for (org_id, reason), n in new.items()])
+        except Exception as exc:
+            self._database_down(exc)
+            return
+        self._drops_recorded.update(new)
 
     async def _build(self, events: list[RequestEvent]) -> list[tuple]:
         rows = []
@@ -82,7 +102,7 @@ class EventWriter:
                 row = self.rows.build(event)
             except Exception:
                 log.exception("could not record an event; dropping it")
-                self.ring.count_drop("invalid")
+                self.ring.count_drop("invalid", owner=event.org_id)
                 continue
             if row[PRICING_ID] is None and row[TOKEN_SOURCE] != "none":
                 self.metrics.unpriced.labels(event.provider).inc()
@@ -103,7 +123,8 @@ class EventWriter:
         except Exception as exc:
             self._database_down(exc)
             if not self.spool.write(rows):
-                self.ring.count_drop("spool_full", len(rows))
+                for org_id, n in Counter(row[ORG_ID] for row in rows).items():
+                    self.ring.count_drop("spool_full", n, owner=org_id)
             return
         self._database_back()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -119,7 +140,7 @@ class EventWriter:
                 try:
                     await self._copy(conn, [row])
                 except _DATA_ERRORS:
-                    self.ring.count_drop("invalid")
+                    self.ring.count_drop("invalid", owner=row[ORG_ID])
 
     async def replay(self) -> int:
         """Write spooled batches, oldest first; each exactly once. Returns batches applied."""

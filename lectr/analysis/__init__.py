@@ -1,0 +1,1 @@
+"""The scheduled, cold-path analysis of what the proxy recorded."""

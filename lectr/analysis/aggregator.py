@@ -1,0 +1,202 @@
+"""The dashboard aggregator: ``request_logs`` → one ``dashboard_summaries`` row per org per period.
+
+Each period (last 24 hours, 7 days, 30 days) is compared with the period of equal length
+before it. A handful of grouped queries cover every org at once; the rows are assembled here
+and upserted together, so the dashboard reads one row per page and never aggregates on load.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import orjson
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    name: str
+    length: timedelta
+    bucket: timedelta  # width of one point of the time series
+
+
+PERIODS = (
+    Period("last_24h", timedelta(hours=24), timedelta(hours=1)),
+    Period("last_7d", timedelta(days=7), timedelta(hours=6)),
+    Period("last_30d", timedelta(days=30), timedelta(days=1)),
+)
+PERIOD_NAMES = tuple(p.name for p in PERIODS)
+
+_ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
+_LATENCY = """
+    avg(latency_ms) AS latency_avg_ms,
+    percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms"""
+
+_TOTALS = f"""
+SELECT org_id, created_at >= $2 AS current,
+       count(*) AS requests,
+       count(*) FILTER (WHERE {_ERROR}) AS errors,
+       coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
+       coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
+       coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
+       {_LATENCY},
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS latency_p99_ms,
+       avg(ttfb_ms) AS ttfb_avg_ms,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY ttfb_ms) AS ttfb_p95_ms,
+       count(*) FILTER (WHERE token_source = 'measured') AS measured_requests,
+       count(*) FILTER (WHERE cost_partial) AS partial_cost_requests,
+       count(*) FILTER (WHERE token_source <> 'none' AND cost_usd IS NULL) AS unpriced_requests
+FROM request_logs WHERE created_at >= $1 AND created_at < $3
+GROUP BY org_id, current"""
+
+_MODELS = f"""
+SELECT org_id, model_used AS model, provider, count(*) AS requests,
+       count(*) FILTER (WHERE {_ERROR}) AS errors,
+       coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
+       coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint AS tokens
+FROM request_logs WHERE created_at >= $1 AND created_at < $2
+GROUP BY org_id, model_used, provider"""
+
+_PROVIDERS = f"""
+SELECT org_id, provider, created_at >= $2 AS current, count(*) AS requests,
+       count(*) FILTER (WHERE {_ERROR}) AS errors,
+       coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms
+FROM request_logs WHERE created_at >= $1 AND created_at < $3
+GROUP BY org_id, provider, current"""
+
+_FEATURES = f"""
+SELECT org_id, feature, count(*) AS requests,
+       count(*) FILTER (WHERE {_ERROR}) AS errors,
+       coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
+       coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint AS tokens
+FROM request_logs WHERE created_at >= $1 AND created_at < $2
+GROUP BY org_id, feature"""
+
+_SERIES = f"""
+SELECT org_id, date_bin($3, created_at, $1) AS bucket, count(*) AS requests,
+       count(*) FILTER (WHERE {_ERROR}) AS errors,
+       coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms
+FROM request_logs WHERE created_at >= $1 AND created_at < $2
+GROUP BY org_id, bucket"""
+
+_DROPS = """
+SELECT org_id, sum(count)::bigint AS dropped FROM event_drops
+WHERE minute >= $1 AND minute < $2 GROUP BY org_id"""
+
+_UPSERT = """
+INSERT INTO dashboard_summaries (org_id, period, computed_at, data) VALUES ($1, $2, $3, $4::jsonb)
+ON CONFLICT (org_id, period) DO UPDATE SET computed_at = EXCLUDED.computed_at, data = EXCLUDED.data"""
+
+_TOTAL_KEYS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_avg_ms",
+               "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttfb_avg_ms", "ttfb_p95_ms",
+               "measured_requests", "partial_cost_requests", "unpriced_requests")
+
+
+def _totals(row: asyncpg.Record | None) -> dict:
+    values = {k: (row[k] if row is not None else None) for k in _TOTAL_KEYS}
+    for key in ("requests", "errors", "prompt_tokens", "completion_tokens", "measured_requests",
+                "partial_cost_requests", "unpriced_requests"):
+        values[key] = int(values[key] or 0)
+    values["cost_usd"] = float(values["cost_usd"] or 0.0)
+    values["total_tokens"] = values["prompt_tokens"] + values["completion_tokens"]
+    values["error_rate"] = values["errors"] / values["requests"] if values["requests"] else 0.0
+    return values
+
+
+def _rate(errors: int, requests: int) -> float:
+    return errors / requests if requests else 0.0
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat()
+
+
+async def summarize_period(conn: asyncpg.Connection, period: Period, now: datetime,
+                           org_ids: list[int]) -> dict[int, dict]:
+    """The summary of ``period`` ending at ``now`` for every org in ``org_ids``."""
+    start, previous_start = now - period.length, now - 2 * period.length
+    totals = {(r["org_id"], r["current"]): r for r in await conn.fetch(_TOTALS, previous_start, start, now)}
+    by_org: dict[int, dict] = {org_id: {
+        "period": period.name, "computed_at": _iso(now),
+        "window": {"start": _iso(start), "end": _iso(now)},
+        "previous_window": {"start": _iso(previous_start), "end": _iso(start)},
+        "totals": _totals(totals.get((org_id, True))), "previous": _totals(totals.get((org_id, False))),
+        "models": [], "providers": [], "features": [], "dropped_events": 0,
+        "series": {"bucket_seconds": int(period.bucket.total_seconds()), "points": []},
+    } for org_id in org_ids}
+
+    for r in await conn.fetch(_MODELS, start, now):
+        if r["org_id"] in by_org:
+            by_org[r["org_id"]]["models"].append({k: r[k] for k in (
+                "model", "provider", "requests", "errors", "cost_usd", "latency_avg_ms", "latency_p95_ms", "tokens")})
+    _add_providers(by_org, await conn.fetch(_PROVIDERS, previous_start, start, now))
+    for r in await conn.fetch(_FEATURES, start, now):
+        if r["org_id"] in by_org:
+            entry = {k: r[k] for k in ("feature", "requests", "errors", "cost_usd", "latency_avg_ms",
+                                       "latency_p95_ms", "tokens")}
+            entry["error_rate"] = _rate(r["errors"], r["requests"])
+            by_org[r["org_id"]]["features"].append(entry)
+    _add_series(by_org, await conn.fetch(_SERIES, start, now, period.bucket), start, now, period.bucket)
+    for r in await conn.fetch(_DROPS, start, now):
+        if r["org_id"] in by_org:
+            by_org[r["org_id"]]["dropped_events"] = int(r["dropped"])
+
+    for summary in by_org.values():
+        for key in ("models", "features"):
+            summary[key].sort(key=lambda e: (-e["cost_usd"], -e["requests"]))
+        summary["providers"].sort(key=lambda e: (-e["cost_usd"], -e["requests"]))
+    return by_org
+
+
+def _add_providers(by_org: dict[int, dict], rows: list) -> None:
+    merged: dict[tuple[int, str], dict] = {}
+    for r in rows:
+        if r["org_id"] not in by_org:
+            continue
+        entry = merged.setdefault((r["org_id"], r["provider"]), {
+            "provider": r["provider"], "requests": 0, "errors": 0, "error_rate": 0.0, "cost_usd": 0.0,
+            "previous_cost_usd": 0.0, "latency_p95_ms": None})
+        if r["current"]:
+            entry.update(requests=r["requests"], errors=r["errors"], cost_usd=r["cost_usd"],
+                         error_rate=_rate(r["errors"], r["requests"]), latency_p95_ms=r["latency_p95_ms"])
+        else:
+            entry["previous_cost_usd"] = r["cost_usd"]
+    for (org_id, _), entry in merged.items():
+        if entry["requests"] or entry["previous_cost_usd"]:
+            by_org[org_id]["providers"].append(entry)
+
+
+def _add_series(by_org: dict[int, dict], rows: list, start: datetime, end: datetime, bucket: timedelta) -> None:
+    found = {(r["org_id"], r["bucket"]): r for r in rows}
+    edges = []
+    at = start
+    while at < end:
+        edges.append(at)
+        at += bucket
+    for org_id, summary in by_org.items():
+        points = summary["series"]["points"]
+        for edge in edges:
+            r = found.get((org_id, edge))
+            points.append({"start": _iso(edge), "requests": r["requests"] if r else 0,
+                           "errors": r["errors"] if r else 0, "cost_usd": r["cost_usd"] if r else 0.0,
+                           "latency_p95_ms": r["latency_p95_ms"] if r else None})
+
+
+async def run_aggregator(conn: asyncpg.Connection, now: datetime | None = None) -> int:
+    """Recompute every org's summaries; returns the number of rows written."""
+    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    org_ids = [r["id"] for r in await conn.fetch("SELECT id FROM organizations ORDER BY id")]
+    rows = []
+    for period in PERIODS:
+        for org_id, summary in (await summarize_period(conn, period, now, org_ids)).items():
+            rows.append((org_id, period.name, now, orjson.dumps(summary).decode()))
+    await conn.executemany(_UPSERT, rows)
+    log.debug("aggregator wrote %d summaries", len(rows))
+    return len(rows)

@@ -1,0 +1,227 @@
+"""The web dashboard's handlers: log in with the org key, read summaries, page through requests.
+
+The key is posted once to open a session and never appears in a URL or a page; the session
+cookie is HttpOnly and SameSite=Strict; every form carries a CSRF token; repeated failed
+logins from one address are slowed down, then refused for a while.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import defaultdict, deque
+from importlib import resources
+
+from aiohttp import web
+
+from lectr.api import pages, sessions
+from lectr.api.auth import SESSION_COOKIE, Caller, org_caller
+from lectr.api.errors import ApiError
+from lectr.api.queries import RequestFilters, fetch_summary, list_failures, list_requests, parse_period
+from lectr.api.state import STATE
+from lectr.providers.registry import PROVIDER_NAMES
+
+CSRF_COOKIE = "lectr_login_csrf"
+PERIOD_LABELS = [("last_24h", "Last 24 hours"), ("last_7d", "Last 7 days"), ("last_30d", "Last 30 days")]
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+class LoginThrottle:
+    """Failed logins per client address: free at first, then slower, then refused for a while."""
+
+    FREE_FAILURES = 3
+    WINDOW_SECONDS = 900.0
+    LOCKOUT_FAILURES = 20
+    MAX_DELAY = 8.0
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[float]] = defaultdict(deque)
+
+    def _recent(self, address: str) -> deque[float]:
+        failures = self._failures[address]
+        cutoff = time.monotonic() - self.WINDOW_SECONDS
+        while failures and failures[0] < cutoff:
+            failures.popleft()
+        return failures
+
+    def locked(self, address: str) -> bool:
+        return len(self._recent(address)) >= self.LOCKOUT_FAILURES
+
+    def delay(self, address: str) -> float:
+        """Seconds to wait before answering this address's next failed attempt."""
+        extra = len(self._recent(address)) - self.FREE_FAILURES
+        return 0.0 if extra < 0 else min(self.MAX_DELAY, 0.25 * 2 ** extra)
+
+    def failed(self, address: str) -> None:
+        self._recent(address).append(time.monotonic())
+        if len(self._failures) > 10_000:  # bound memory under a spray of addresses
+            self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
+THROTTLE = web.AppKey("login_throttle", LoginThrottle)
+
+
+def _html(body: str, status: int = 200) -> web.Response:
+    return web.Response(text=body, status=status, content_type="text/html", headers=_SECURITY_HEADERS)
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+async def login_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
+    token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+    response = _html(pages.render_login(error=error, csrf_token=token), status)
+    response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/login")
+    return response
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    throttle, address = request.app[THROTTLE], _client(request)
+    form = await request.post()
+    if not secrets.compare_digest(str(form.get("csrf_token", "")), request.cookies.get(CSRF_COOKIE, "")) \
+            or not request.cookies.get(CSRF_COOKIE):
+        return await login_page(request, "The form expired; please try again.", 400)
+    if throttle.locked(address):
+        return await login_page(request, "Too many failed attempts; try again in a few minutes.", 429)
+    state = request.app[STATE]
+    async with state.pool.acquire() as conn:
+        opened = await sessions.open_session(conn, str(form.get("key", "")), state.session_hours)
+    if opened is None:
+        await asyncio.sleep(throttle.delay(address))
+        throttle.failed(address)
+        return await login_page(request, "That org key is not valid.", 401)
+    throttle.succeeded(address)
+    token, _ = opened
+    response = web.HTTPSeeOther("/dashboard")
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/",
+                        max_age=int(state.session_hours * 3600))
+    response.del_cookie(CSRF_COOKIE, path="/login")
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    token = request.cookies.get(SESSION_COOKIE)
+    form = await request.post()
+    if token:
+        async with request.app[STATE].pool.acquire() as conn:
+            session = await sessions.lookup(conn, token)
+            if session is None or not secrets.compare_digest(str(form.get("csrf_token", "")), session.csrf_token):
+                raise web.HTTPForbidden(text="invalid CSRF token")
+            await sessions.close_session(conn, token)
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def _page_caller(request: web.Request) -> Caller:
+    """The session's org for a page; no valid session sends the browser to the login page."""
+    if not request.cookies.get(SESSION_COOKIE):
+        raise web.HTTPSeeOther("/login")
+    try:
+        return await org_caller(request)
+    except ApiError:
+        raise web.HTTPSeeOther("/login") from None
+
+
+async def _common(request: web.Request, caller: Caller, active: str, period: str, summary: dict | None,
+                  computed_at) -> dict:
+    return {"org_name": caller.org_name, "active": active, "period": period, "periods": PERIOD_LABELS,
+            "csrf_token": request["session"].csrf_token,
+            "dropped_events": int((summary or {}).get("dropped_events", 0)),
+            "refresh_seconds": request.app[STATE].refresh_seconds,
+            "computed_at": computed_at.isoformat() if computed_at else None}
+
+
+def _period(request: web.Request) -> str:
+    try:
+        return parse_period(request.query)
+    except ApiError:
+        return "last_24h"
+
+
+async def overview(request: web.Request) -> web.Response:
+    caller = await _page_caller(request)
+    period = _period(request)
+    provider = request.query.get("provider") or None
+    if provider not in PROVIDER_NAMES:
+        provider = None
+    async with request.app[STATE].pool.acquire() as conn:
+        computed_at, summary = await fetch_summary(conn, caller.org_id, period)
+    ctx = await _common(request, caller, "overview", period, summary, computed_at)
+    available = sorted({m["provider"] for m in (summary or {}).get("models", [])})
+    if summary is not None and provider:
+        summary = {**summary, "models": [m for m in summary["models"] if m["provider"] == provider]}
+    ctx.update(summary=summary, provider_filter=provider, providers_available=available)
+    return _html(pages.render_overview(ctx))
+
+
+async def requests_page(request: web.Request) -> web.Response:
+    caller = await _page_caller(request)
+    period = _period(request)
+    try:
+        filters = RequestFilters.from_query(request.query)
+        error = None
+    except ApiError as exc:
+        filters, error = RequestFilters(), exc.message
+    state = request.app[STATE]
+    async with state.pool.acquire() as conn:
+        computed_at, summary = await fetch_summary(conn, caller.org_id, period)
+        try:
+            rows, next_cursor = await list_requests(conn, caller.org_id, filters,
+                                                    cursor=request.query.get("cursor"), limit=50)
+        except ApiError:
+            rows, next_cursor = await list_requests(conn, caller.org_id, filters, cursor=None, limit=50)
+    ctx = await _common(request, caller, "requests", period, summary, computed_at)
+    ctx.update(rows=[_row(r) for r in rows], filters=filters.as_dict(), providers_available=list(PROVIDER_NAMES),
+               next_cursor=next_cursor, filter_error=error)
+    return _html(pages.render_requests(ctx))
+
+
+async def failures_page(request: web.Request) -> web.Response:
+    caller = await _page_caller(request)
+    period = _period(request)
+    async with request.app[STATE].pool.acquire() as conn:
+        computed_at, summary = await fetch_summary(conn, caller.org_id, period)
+        rows = await list_failures(conn, caller.org_id, period, 100)
+    ctx = await _common(request, caller, "failures", period, summary, computed_at)
+    ctx.update(rows=[_row(r) for r in rows])
+    return _html(pages.render_failures(ctx))
+
+
+def _row(r: dict) -> dict:
+    row = dict(r)
+    row["created_at"] = r["created_at"].isoformat()
+    row["cost_usd"] = float(r["cost_usd"]) if r["cost_usd"] is not None else None
+    return row
+
+
+async def stylesheet(request: web.Request) -> web.Response:
+    css = resources.files("lectr.api").joinpath("static", "lectr.css").read_bytes()
+    return web.Response(body=css, content_type="text/css", headers={"Cache-Control": "max-age=300"})
+
+
+async def home(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPSeeOther("/dashboard")
+
+
+def add_dashboard_routes(app: web.Application) -> None:
+    app[THROTTLE] = LoginThrottle()
+    app.router.add_get("/", home)
+    app.router.add_get("/login", login_page)
+    app.router.add_post("/login", login)
+    app.router.add_post("/logout", logout)
+    app.router.add_get("/dashboard", overview)
+    app.router.add_get("/dashboard/requests", requests_page)
+    app.router.add_get("/dashboard/failures", failures_page)
+    app.router.add_get("/static/lectr.css", stylesheet)

@@ -1,0 +1,193 @@
+"""The management API's endpoints, declared once: the app registers them, the document describes them.
+
+Because routes and ``/api/openapi.json`` come from the same table, they cannot disagree; a
+test also checks every live route against the document and responses against its schemas.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from lectr import __version__
+from lectr.api import operator_api as op
+from lectr.api import org_api as org
+from lectr.providers.registry import PROVIDER_NAMES
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PERIODS = ["last_24h", "last_7d", "last_30d"]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # "query" or "path"
+    schema: dict
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    security: str  # "org" or "operator"
+    response: dict
+    status: int = 200
+    params: tuple[Param, ...] = ()
+    body: dict | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+def _obj(required: list[str] | None = None, **props) -> dict:
+    schema = {"type": "object", "properties": props}
+    if required:
+        schema["required"] = required
+    return schema
+
+
+_NUM = {"type": "number"}
+_NUM_N = {"type": ["number", "null"]}
+_INT = {"type": "integer"}
+_INT_N = {"type": ["integer", "null"]}
+_STR = {"type": "string"}
+_STR_N = {"type": ["string", "null"]}
+_BOOL = {"type": "boolean"}
+_TIME = {"type": "string", "format": "date-time"}
+_TIME_N = {"type": ["string", "null"], "format": "date-time"}
+
+ERROR = _obj(["error"], error=_obj(["message", "type", "code"], message=_STR, type=_STR, code=_STR))
+MODEL_ROW = _obj(["model", "provider", "requests", "cost_usd"], model=_STR_N, provider=_STR, requests=_INT,
+                 errors=_INT, cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT)
+PROVIDER_ROW = _obj(["provider", "requests", "error_rate", "cost_usd"], provider=_STR, requests=_INT, errors=_INT,
+                    error_rate=_NUM, cost_usd=_NUM, previous_cost_usd=_NUM, latency_p95_ms=_NUM_N)
+FEATURE_ROW = _obj(["feature", "requests", "cost_usd"], feature=_STR, requests=_INT, errors=_INT, error_rate=_NUM,
+                   cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT)
+TOTALS = _obj(["requests", "errors", "error_rate", "cost_usd"], requests=_INT, errors=_INT, error_rate=_NUM,
+              cost_usd=_NUM, prompt_tokens=_INT, completion_tokens=_INT, total_tokens=_INT, latency_avg_ms=_NUM_N,
+              latency_p50_ms=_NUM_N, latency_p95_ms=_NUM_N, latency_p99_ms=_NUM_N, ttfb_avg_ms=_NUM_N,
+              ttfb_p95_ms=_NUM_N, measured_requests=_INT, partial_cost_requests=_INT, unpriced_requests=_INT)
+SUMMARY = _obj(["period", "totals", "previous", "series", "models", "providers", "features", "dropped_events"],
+               period=_STR, computed_at=_TIME, totals=TOTALS, previous=TOTALS,
+               window=_obj(start=_TIME, end=_TIME), previous_window=_obj(start=_TIME, end=_TIME),
+               series=_obj(["bucket_seconds", "points"], bucket_seconds=_INT, points={"type": "array", "items": _obj(
+                   ["start", "requests"], start=_TIME, requests=_INT, errors=_INT, cost_usd=_NUM,
+                   latency_p95_ms=_NUM_N)}),
+               models={"type": "array", "items": MODEL_ROW}, providers={"type": "array", "items": PROVIDER_ROW},
+               features={"type": "array", "items": FEATURE_ROW}, dropped_events=_INT)
+REQUEST_ROW = _obj(
+    ["id", "created_at", "provider", "status_code", "token_source"], id=_INT, created_at=_TIME, provider=_STR,
+    model=_STR_N, model_used=_STR_N, feature=_STR, task=_STR_N, status_code=_INT, error_type=_STR_N,
+    error_origin=_STR_N, stream=_BOOL, latency_ms=_NUM, ttfb_ms=_NUM_N, overhead_us=_INT, prompt_tokens=_INT_N,
+    completion_tokens=_INT_N, cached_tokens=_INT_N, reasoning_tokens=_INT_N,
+    token_source={"type": "string", "enum": ["provider", "measured", "none"]}, cost_usd=_NUM_N, cost_partial=_BOOL,
+    provider_unknown=_BOOL, bytes_in=_INT, bytes_out=_INT)
+ORG = _obj(["id", "name"], id=_INT, name=_STR, key_hint=_STR_N, created_at=_TIME,
+           azure={"type": ["object", "null"], "properties": {"endpoint": _STR, "api_version": _STR}})
+PRICE = _obj(["id", "provider", "model", "input_usd_per_mtok", "output_usd_per_mtok", "source"], id=_INT,
+             provider=_STR, model=_STR, input_usd_per_mtok=_NUM, output_usd_per_mtok=_NUM,
+             cached_input_usd_per_mtok=_NUM_N, effective_from=_TIME, source=_STR, note=_STR_N)
+
+_PERIOD = Param("period", "query", {"type": "string", "enum": PERIODS, "default": "last_24h"}, "Which period.")
+_PROVIDER = Param("provider", "query", {"type": "string", "enum": list(PROVIDER_NAMES)}, "Only this provider.")
+_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Rows per page.")
+_ORG_ID = Param("org_id", "path", {"type": "integer"}, "The org's id.", required=True)
+_SUMMARY_HEAD = {"period": _STR, "computed_at": _TIME_N}
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/api/v1/summary", org.summary, "The org's summary for a period, against the previous one",
+             "org", _obj(["period", "summary"], **_SUMMARY_HEAD, summary={"oneOf": [SUMMARY, {"type": "null"}]}),
+             params=(_PERIOD,)),
+    Endpoint("GET", "/api/v1/models", org.models, "Requests, cost and latency per model", "org",
+             _obj(["models"], **_SUMMARY_HEAD, provider=_STR_N, models={"type": "array", "items": MODEL_ROW}),
+             params=(_PERIOD, _PROVIDER)),
+    Endpoint("GET", "/api/v1/providers", org.providers, "Cost and health (error rate) per provider", "org",
+             _obj(["providers"], **_SUMMARY_HEAD, providers={"type": "array", "items": PROVIDER_ROW}),
+             params=(_PERIOD,)),
+    Endpoint("GET", "/api/v1/features", org.features, "Requests, cost and latency per feature", "org",
+             _obj(["features"], **_SUMMARY_HEAD, features={"type": "array", "items": FEATURE_ROW}),
+             params=(_PERIOD,)),
+    Endpoint("GET", "/api/v1/requests", org.requests, "The org's requests, newest first, a page at a time", "org",
+             _obj(["requests", "next_cursor"], requests={"type": "array", "items": REQUEST_ROW}, next_cursor=_STR_N),
+             params=(_PROVIDER, _LIMIT,
+                     Param("cursor", "query", _STR, "next_cursor of the previous page."),
+                     Param("model", "query", _STR, "Only this model (as requested)."),
+                     Param("feature", "query", _STR, "Only this feature tag."),
+                     Param("task", "query", _STR, "Only this task type."),
+                     Param("status", "query", _STR, "A status code, 2xx/3xx/4xx/5xx, or error."),
+                     Param("since", "query", _TIME, "From this time (inclusive)."),
+                     Param("until", "query", _TIME, "Until this time (exclusive)."))),
+    Endpoint("GET", "/api/v1/failures", org.failures, "Recent failed requests", "org",
+             _obj(["failures"], period=_STR, failures={"type": "array", "items": REQUEST_ROW}),
+             params=(_PERIOD, _LIMIT)),
+    Endpoint("GET", "/api/v1/orgs", op.list_orgs, "List orgs", "operator",
+             _obj(["orgs"], orgs={"type": "array", "items": ORG})),
+    Endpoint("POST", "/api/v1/orgs", op.create_org, "Create an org; the response holds its key, shown once",
+             "operator", _obj(["id", "name", "key"], id=_INT, name=_STR, key=_STR), status=201,
+             body=_obj(["name"], name=_STR)),
+    Endpoint("PATCH", "/api/v1/orgs/{org_id}", op.rename_org, "Rename an org", "operator",
+             _obj(["id", "name"], id=_INT, name=_STR), params=(_ORG_ID,), body=_obj(["name"], name=_STR)),
+    Endpoint("DELETE", "/api/v1/orgs/{org_id}", op.delete_org, "Delete an org and everything recorded for it",
+             "operator", {}, status=204, params=(_ORG_ID,)),
+    Endpoint("POST", "/api/v1/orgs/{org_id}/keys", op.rotate_key, "Rotate the org's key; the old one stops working",
+             "operator", _obj(["id", "key"], id=_INT, key=_STR), status=201, params=(_ORG_ID,)),
+    Endpoint("PUT", "/api/v1/orgs/{org_id}/azure", op.set_azure, "Set the org's Azure OpenAI endpoint", "operator",
+             _obj(["id", "azure"], id=_INT, azure=_obj(endpoint=_STR, api_version=_STR)), params=(_ORG_ID,),
+             body=_obj(["endpoint", "api_version"], endpoint=_STR, api_version=_STR)),
+    Endpoint("GET", "/api/v1/pricing", op.list_prices, "Price rows, newest version first", "operator",
+             _obj(["prices"], prices={"type": "array", "items": PRICE}),
+             params=(_PROVIDER, Param("model", "query", _STR, "Only this model."),
+                     Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 5000}, "Most rows."))),
+    Endpoint("POST", "/api/v1/pricing", op.add_price, "Add a price version (an operator's row wins over seeded ones)",
+             "operator", _obj(["id"], id=_INT), status=201,
+             body=_obj(["provider", "model", "input_usd_per_mtok", "output_usd_per_mtok"], provider=_STR, model=_STR,
+                       input_usd_per_mtok=_NUM, output_usd_per_mtok=_NUM, cached_input_usd_per_mtok=_NUM_N,
+                       effective_from=_TIME, note=_STR_N)),
+)
+
+
+def _operation(ep: Endpoint) -> dict:
+    responses: dict = {str(ep.status): {"description": "OK"} if not ep.response else {
+        "description": "OK", "content": {"application/json": {"schema": ep.response}}}}
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    responses["400"] = {"description": "A parameter or the body is invalid", **error}
+    responses["401"] = {"description": "Not authenticated", **error}
+    if ep.security == "operator":
+        responses["403"] = {"description": "The operator API is disabled (no LECTR_ADMIN_SECRET)", **error}
+    if "{org_id}" in ep.path:
+        responses["404"] = {"description": "No such org", **error}
+    operation = {"summary": ep.summary, "operationId": ep.handler.__name__ + "_" + ep.method.lower(),
+                 "tags": ["org" if ep.security == "org" else "operator"],
+                 "security": [{"orgKey": []}, {"session": []}] if ep.security == "org" else [{"adminSecret": []}],
+                 "responses": responses}
+    if ep.params:
+        operation["parameters"] = [{"name": p.name, "in": p.where, "required": p.required or p.where == "path",
+                                    "description": p.description, "schema": p.schema} for p in ep.params]
+    if ep.body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": ep.body}}}
+    return operation
+
+
+def document() -> dict:
+    """The OpenAPI 3.1 document of the management API."""
+    paths: dict[str, dict] = {}
+    for ep in ENDPOINTS:
+        paths.setdefault(ep.path, {})[ep.method.lower()] = _operation(ep)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Lectr management API", "version": __version__,
+                 "description": "Org-scoped reads of recorded traffic, and operator management of orgs and prices."},
+        "paths": paths,
+        "components": {
+            "schemas": {"Error": ERROR},
+            "securitySchemes": {
+                "orgKey": {"type": "apiKey", "in": "header", "name": "X-Lectr-Key"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "lectr_session"},
+                "adminSecret": {"type": "http", "scheme": "bearer", "description": "LECTR_ADMIN_SECRET"},
+            },
+        },
+    }

@@ -1,0 +1,114 @@
+"""Operator endpoints (``Authorization: Bearer $LECTR_ADMIN_SECRET``): orgs, keys, Azure, prices.
+
+They call the same functions as the CLI, so both change the same things the same way.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import orjson
+from aiohttp import web
+
+from lectr import orgs, pricing
+from lectr.api.auth import require_operator
+from lectr.api.errors import ApiError, bad_parameter
+from lectr.api.org_api import json
+from lectr.api.queries import parse_limit, parse_time
+from lectr.api.state import STATE
+
+
+async def _body(request: web.Request) -> dict:
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "The request body must be a JSON object.")
+    return body
+
+
+def _org_id(request: web.Request) -> int:
+    raw = request.match_info["org_id"]
+    if not raw.isdigit():
+        raise bad_parameter("org_id", "must be an integer")
+    return int(raw)
+
+
+def _string(body: dict, name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise bad_parameter(name, "is required and must be a non-empty string")
+    return value
+
+
+async def _run(request: web.Request, action):
+    require_operator(request)
+    try:
+        async with request.app[STATE].pool.acquire() as conn:
+            return await action(conn)
+    except orgs.OrgNotFound as exc:
+        raise ApiError(404, "org_not_found", str(exc)) from None
+    except (orgs.OrgError, pricing.PricingError) as exc:
+        raise ApiError(400, "invalid_request", str(exc)) from None
+
+
+def _org_json(o: orgs.OrgSummary) -> dict:
+    return {"id": o.id, "name": o.name, "key_hint": o.key_hint, "created_at": o.created_at,
+            "azure": {"endpoint": o.azure_endpoint, "api_version": o.azure_api_version} if o.azure_endpoint else None}
+
+
+async def list_orgs(request: web.Request) -> web.Response:
+    rows = await _run(request, orgs.list_orgs)
+    return json({"orgs": [_org_json(o) for o in rows]})
+
+
+async def create_org(request: web.Request) -> web.Response:
+    body = await _body(request)
+    org_id, key = await _run(request, lambda conn: orgs.create_org(conn, _string(body, "name")))
+    return json({"id": org_id, "name": body["name"].strip(), "key": key}, status=201)
+
+
+async def rename_org(request: web.Request) -> web.Response:
+    body = await _body(request)
+    org_id = _org_id(request)
+    await _run(request, lambda conn: orgs.rename_org(conn, org_id, _string(body, "name")))
+    return json({"id": org_id, "name": body["name"].strip()})
+
+
+async def delete_org(request: web.Request) -> web.Response:
+    org_id = _org_id(request)
+    await _run(request, lambda conn: orgs.delete_org(conn, org_id))
+    return web.Response(status=204)
+
+
+async def rotate_key(request: web.Request) -> web.Response:
+    org_id = _org_id(request)
+    key = await _run(request, lambda conn: orgs.rotate_key_for(conn, org_id))
+    return json({"id": org_id, "key": key}, status=201)
+
+
+async def set_azure(request: web.Request) -> web.Response:
+    body = await _body(request)
+    org_id = _org_id(request)
+    endpoint, version = _string(body, "endpoint"), _string(body, "api_version")
+    await _run(request, lambda conn: orgs.set_azure_for(conn, org_id, endpoint, version))
+    return json({"id": org_id, "azure": {"endpoint": endpoint.strip().rstrip("/"), "api_version": version.strip()}})
+
+
+async def list_prices(request: web.Request) -> web.Response:
+    provider, model = request.query.get("provider") or None, request.query.get("model") or None
+    limit = parse_limit(request.query, default=500, most=5000)
+    rows = await _run(request, lambda conn: pricing.list_prices(conn, provider=provider, model=model, limit=limit))
+    return json({"prices": rows})
+
+
+async def add_price(request: web.Request) -> web.Response:
+    body = await _body(request)
+    effective_from: datetime | None = parse_time(body, "effective_from")
+    row_id = await _run(request, lambda conn: pricing.add_operator_price(
+        conn, provider=_string(body, "provider"), model=_string(body, "model"),
+        input_per_mtok=body.get("input_usd_per_mtok"), output_per_mtok=body.get("output_usd_per_mtok"),
+        cached_input_per_mtok=body.get("cached_input_usd_per_mtok"), effective_from=effective_from,
+        note=body.get("note")))
+    return json({"id": row_id}, status=201)

@@ -1,0 +1,26 @@
+"""What the admin application shares with the rest of the process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from lectr.directory import DirectoryHolder
+from lectr.metrics import Metrics
+
+
+@dataclass
+class AdminState:
+    """The admin listener's view of the process: database, caches, metrics, settings."""
+
+    pool: asyncpg.Pool
+    directory: DirectoryHolder
+    metrics: Metrics
+    admin_secret: str | None
+    session_hours: float
+    refresh_seconds: int = 60
+
+
+STATE = web.AppKey("state", AdminState)

@@ -1,0 +1,197 @@
+"""The management API over real HTTP against ``lectr serve`` and real Postgres."""
+
+from __future__ import annotations
+
+import time
+
+import jsonschema
+import openai
+import pytest
+import requests as http
+from openapi_spec_validator import validate
+
+from lectr.api.app import make_admin_app
+from lectr.api.openapi import ENDPOINTS
+from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
+
+SECRET = "operator-secret-for-tests"
+
+
+@pytest.fixture(scope="module")
+def admin(database_url, mock, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("api")
+    env = lectr_env(database_url, mock, tmp, LECTR_ADMIN_SECRET=SECRET, LECTR_FLUSH_INTERVAL="0.1",
+                    LECTR_AGGREGATE_INTERVAL="3600")
+    keys = {"alpha": create_org(env, "alpha"), "beta": create_org(env, "beta")}
+    server = start_lectr(env, tmp / "serve.log")
+    server.extra.update(keys=keys, api=f"http://127.0.0.1:{env['LECTR_ADMIN_PORT']}")
+    send_traffic(server, keys)
+    server.cli("jobs", "run", "aggregator")
+    yield server
+    stop_lectr(server)
+
+
+def send_traffic(server, keys) -> None:
+    alpha = openai.OpenAI(api_key="sk-a", base_url=server.base_url, max_retries=0,
+                          default_headers={"X-Lectr-Key": keys["alpha"]})
+    for i in range(5):
+        alpha.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                                      extra_headers={"X-Lectr-Feature": "search"})
+    alpha.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.RateLimitError):
+        alpha.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}],
+                                      extra_headers={"x-mock-status": "429", "X-Lectr-Feature": "search"})
+    beta = openai.OpenAI(api_key="sk-b", base_url=server.base_url, max_retries=0,
+                         default_headers={"X-Lectr-Key": keys["beta"]})
+    beta.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "x"}],
+                                 extra_headers={"X-Lectr-Feature": "beta-only"})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        got = http.get(server.extra["api"] + "/api/v1/requests", headers={"X-Lectr-Key": keys["alpha"]}).json()
+        if len(got["requests"]) == 7:
+            return
+        time.sleep(0.1)
+    raise AssertionError("traffic was not recorded")
+
+
+def get(server, path: str, org: str = "alpha", **params):
+    return http.get(server.extra["api"] + path, params=params, headers={"X-Lectr-Key": server.extra["keys"][org]})
+
+
+def op(server, method: str, path: str, secret: str = SECRET, **kwargs):
+    return http.request(method, server.extra["api"] + path, headers={"Authorization": f"Bearer {secret}"}, **kwargs)
+
+
+def test_org_endpoints_need_a_valid_key(admin):
+    for headers in ({}, {"X-Lectr-Key": "lc_key_wrong"}):
+        response = http.get(admin.extra["api"] + "/api/v1/summary", headers=headers)
+        assert response.status_code == 401
+        assert set(response.json()["error"]) == {"message", "type", "code"}
+
+
+def test_summary_counts_the_orgs_own_traffic(admin):
+    data = get(admin, "/api/v1/summary").json()
+    totals = data["summary"]["totals"]
+    assert (totals["requests"], totals["errors"]) == (7, 1)
+    assert totals["cost_usd"] > 0 and totals["latency_p95_ms"] > 0
+    assert data["summary"]["previous"]["requests"] == 0
+    features = {f["feature"]: f["requests"] for f in data["summary"]["features"]}
+    assert features == {"search": 6, "untagged": 1}
+    assert sum(p["requests"] for p in data["summary"]["series"]["points"]) == 7
+    assert len(data["summary"]["series"]["points"]) == 24
+
+
+def test_one_org_never_sees_anothers_data(admin):
+    alpha = get(admin, "/api/v1/requests", limit=200).json()["requests"]
+    beta = get(admin, "/api/v1/requests", org="beta", limit=200).json()["requests"]
+    assert {r["feature"] for r in beta} == {"beta-only"} and len(beta) == 1
+    assert "beta-only" not in {r["feature"] for r in alpha}
+    assert get(admin, "/api/v1/summary", org="beta").json()["summary"]["totals"]["requests"] == 1
+    assert [m["provider"] for m in get(admin, "/api/v1/models", org="beta").json()["models"]] == ["gemini"]
+
+
+def test_models_providers_features(admin):
+    models = get(admin, "/api/v1/models").json()["models"]
+    assert {(m["model"], m["provider"]) for m in models} == {("gpt-4o-mini", "openai"), ("gpt-4o", "openai"),
+                                                            ("claude-haiku-4-5", "anthropic")}
+    only = get(admin, "/api/v1/models", provider="anthropic").json()["models"]
+    assert [m["model"] for m in only] == ["claude-haiku-4-5"]
+    providers = {p["provider"]: p for p in get(admin, "/api/v1/providers").json()["providers"]}
+    assert providers["openai"]["requests"] == 6 and providers["openai"]["error_rate"] == pytest.approx(1 / 6)
+    assert providers["anthropic"]["error_rate"] == 0
+    assert {f["feature"] for f in get(admin, "/api/v1/features").json()["features"]} == {"search", "untagged"}
+
+
+def test_requests_pagination_is_complete_and_ordered(admin):
+    seen, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        page = get(admin, "/api/v1/requests", **params).json()
+        seen.extend(page["requests"])
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3 and len(seen) == 7 and len({r["id"] for r in seen}) == 7
+    keys = [(r["created_at"], r["id"]) for r in seen]
+    assert keys == sorted(keys, reverse=True)
+
+
+@pytest.mark.parametrize("params,expected", [
+    ({"provider": "anthropic"}, 1), ({"status": "4xx"}, 1), ({"status": "error"}, 1), ({"status": "200"}, 6),
+    ({"feature": "search"}, 6), ({"model": "gpt-4o-mini"}, 5), ({"since": "2099-01-01T00:00:00Z"}, 0),
+    ({"until": "2000-01-01T00:00:00Z"}, 0),
+])
+def test_requests_filters(admin, params, expected):
+    assert len(get(admin, "/api/v1/requests", limit=200, **params).json()["requests"]) == expected
+
+
+@pytest.mark.parametrize("params,name", [({"provider": "bogus"}, "provider"), ({"status": "teapot"}, "status"),
+                                         ({"since": "yesterday"}, "since"), ({"limit": "0"}, "limit"),
+                                         ({"cursor": "!!!"}, "cursor"), ({"period": "forever"}, "period")])
+def test_bad_parameters_are_400_naming_the_parameter(admin, params, name):
+    path = "/api/v1/summary" if "period" in params else "/api/v1/requests"
+    response = get(admin, path, **params)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith(name)
+
+
+def test_failures(admin):
+    [failure] = get(admin, "/api/v1/failures").json()["failures"]
+    assert (failure["status_code"], failure["error_origin"]) == (429, "provider")
+
+
+def test_operator_api_needs_the_secret(admin):
+    assert op(admin, "GET", "/api/v1/orgs", secret="nope").status_code == 401
+    assert http.get(admin.extra["api"] + "/api/v1/orgs").status_code == 401
+    assert get(admin, "/api/v1/orgs").status_code == 401  # an org key is not the operator's secret
+
+
+def test_operator_manages_orgs_like_the_cli(admin):
+    created = op(admin, "POST", "/api/v1/orgs", json={"name": "gamma"})
+    assert created.status_code == 201
+    org_id, key = created.json()["id"], created.json()["key"]
+    assert key.startswith("lc_key_")
+    assert "gamma" in admin.cli("org", "list").stdout  # the CLI sees what the API did
+    assert op(admin, "POST", "/api/v1/orgs", json={"name": "gamma"}).status_code == 400
+    assert op(admin, "PATCH", f"/api/v1/orgs/{org_id}", json={"name": "gamma-2"}).json()["name"] == "gamma-2"
+    azure = op(admin, "PUT", f"/api/v1/orgs/{org_id}/azure",
+               json={"endpoint": "https://gamma.openai.azure.com", "api_version": "2024-10-21"})
+    assert azure.status_code == 200
+    assert op(admin, "PUT", f"/api/v1/orgs/{org_id}/azure",
+              json={"endpoint": "nope", "api_version": "2024-10-21"}).status_code == 400
+    rotated = op(admin, "POST", f"/api/v1/orgs/{org_id}/keys").json()["key"]
+    assert rotated != key
+    listed = {o["name"]: o for o in op(admin, "GET", "/api/v1/orgs").json()["orgs"]}
+    assert listed["gamma-2"]["azure"]["endpoint"] == "https://gamma.openai.azure.com"
+    assert key not in str(listed) and rotated not in str(listed)
+    assert op(admin, "DELETE", f"/api/v1/orgs/{org_id}").status_code == 204
+    assert op(admin, "DELETE", f"/api/v1/orgs/{org_id}").status_code == 404
+
+
+def test_operator_adds_a_price_that_wins(admin):
+    added = op(admin, "POST", "/api/v1/pricing", json={"provider": "openai", "model": "gpt-4o-mini",
+                                                       "input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.2})
+    assert added.status_code == 201
+    rows = op(admin, "GET", "/api/v1/pricing", params={"model": "gpt-4o-mini"}).json()["prices"]
+    assert {"operator", "seed"} <= {r["source"] for r in rows}
+    bad = op(admin, "POST", "/api/v1/pricing", json={"provider": "nowhere", "model": "m",
+                                                     "input_usd_per_mtok": 1, "output_usd_per_mtok": 1})
+    assert bad.status_code == 400
+
+
+def test_openapi_document_matches_the_routes_and_responses(admin):
+    doc = http.get(admin.extra["api"] + "/api/openapi.json").json()
+    validate(doc)
+    documented = {(method.upper(), path) for path, ops in doc["paths"].items() for method in ops}
+    app = make_admin_app(state=None)  # routes only; no request is served
+    live = {(r.method, r.resource.canonical) for r in app.router.routes()
+            if r.resource is not None and r.resource.canonical.startswith("/api/v1")}
+    assert documented == live
+    for path in ("/api/v1/summary", "/api/v1/models", "/api/v1/providers", "/api/v1/features",
+                 "/api/v1/requests", "/api/v1/failures"):
+        schema = doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        jsonschema.validate(get(admin, path).json(), schema, cls=jsonschema.Draft202012Validator)
+    schema = doc["paths"]["/api/v1/orgs"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    jsonschema.validate(op(admin, "GET", "/api/v1/orgs").json(), schema, cls=jsonschema.Draft202012Validator)
+    assert len(ENDPOINTS) == len(documented)
