@@ -83,7 +83,8 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 def scrape(port: int) -> dict[str, float]:
     """The unlabelled and ``reason``-labelled samples of Lectr's /metrics, by name."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
     samples = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):

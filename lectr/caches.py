@@ -91,7 +91,8 @@ class CacheLoader:
             try:
                 listener = await asyncpg.connect(self._url)
                 lost = asyncio.Event()
-                listener.add_termination_listener(lambda _c: lost.set())
+                # Bind this attempt's event: a late callback from an old connection must not end a new one.
+                listener.add_termination_listener(lambda _c, lost=lost: lost.set())
                 await listener.add_listener(CONFIG_CHANNEL, self._notified)
                 await self.load()  # catch anything that changed while not listening
                 await self.load_pricing()

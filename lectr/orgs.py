@@ -51,7 +51,7 @@ def validate_endpoint(endpoint: str) -> str:
     if parts.query or parts.fragment:
         raise OrgError("endpoint must not carry a query or fragment; give the API version with --api-version")
     try:
-        parts.port
+        _ = parts.port  # urlsplit checks the port only when asked
     except ValueError:
         raise OrgError(f"endpoint has an invalid port: {endpoint!r}") from None
     return endpoint.strip().rstrip("/")

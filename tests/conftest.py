@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+import openai
 import pytest
 
 from lectr import db
@@ -34,6 +35,24 @@ from lectr.proxy.upstream import UpstreamPools
 # request was routed from the path the mock saw.
 PROVIDER_PREFIXES = {"openai": "/openai/v1", "anthropic": "/anthropic/v1", "groq": "/groq/openai/v1",
                      "gemini": "/gemini/v1beta/openai"}
+
+
+_SDK_CLIENTS: list[openai.OpenAI] = []
+
+
+def sdk_client(base_url: str, *, api_key: str = "sk-test", timeout: float = 20, **default_headers: str) -> openai.OpenAI:
+    """The official openai client pointed at ``base_url``, closed after the test."""
+    client = openai.OpenAI(api_key=api_key, base_url=base_url, default_headers=default_headers or None,
+                           max_retries=0, timeout=timeout)
+    _SDK_CLIENTS.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_sdk_clients():
+    yield
+    while _SDK_CLIENTS:
+        _SDK_CLIENTS.pop().close()
 
 
 def free_port() -> int:

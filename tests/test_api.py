@@ -12,7 +12,7 @@ from openapi_spec_validator import validate
 
 from lectr.api.app import make_admin_app
 from lectr.api.openapi import ENDPOINTS
-from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
+from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
 
 SECRET = "operator-secret-for-tests"
 
@@ -32,17 +32,15 @@ def admin(database_url, mock, tmp_path_factory):
 
 
 def send_traffic(server, keys) -> None:
-    alpha = openai.OpenAI(api_key="sk-a", base_url=server.base_url, max_retries=0,
-                          default_headers={"X-Lectr-Key": keys["alpha"]})
-    for i in range(5):
+    alpha = sdk_client(server.base_url, **{"X-Lectr-Key": keys["alpha"]})
+    for _ in range(5):
         alpha.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
                                       extra_headers={"X-Lectr-Feature": "search"})
     alpha.chat.completions.create(model="claude-haiku-4-5", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(openai.RateLimitError):
         alpha.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}],
                                       extra_headers={"x-mock-status": "429", "X-Lectr-Feature": "search"})
-    beta = openai.OpenAI(api_key="sk-b", base_url=server.base_url, max_retries=0,
-                         default_headers={"X-Lectr-Key": keys["beta"]})
+    beta = sdk_client(server.base_url, **{"X-Lectr-Key": keys["beta"]})
     beta.chat.completions.create(model="gemini-2.5-flash", messages=[{"role": "user", "content": "x"}],
                                  extra_headers={"X-Lectr-Feature": "beta-only"})
     deadline = time.monotonic() + 10
@@ -195,3 +193,22 @@ def test_openapi_document_matches_the_routes_and_responses(admin):
     schema = doc["paths"]["/api/v1/orgs"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
     jsonschema.validate(op(admin, "GET", "/api/v1/orgs").json(), schema, cls=jsonschema.Draft202012Validator)
     assert len(ENDPOINTS) == len(documented)
+
+
+def test_dropped_events_reach_the_summary(admin, database_url):
+    import asyncio
+
+    import asyncpg
+
+    async def insert() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = 'alpha'")
+            await conn.execute("INSERT INTO event_drops (minute, org_id, reason, count) "
+                               "VALUES (date_trunc('minute', now()), $1, 'ring_full', 3)", org_id)
+        finally:
+            await conn.close()
+    asyncio.run(insert())
+    admin.cli("jobs", "run", "aggregator")
+    assert get(admin, "/api/v1/summary").json()["summary"]["dropped_events"] == 3
+    assert get(admin, "/api/v1/summary", org="beta").json()["summary"]["dropped_events"] == 0

@@ -9,7 +9,7 @@ import openai
 import orjson
 import pytest
 
-from tests.conftest import PROVIDER_PREFIXES, free_port
+from tests.conftest import PROVIDER_PREFIXES, free_port, sdk_client
 from tests.httpcheck import connect, read_replies, request
 
 PROVIDER_KEY = "sk-provider-secret-4f1c9a"
@@ -37,9 +37,7 @@ CASES = [
 
 
 def client(server, key: str | None = None, **headers: str) -> openai.OpenAI:
-    default = {"X-Lectr-Key": key or server.extra["key"], **headers}
-    return openai.OpenAI(api_key=PROVIDER_KEY, base_url=server.base_url, default_headers=default,
-                         max_retries=0, timeout=20)
+    return sdk_client(server.base_url, api_key=PROVIDER_KEY, **{"X-Lectr-Key": key or server.extra["key"], **headers})
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +90,7 @@ def test_each_provider_is_routed_with_its_auth(lectr_server, mock, azure_ready, 
 
 
 def test_upstream_sees_the_clients_headers_and_nothing_else(lectr_server, mock):
-    direct = openai.OpenAI(api_key=PROVIDER_KEY, base_url=mock.url(PROVIDER_PREFIXES["openai"]), max_retries=0)
+    direct = sdk_client(mock.url(PROVIDER_PREFIXES["openai"]), api_key=PROVIDER_KEY)
     direct.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     sent_direct = mock.last()
     client(lectr_server).chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
@@ -175,7 +173,7 @@ def _status(server, key: str) -> int:
 
 def test_missing_and_invalid_keys_are_401(lectr_server, mock):
     before = len(mock.requests)
-    bare = openai.OpenAI(api_key=PROVIDER_KEY, base_url=lectr_server.base_url, max_retries=0)
+    bare = sdk_client(lectr_server.base_url, api_key=PROVIDER_KEY)
     with pytest.raises(openai.AuthenticationError) as missing:
         bare.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
     assert missing.value.body["code"] == "missing_lectr_key"

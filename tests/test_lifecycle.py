@@ -4,17 +4,15 @@ import signal
 import threading
 import time
 
-import openai
 
-from tests.conftest import create_org, lectr_env, start_lectr
+from tests.conftest import create_org, lectr_env, sdk_client, start_lectr
 
 
 def test_sigterm_lets_in_flight_requests_finish_and_exits_0(database_url, mock, tmp_path):
     env = lectr_env(database_url, mock, tmp_path)
     key = create_org(env, "shutdown-co")
     server = start_lectr(env, tmp_path / "serve.log")
-    client = openai.OpenAI(api_key="sk-x", base_url=server.base_url, default_headers={"X-Lectr-Key": key},
-                           max_retries=0)
+    client = sdk_client(server.base_url, **{"X-Lectr-Key": key})
     result = {}
 
     def slow_request() -> None:

@@ -7,11 +7,9 @@ import time
 import warnings
 
 import asyncpg
-import openai
-import pytest
 
 from lectr import db
-from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
+from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
 
 
 class DedicatedPostgres:
@@ -50,8 +48,7 @@ def test_postgres_outage_spools_and_replays_every_event_exactly_once(tmp_path, m
     env = lectr_env(pg.url, mock, tmp_path, LECTR_FLUSH_INTERVAL="0.2", LECTR_FLUSH_EVENTS="20")
     key = create_org(env, "outage")
     server = start_lectr(env, tmp_path / "serve.log")
-    client = openai.OpenAI(api_key="sk-x", base_url=server.base_url, default_headers={"X-Lectr-Key": key},
-                           max_retries=0)
+    client = sdk_client(server.base_url, **{"X-Lectr-Key": key})
 
     def burst(label: str, n: int) -> None:
         for i in range(n):

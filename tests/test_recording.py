@@ -11,10 +11,15 @@ import asyncpg
 import openai
 import pytest
 
-from tests.conftest import create_org, free_port, lectr_env, start_lectr, stop_lectr
+from tests.conftest import create_org, free_port, lectr_env, sdk_client, start_lectr, stop_lectr
 
 PROVIDER_KEY = "sk-recording-secret-77aa1"
 PROMPT = "classified launch codes: tango foxtrot 1138"
+
+
+def scrape_metrics(port) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return response.read().decode()
 
 
 def query(url: str, sql: str, *args):
@@ -50,8 +55,8 @@ def recorder(database_url, mock, tmp_path_factory):
 
 
 def sdk(server, feature: str, **headers: str) -> openai.OpenAI:
-    return openai.OpenAI(api_key=PROVIDER_KEY, base_url=server.base_url, max_retries=0,
-                         default_headers={"X-Lectr-Key": server.extra["key"], "X-Lectr-Feature": feature, **headers})
+    return sdk_client(server.base_url, api_key=PROVIDER_KEY,
+                      **{"X-Lectr-Key": server.extra["key"], "X-Lectr-Feature": feature, **headers})
 
 
 def test_plain_request_row(recorder, database_url):
@@ -139,7 +144,7 @@ def test_metrics_endpoint(recorder):
     sdk(recorder, "metrics").chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     time.sleep(0.5)
     port = recorder.env["LECTR_ADMIN_PORT"]
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    text = scrape_metrics(port)
     for name in ("lectr_requests_total", "lectr_request_duration_seconds_bucket", "lectr_added_latency_seconds_bucket",
                  "lectr_upstream_errors_total", "lectr_events_buffered", "lectr_events_dropped_total",
                  "lectr_events_written_total", "lectr_writer_batch_seconds_bucket", "lectr_spool_bytes",
@@ -163,11 +168,10 @@ def test_ring_overflow_drops_and_counts_without_failing_requests(database_url, m
     key = create_org(env, "overflow")
     server = start_lectr(env, tmp_path / "serve.log")
     try:
-        client = openai.OpenAI(api_key="sk-x", base_url=server.base_url, default_headers={"X-Lectr-Key": key},
-                               max_retries=0)
+        client = sdk_client(server.base_url, **{"X-Lectr-Key": key})
         for _ in range(10):
             assert client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-        text = urllib.request.urlopen(f"http://127.0.0.1:{env['LECTR_ADMIN_PORT']}/metrics", timeout=5).read().decode()
+        text = scrape_metrics(env["LECTR_ADMIN_PORT"])
         assert 'lectr_events_dropped_total{reason="ring_full"} 8.0' in text
     finally:
         assert stop_lectr(server) == 0
@@ -177,8 +181,7 @@ def test_sigterm_right_after_a_burst_loses_nothing(database_url, mock, tmp_path)
     env = lectr_env(database_url, mock, tmp_path, LECTR_FLUSH_INTERVAL="60", LECTR_FLUSH_EVENTS="100000")
     key = create_org(env, "burst")
     server = start_lectr(env, tmp_path / "serve.log")
-    client = openai.OpenAI(api_key="sk-x", base_url=server.base_url, default_headers={"X-Lectr-Key": key,
-                           "X-Lectr-Feature": "burst"}, max_retries=0)
+    client = sdk_client(server.base_url, **{"X-Lectr-Key": key, "X-Lectr-Feature": "burst"})
     for _ in range(300):
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     server.proc.send_signal(signal.SIGTERM)

@@ -191,7 +191,7 @@ def _add_series(by_org: dict[int, dict], rows: list, start: datetime, end: datet
 
 async def run_aggregator(conn: asyncpg.Connection, now: datetime | None = None) -> int:
     """Recompute every org's summaries; returns the number of rows written."""
-    now = (now or datetime.now(timezone.utc)).replace(microsecond=0)
+    now = now or datetime.now(timezone.utc)
     org_ids = [r["id"] for r in await conn.fetch("SELECT id FROM organizations ORDER BY id")]
     rows = []
     for period in PERIODS:

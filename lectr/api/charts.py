@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 from markupsafe import Markup, escape
@@ -34,7 +35,7 @@ _FONT_SIZE = 12
 
 
 def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         return None
     return float(value) if math.isfinite(value) else None
 

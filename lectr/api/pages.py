@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any
 
 import jinja2
@@ -34,6 +35,10 @@ PARTIAL_HINT = "completion only — the prompt is never read"
 
 DASH = "—"
 
+# The charts sit three across on a laptop and one per row on a phone: both about 350 CSS px wide,
+# so a 420-unit viewBox keeps their 12-unit text at a readable 10 px either way.
+CHART_WIDTH, CHART_HEIGHT = 420, 200
+
 REQUEST_FILTERS = ("provider", "model", "feature", "task", "status", "since", "until")
 
 
@@ -42,7 +47,9 @@ REQUEST_FILTERS = ("provider", "model", "feature", "task", "status", "since", "u
 # ---------------------------------------------------------------------------------------------
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, jinja2.Undefined):   # a missing context key: fail loudly, never print "—"
+        value._fail_with_undefined_error()
+    return isinstance(value, (int, float, Decimal)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def fmt_ms(value: float | None) -> str:
@@ -71,9 +78,9 @@ def fmt_usd(value: float | None) -> str:
     v = abs(v)
     if v == 0:
         return "$0.00"
-    if round(v, 2) >= 1:
+    decimals = max(2, 3 - math.floor(math.log10(v)))   # four significant digits under a dollar
+    if v >= 1 or round(v, decimals) >= 1:
         return f"{sign}${v:,.2f}"
-    decimals = max(2, 3 - math.floor(math.log10(v)))   # four significant digits
     text = f"{v:.{decimals}f}".rstrip("0")
     whole, _, frac = text.partition(".")
     frac = frac.ljust(2, "0")
@@ -152,6 +159,8 @@ def change_tone(current: float | None, previous: float | None, higher: str = "ne
 
 
 def _parse_iso(value: str | datetime | None) -> datetime | None:
+    if isinstance(value, jinja2.Undefined):
+        value._fail_with_undefined_error()
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -313,26 +322,31 @@ def render_overview(ctx: dict) -> str:
         series = summary["series"]
         points = series["points"]
         bucket = series.get("bucket_seconds")
+        size = {"width": CHART_WIDTH, "height": CHART_HEIGHT, "bucket_seconds": bucket}
         out["charts"] = {
             "requests": charts.time_series_svg(points, "requests", title="Requests", unit="requests",
-                                               secondary_key="errors", bucket_seconds=bucket),
+                                               secondary_key="errors", **size),
             "latency": charts.time_series_svg(points, "latency_p95_ms", title="p95 latency", unit="ms",
-                                              kind="line", bucket_seconds=bucket),
-            "cost": charts.time_series_svg(points, "cost_usd", title="Cost", unit="usd",
-                                           bucket_seconds=bucket),
+                                              kind="line", **size),
+            "cost": charts.time_series_svg(points, "cost_usd", title="Cost", unit="usd", **size),
         }
         out["model_total_requests"] = sum(int(m.get("requests") or 0) for m in summary["models"])
     return _render("overview.html", out)
 
 
 def render_requests(ctx: dict) -> str:
-    """The request log: a filter form, one row per request, and a link to the next page."""
+    """The request log: a filter form, one row per request, and a link to the next page.
+
+    Besides the common keys: ``rows``, ``filters``, ``providers_available``, ``next_cursor`` and,
+    optionally, ``filter_error`` (shown as an alert when the query's filters could not be parsed).
+    """
     filters = ctx["filters"]
     kept = _query(**{k: filters.get(k) for k in REQUEST_FILTERS})
     out = _dashboard_ctx(ctx, kept)
     out["next_params"] = (_query(cursor=ctx["next_cursor"], period=ctx["period"], **kept)
                           if ctx["next_cursor"] else None)
     out["any_filter"] = bool(kept)
+    out.setdefault("filter_error", None)   # optional: a message when the query's filters were invalid
     return _render("requests.html", out)
 
 
