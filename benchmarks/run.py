@@ -240,14 +240,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="lectr bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario (default 3)")
     parser.add_argument("--seconds", type=float, default=6.0, help="time cap per run (default 6)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--only", default="", metavar="TEXT", help="run only the scenarios whose name contains TEXT")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     bench = Bench(args)
     try:
         bench.start()

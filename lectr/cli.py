@@ -70,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
                                                    "is running it at this moment).")
     run_job.add_argument("job", choices=["aggregator", "housekeeping"])
 
+    commands.add_parser("bench", help="measure Lectr against a direct connection (see benchmarks/)",
+                        description="Run the benchmark suite; `lectr bench --help` lists its options.",
+                        add_help=False)
+
     mock = commands.add_parser("mock-provider", help="run the mock OpenAI-compatible provider",
                                description="Serve canned completions and streams on loopback, "
                                            "for tests, benchmarks and trying Lectr offline.")
@@ -202,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     from lectr.orgs import OrgError
     from lectr.pricing import PricingError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:
+        from benchmarks.run import main as bench  # the suite parses its own options
+        return bench(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
