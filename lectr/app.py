@@ -97,7 +97,6 @@ class Lectr:
 
         loop = asyncio.get_running_loop()
         self.upstream = UpstreamPools(s.upstreams)
-        self.upstream.warm()
         ctx = ProxyContext(loop=loop, limits=s.limits, base_urls=s.upstreams.base_urls,
                            directory=self.directory, upstream=self.upstream, ring=self.ring)
         state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,

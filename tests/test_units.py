@@ -8,11 +8,11 @@ import pytest
 from lectr.config import VARIABLES, ConfigError, Settings
 from lectr.events.ring import EventRing
 from lectr.keys import hash_key, key_hint, new_org_key
-from lectr.providers.azure import azure_url
-from lectr.providers.base import AzureTarget, bearer_token
+from lectr.providers.azure import azure_route
+from lectr.providers.base import AzureTarget, bearer_token, parse_origin
 from lectr.providers.registry import PROVIDERS
 from lectr.proxy.body import read_body_facts
-from lectr.proxy.headers import ClientHeaders, response_head_fields
+from lectr.proxy.headers import ClientHeaders, response_head
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -99,9 +99,11 @@ def test_client_headers_split():
 
 
 def test_response_head_drops_hop_by_hop():
-    lines, has_length = response_head_fields(((b"Content-Type", b"a"), (b"Connection", b"keep-alive"),
-                                               (b"Transfer-Encoding", b"chunked"), (b"X-Request-Id", b"r")))
-    assert lines == [b"Content-Type: a\r\n", b"X-Request-Id: r\r\n"] and not has_length
+    lines, has_length, ctype, encoding = response_head([(b"Content-Type", b"a"), (b"Connection", b"keep-alive"),
+                                                        (b"Transfer-Encoding", b"chunked"), (b"X-Request-Id", b"r"),
+                                                        (b"Content-Encoding", b"gzip")])
+    assert lines == [b"Content-Type: a\r\n", b"X-Request-Id: r\r\n", b"Content-Encoding: gzip\r\n"]
+    assert (has_length, ctype, encoding) == (False, "a", "gzip")
 
 
 def test_auth_rewrites():
@@ -111,9 +113,17 @@ def test_auth_rewrites():
     assert bearer_token(b"Basic abc") == b"Basic abc"
 
 
-def test_azure_urls():
+def test_azure_routes():
     target = AzureTarget("https://res.openai.azure.com/", "2024-10-21")
-    assert azure_url("", "chat/completions", "", "my dep", target) == \
-        "https://res.openai.azure.com/openai/deployments/my%20dep/chat/completions?api-version=2024-10-21"
-    assert azure_url("", "models", "api-version=old&x=1", None, target) == \
-        "https://res.openai.azure.com/openai/models?x=1&api-version=2024-10-21"
+    origin, path = azure_route(b"chat/completions", b"", "my dep", target)
+    assert (origin.host, origin.port, origin.tls) == ("res.openai.azure.com", 443, True)
+    assert path == b"/openai/deployments/my%20dep/chat/completions?api-version=2024-10-21"
+    assert azure_route(b"models", b"api-version=old&x=1", None, target)[1] == b"/openai/models?x=1&api-version=2024-10-21"
+
+
+def test_origins():
+    o = parse_origin("http://127.0.0.1:9000/openai/v1/")
+    assert (o.scheme, o.host, o.port, o.path, o.host_header) == ("http", "127.0.0.1", 9000, b"/openai/v1", b"127.0.0.1:9000")
+    o = parse_origin("https://api.groq.com/openai/v1")
+    assert (o.port, o.host_header, o.tls) == (443, b"api.groq.com", True)
+    assert PROVIDERS["openai"].route(o, b"chat/completions", b"a=1", None, None) == (o, b"/openai/v1/chat/completions?a=1")

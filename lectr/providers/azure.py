@@ -9,26 +9,26 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
 
-from lectr.providers.base import AzureTarget, Provider, quote_path_segment
+from lectr.providers.base import AzureTarget, Provider, Route, parse_origin, quote_path_segment
 
 
-def _with_api_version(query: str, api_version: str) -> str:
+def _with_api_version(query: bytes, api_version: str) -> bytes:
     # The org's configured version wins over one the client sent: it is what the
     # deployment was set up for, and Azure rejects a request carrying two.
-    pairs = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k != "api-version"]
+    pairs = [(k, v) for k, v in parse_qsl(query.decode("latin-1"), keep_blank_values=True) if k != "api-version"]
     pairs.append(("api-version", api_version))
-    return urlencode(pairs)
+    return urlencode(pairs).encode("latin-1")
 
 
-def azure_url(base: str, rest: str, query: str, model: str | None, azure: AzureTarget | None) -> str:
-    """The deployment URL for ``rest``; without a model (``GET /v1/models``) the resource-level one."""
+def azure_route(rest: bytes, query: bytes, model: str | None, azure: AzureTarget | None) -> Route:
+    """The deployment's path for ``rest``; without a model (``GET /v1/models``) the resource's."""
     assert azure is not None, "Azure requests are refused before routing when no endpoint is configured"
-    endpoint = azure.endpoint.rstrip("/")
+    origin = parse_origin(azure.endpoint)
     if model:
-        path = f"{endpoint}/openai/deployments/{quote_path_segment(model)}/{rest}"
+        path = origin.path + b"/openai/deployments/" + quote_path_segment(model).encode() + b"/" + rest
     else:
-        path = f"{endpoint}/openai/{rest}"
-    return f"{path}?{_with_api_version(query, azure.api_version)}"
+        path = origin.path + b"/openai/" + rest
+    return origin, path + b"?" + _with_api_version(query, azure.api_version)
 
 
-AZURE = Provider(name="azure", default_base_url="", auth_header=b"api-key", build_url=azure_url)
+AZURE = Provider(name="azure", default_base_url="", auth_header=b"api-key", build_route=azure_route)

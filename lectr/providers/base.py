@@ -1,10 +1,11 @@
-"""The small interface every provider module fills in."""
+"""The small interface every provider module fills in, and how an upstream is addressed."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,10 +16,37 @@ class AzureTarget:
     api_version: str
 
 
-def join_url(base: str, rest: str, query: str) -> str:
-    """``base`` + ``/rest`` + ``?query``; ``base`` has no trailing slash (config strips it)."""
-    url = f"{base}/{rest}"
-    return f"{url}?{query}" if query else url
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where an upstream lives: scheme, host and port, the path it is mounted at, its Host header."""
+
+    scheme: str
+    host: str
+    port: int
+    path: bytes  # without a trailing slash: b"/v1", b"/openai/v1", b""
+    host_header: bytes
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def key(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@lru_cache(maxsize=1024)
+def parse_origin(url: str) -> Origin:
+    """``https://api.openai.com/v1`` → Origin(https, api.openai.com, 443, b"/v1", b"api.openai.com")."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    default_port = 443 if parts.scheme == "https" else 80
+    port = parts.port or default_port
+    host_header = parts.hostname if port == default_port else f"{parts.hostname}:{port}"
+    if ":" in parts.hostname:  # IPv6 literal
+        host_header = f"[{parts.hostname}]" if port == default_port else f"[{parts.hostname}]:{port}"
+    return Origin(parts.scheme, parts.hostname, port, parts.path.rstrip("/").encode(), host_header.encode("idna"))
 
 
 def bearer_token(authorization: bytes) -> bytes:
@@ -33,24 +61,30 @@ def quote_path_segment(value: str) -> str:
     return quote(value, safe="")
 
 
+Route = tuple[Origin, bytes]
+
+
 @dataclass(frozen=True, slots=True)
 class Provider:
     """How Lectr reaches one provider.
 
     ``auth_header`` is the header the provider wants the key in; ``None`` means the client's
-    ``Authorization`` header goes through as it is.
+    ``Authorization`` header goes through as it is. ``build_route`` replaces the plain
+    ``<base>/<rest>?<query>`` for providers that address requests differently (Azure).
     """
 
     name: str
     default_base_url: str
     auth_header: bytes | None = None
-    build_url: Callable[..., str] | None = None
+    build_route: Callable[[bytes, bytes, str | None, AzureTarget | None], Route] | None = None
 
-    def url(self, base: str, rest: str, query: str, model: str | None, azure: AzureTarget | None) -> str:
-        """The upstream URL for ``/v1/<rest>?<query>``."""
-        if self.build_url is not None:
-            return self.build_url(base, rest, query, model, azure)
-        return join_url(base, rest, query)
+    def route(self, base: Origin | None, rest: bytes, query: bytes, model: str | None,
+              azure: AzureTarget | None) -> Route:
+        """The origin and request target for ``/v1/<rest>?<query>``."""
+        if self.build_route is not None:
+            return self.build_route(rest, query, model, azure)
+        target = base.path + b"/" + rest
+        return base, (target + b"?" + query if query else target)
 
     def auth(self, authorization: bytes) -> tuple[bytes, bytes]:
         """The header (name, value) that carries the client's key to this provider."""

@@ -13,16 +13,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-import aiohttp
-
 from lectr.directory import Org
 from lectr.events.record import RequestEvent
 from lectr.keys import hash_key
 from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
 from lectr.proxy import responses as R
 from lectr.proxy.body import read_body_facts
-from lectr.proxy.headers import ClientHeaders, response_head_fields
-from lectr.proxy.upstream import UpstreamError
+from lectr.proxy.headers import ClientHeaders, response_head
+from lectr.proxy.upstream import OriginPool, UpstreamError
 
 if TYPE_CHECKING:
     from lectr.proxy.protocol import ProxyProtocol
@@ -37,6 +35,23 @@ _CRLF = b"\r\n"
 _HEALTH_OK = b'{"status":"ok"}'
 _NOT_READY = b'{"status":"starting"}'
 _DRAINING = b'{"status":"draining"}'
+_RETRY = object()  # an exchange's outcome: try once more on a fresh connection
+_BODYLESS_METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
+
+
+def _upstream_request(method: bytes, target: bytes, host: bytes, forward: list[tuple[bytes, bytes]],
+                      auth: tuple[bytes, bytes] | None, body: bytes) -> bytes:
+    """The whole upstream request as one byte string: one write, one syscall."""
+    parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    for name, value in forward:
+        parts += (name, b": ", value, b"\r\n")
+    if auth is not None:
+        parts += (auth[0], b": ", auth[1], b"\r\n")
+    if body or method not in _BODYLESS_METHODS:
+        parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)
 
 
 class FixedResponse:
@@ -60,7 +75,7 @@ class RequestCycle:
         "ctx", "conn", "method", "url", "raw_headers", "body", "keep_alive", "http11",
         "t_start", "org", "provider", "model", "feature", "task", "stream", "provider_unknown",
         "status", "error_type", "error_origin", "t_first_byte", "t_upstream", "t_upstream_done",
-        "bytes_out", "captured", "capture_left", "content_type", "content_encoding",
+        "bytes_out", "captured", "capture_left", "content_type", "content_encoding", "chunked", "done",
     )
 
     def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
@@ -93,6 +108,8 @@ class RequestCycle:
         self.capture_left = ctx.limits.capture_max_bytes
         self.content_type: str | None = None
         self.content_encoding: str | None = None
+        self.chunked = False
+        self.done: asyncio.Future | None = None
 
     async def run(self) -> None:
         try:
@@ -149,27 +166,12 @@ class RequestCycle:
             self._reply_error(R.AZURE_NOT_CONFIGURED)
             return
         provider = PROVIDERS[self.provider]
-        rest = path[4:].decode("latin-1")
-        url = provider.url(self.ctx.base_urls.get(self.provider, ""), rest, query.decode("latin-1"),
-                           facts.model, org.azure)
+        origin, target = provider.route(self.ctx.origins.get(self.provider), path[4:], query, facts.model, org.azure)
 
         # Forward.
-        forward = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers.forward]
-        if headers.authorization is not None:
-            name, value = provider.auth(headers.authorization)
-            forward.append((name.decode("latin-1"), value.decode("latin-1")))
-        self.t_upstream = time.perf_counter()
-        try:
-            response = await self.ctx.upstream.send(self.method.decode("latin-1"), url, forward, self.body)
-        except UpstreamError as exc:
-            self.error_type = "upstream_timeout" if exc.status == 504 else "upstream_unreachable"
-            self.error_origin = "lectr"
-            template = R.UPSTREAM_TIMEOUT if exc.status == 504 else R.UPSTREAM_UNREACHABLE
-            self.t_upstream_done = time.perf_counter()
-            self._reply_error(template, exc.reason)
-            return
-        async with response:
-            await self._relay(response)
+        auth = provider.auth(headers.authorization) if headers.authorization is not None else None
+        request = _upstream_request(self.method, target, origin.host_header, headers.forward, auth, self.body)
+        await self._exchange(self.ctx.upstream.pool(origin), request)
 
     def _choose_provider(self, override: bytes | None, model: str | None) -> str:
         if override is not None:
@@ -185,51 +187,92 @@ class RequestCycle:
             self.provider_unknown = True
         return DEFAULT_PROVIDER
 
-    async def _relay(self, response: aiohttp.ClientResponse) -> None:
-        """Write the provider's status, headers and body to the client, as they arrive."""
-        conn = self.conn
-        status = self.status = response.status
+    async def _exchange(self, pool: OriginPool, request: bytes) -> None:
+        """Send the request on a pooled connection and wait while the response is relayed."""
+        flow = self.conn.flow
+        self.t_upstream = time.perf_counter()
+        for attempt in (1, 2):
+            try:
+                upstream = await pool.acquire()
+            except UpstreamError as exc:
+                self._upstream_error(exc)
+                return
+            self.done = self.ctx.loop.create_future()
+            flow.follow(upstream)
+            try:
+                upstream.start(self, request, head_only=self.method == b"HEAD")
+                outcome = await self.done
+            except BaseException:  # the client went away (cancelled): the connection is half-used
+                pool.discard(upstream)
+                raise
+            finally:
+                flow.unfollow()
+            if outcome is None:
+                return
+            pool.discard(upstream)
+            # A kept-alive connection the provider had just closed: nothing was processed, so
+            # the request goes again, once, on a fresh connection.
+            if outcome is _RETRY and attempt == 1:
+                continue
+            self._upstream_error(outcome if isinstance(outcome, UpstreamError)
+                                 else UpstreamError(502, "the provider closed the connection"))
+            return
+
+    def _upstream_error(self, exc: UpstreamError) -> None:
+        self.t_upstream_done = time.perf_counter()
+        self.error_type = "upstream_timeout" if exc.status == 504 else "upstream_unreachable"
+        self.error_origin = "lectr"
+        self._reply_error(R.UPSTREAM_TIMEOUT if exc.status == 504 else R.UPSTREAM_UNREACHABLE, exc.reason)
+
+    # -- the upstream response, pushed by the upstream connection's parser -------------------
+
+    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """Write the provider's status and headers to the client, framed for this connection."""
+        self.status = status
         if status >= 400:
             self.error_type, self.error_origin = f"http_{status}", "provider"
-        lines, has_length = response_head_fields(response.raw_headers)
-        self.content_type = response.headers.get("Content-Type")
-        self.content_encoding = response.headers.get("Content-Encoding")
-        bodyless = self.method == b"HEAD" or status in (204, 304) or status < 200
-        chunked = not has_length and not bodyless and self.http11
+        lines, has_length, content_type, content_encoding = response_head(headers)
+        self.content_type, self.content_encoding = content_type, content_encoding
+        bodyless = self.method == b"HEAD" or status in (204, 304)
+        self.chunked = not has_length and not bodyless and self.http11
         # Without a length or chunking (an HTTP/1.0 client) only closing can end the body.
-        keep_alive = self.keep_alive and (has_length or chunked or bodyless)
-        if chunked:
+        self.keep_alive = self.keep_alive and (has_length or self.chunked or bodyless)
+        if self.chunked:
             lines.append(_CHUNKED)
-        if not keep_alive:
+        if not self.keep_alive:
             lines.append(_CLOSE)
         lines.append(_CRLF)
-        conn.write(R.status_line(status, response.reason) + b"".join(lines))
+        self.conn.write(R.status_line(status, reason.decode("latin-1")) + b"".join(lines))
         self.t_first_byte = time.perf_counter()
 
-        if not bodyless:
-            flow = conn.flow
-            try:
-                async for chunk in response.content.iter_any():
-                    if chunked:
-                        conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
-                    else:
-                        conn.write(chunk)
-                    self._capture(chunk)
-                    if flow.write_paused:
-                        await flow.drain()  # the client is slow: stop reading the provider
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                # Too late for an error response: cut the connection so the client
-                # cannot take a truncated body for a whole one.
-                self.error_type = "upstream_timeout" if isinstance(exc, asyncio.TimeoutError) \
-                    else "upstream_interrupted"
-                self.error_origin = "provider"
-                self.t_upstream_done = time.perf_counter()
-                conn.abort()
-                return
-            if chunked:
-                conn.write(_LAST_CHUNK)
+    def upstream_body(self, chunk: bytes) -> None:
+        if self.chunked:
+            self.conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
+        else:
+            self.conn.write(chunk)
+        self._capture(chunk)
+
+    def upstream_done(self) -> None:
+        if self.chunked:
+            self.conn.write(_LAST_CHUNK)
         self.t_upstream_done = time.perf_counter()
-        conn.finish_response(keep_alive)
+        self.conn.finish_response(self.keep_alive)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None:
+        if self.done.done():
+            return
+        if self.t_first_byte is None:
+            self.done.set_result(_RETRY if retryable else error)
+            return
+        # Too late for an error response: cut the connection so the client cannot take a
+        # truncated body for a whole one.
+        self.error_type = "upstream_timeout" if error.status == 504 else "upstream_interrupted"
+        self.error_origin = "provider"
+        self.t_upstream_done = time.perf_counter()
+        self.conn.abort()
+        self.done.set_result(None)
 
     def _capture(self, chunk: bytes) -> None:
         self.bytes_out += len(chunk)

@@ -77,18 +77,22 @@ class ClientHeaders:
         return self.task.decode("utf-8", "replace").strip()[:FEATURE_MAX_CHARS] or None
 
 
-def response_head_fields(raw_headers: tuple[tuple[bytes, bytes], ...]) -> tuple[list[bytes], bool]:
-    """The provider's header lines to relay, and whether it gave a Content-Length.
-
-    Hop-by-hop fields are dropped: Lectr frames the body for its own connection.
+def response_head(headers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], bool, str | None, str | None]:
+    """The provider's header lines to relay, whether it gave a Content-Length, its Content-Type
+    and Content-Encoding. Hop-by-hop fields are dropped: Lectr frames the body for its own hop.
     """
     lines: list[bytes] = []
     has_length = False
-    for name, value in raw_headers:
+    content_type = content_encoding = None
+    for name, value in headers:
         lname = name.lower()
         if lname in HOP_BY_HOP:
             continue
         if lname == b"content-length":
             has_length = True
+        elif lname == b"content-type":
+            content_type = value.decode("latin-1")
+        elif lname == b"content-encoding":
+            content_encoding = value.decode("latin-1")
         lines.append(name + b": " + value + b"\r\n")
-    return lines, has_length
+    return lines, has_length, content_type, content_encoding

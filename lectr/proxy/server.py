@@ -10,6 +10,7 @@ from typing import Coroutine
 from lectr.config import ProxyLimits
 from lectr.directory import DirectoryHolder
 from lectr.events.ring import EventRing
+from lectr.providers.base import parse_origin
 from lectr.providers.registry import ModelRegistry
 from lectr.proxy.protocol import ProxyProtocol
 from lectr.proxy.upstream import UpstreamPools
@@ -27,7 +28,7 @@ class ProxyContext:
                  ring: EventRing) -> None:
         self.loop = loop
         self.limits = limits
-        self.base_urls = base_urls
+        self.origins = {provider: parse_origin(url) for provider, url in base_urls.items()}
         self.directory = directory
         self.upstream = upstream
         self.ring = ring
