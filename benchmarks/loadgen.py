@@ -12,6 +12,7 @@ to measure.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
 
@@ -116,16 +117,18 @@ def _record(result: RunResult, client: _Client, started: float, status: int, fir
         result.ttfb.append(first - started)
     if client.track_chunks:
         arrivals = client.arrivals
-        result.gaps.extend(b - a for a, b in zip(arrivals, arrivals[1:]))
+        result.gaps.extend(b - a for a, b in itertools.pairwise(arrivals))
     result.statuses[status] = result.statuses.get(status, 0) + 1
 
 
 async def _timed(result: RunResult, workers, deadline: float) -> RunResult:
     """Run ``workers``; any request still unanswered ``STUCK_GRACE`` seconds past ``deadline`` is an error."""
     cpu_started, started = time.process_time(), time.perf_counter()
+    gathered = asyncio.gather(*workers)
+    gathered.add_done_callback(lambda f: f.cancelled() or f.exception())  # no "never retrieved" on Ctrl-C
     try:
-        await asyncio.wait_for(asyncio.gather(*workers), deadline - started + STUCK_GRACE)
-    except asyncio.TimeoutError:
+        await asyncio.wait_for(gathered, deadline - started + STUCK_GRACE)
+    except TimeoutError:
         result.errors += result.sent - len(result.latencies) - result.errors
     result.wall = time.perf_counter() - started
     result.client_cpu = time.process_time() - cpu_started

@@ -1,268 +1,210 @@
-"""Lectr's added latency and throughput, measured against a direct connection in the same run.
+"""Lectr's added latency, throughput, CPU and memory, measured against a direct connection in the same run.
 
-Starts the mock provider and ``lectr serve`` (embedded Postgres) as their own processes,
-then sends the same requests straight to the mock and through Lectr, interleaved, over
-several rounds, and reports medians. On a machine with two or more cores Lectr gets a core
-of its own and the mock, the load generator and Postgres share another, so the proxy is
-measured rather than the contention.
+Starts the embedded Postgres, the mock provider, ``lectr serve`` and any --peer proxies as
+their own processes, then sends the same requests straight to the mock, through Lectr and
+through each peer, interleaved, over several rounds, and reports medians. On a machine with two
+or more cores Lectr (and the peers) get a core of their own and the mock, the load generator
+and Postgres share another, so the proxy is measured rather than the contention.
 
-    python -m benchmarks.run                 # the full run (a few minutes)
-    python -m benchmarks.run --seconds 2 --rounds 1   # a quick look
+    python -m benchmarks.run                              # the full run (a few minutes)
+    python -m benchmarks.run --seconds 2 --rounds 1       # a quick look
+    python -m benchmarks.run --only c1,stream             # some scenarios
+    python -m benchmarks.run --peer 'other=other-proxy --upstream {upstream} --port 9100@9100'
+
+Scenarios: c1, c32, c128, stream, body100k, idle1000, recording (see benchmarks/README.md).
+Results: a table here, and JSON, Markdown and a PNG chart in benchmarks/results/.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import socket
-import statistics
-import subprocess
+import signal
 import sys
-import tempfile
 import time
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
 
-from benchmarks.loadgen import RunResult, post_request, run_load
+from benchmarks import report as reporting
+from benchmarks.processes import CoreMeter, PeerSpec, Stack, parse_cpus
+from benchmarks.scenarios import BY_NAME, SCENARIOS, Scenario, Target, measure, measure_idle, recording, summarize
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
-STREAM = b'{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello."}]}'
+WARMUP_REQUESTS = 500
 
 
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    body: bytes
-    concurrency: int
-    requests: int
+class Suite:
+    """Runs the chosen scenarios against every target and collects the report and the latency samples."""
 
-
-SCENARIOS = [
-    Scenario("non-streamed, concurrency 1", CHAT, 1, 4000),
-    Scenario("non-streamed, concurrency 32", CHAT, 32, 40000),
-    Scenario("streamed, concurrency 1", STREAM, 1, 3000),
-]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"port {port} never opened")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int, field: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The unlabelled and ``reason``-labelled samples of Lectr's /metrics, by name."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, stack: Stack, scenarios: list[Scenario]) -> None:
         self.args = args
-        self.tmp = Path(tempfile.mkdtemp(prefix="lectr-bench-"))
-        cores = sorted(os.sched_getaffinity(0))
-        self.pinned = len(cores) >= 2 and not args.no_pin
-        self.lectr_cores = {cores[-1]} if self.pinned else set(cores)
-        self.client_cores = {cores[0]} if self.pinned else set(cores)
-        self.procs: list[subprocess.Popen] = []
+        self.stack = stack
+        self.scenarios = scenarios
+        self.started = time.monotonic()
+        self.samples: dict[str, dict[str, dict[str, list[float]]]] = {}
+        pinned = args.lectr_cores is not None
+        self.meter = CoreMeter({"client": args.client_cores, "lectr": args.lectr_cores} if pinned
+                               else {"all": set(os.sched_getaffinity(0))})
 
-    def spawn(self, args: list[str], env: dict[str, str], cores: set[int]) -> subprocess.Popen:
-        proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=open(self.tmp / "stderr.log", "a"),
-                                preexec_fn=lambda: os.sched_setaffinity(0, cores))
-        self.procs.append(proc)
-        return proc
+    def progress(self, text: str) -> None:
+        print(f"[{time.monotonic() - self.started:6.1f}s] {text}", flush=True)
 
-    def start(self) -> None:
-        self.mock_port, self.lectr_port, self.admin_port = free_port(), free_port(), free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LECTR_")}
-        env.update({"LECTR_DATA_DIR": str(self.tmp / "data"), "LECTR_PROXY_PORT": str(self.lectr_port),
-                    "LECTR_ADMIN_PORT": str(self.admin_port), "LECTR_LOG_LEVEL": "WARNING",
-                    "LECTR_UPSTREAM_OPENAI": f"http://127.0.0.1:{self.mock_port}/v1"})
-        python = sys.executable
-        # Postgres starts here, so it shares the client core and Lectr's core runs Lectr alone;
-        # `lectr serve` joins the running server.
-        os.sched_setaffinity(0, self.client_cores)
-        from lectr.db import start_embedded
-        start_embedded(self.tmp / "data")
-        self.mock = self.spawn([python, "-m", "lectr", "mock-provider", "--port", str(self.mock_port)], env,
-                               self.client_cores)
-        out = subprocess.run([python, "-m", "lectr", "org", "create", "bench"], env=env, capture_output=True,
-                             text=True, check=True)
-        self.key = out.stdout.strip().splitlines()[-1]
-        self.lectr = self.spawn([python, "-m", "lectr", "serve"], env, self.lectr_cores)
-        wait_for_port(self.mock_port, self.mock)
-        wait_for_port(self.lectr_port, self.lectr)
-
-    def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    async def one(self, target: str, scenario: Scenario, requests: int | None = None) -> RunResult:
-        if target == "direct":
-            port, path, headers = self.mock_port, "/v1/chat/completions", {"Authorization": "Bearer sk-bench"}
-        else:
-            port, path = self.lectr_port, "/v1/chat/completions"
-            headers = {"Authorization": "Bearer sk-bench", "X-Lectr-Key": self.key, "X-Lectr-Feature": "bench"}
-        payload = post_request(path, scenario.body, headers)
-        return await run_load("127.0.0.1", port, payload, concurrency=scenario.concurrency,
-                              requests=requests or scenario.requests, max_seconds=self.args.seconds)
+    def targets(self) -> list[Target]:
+        st = self.stack
+        auth = {"Authorization": "Bearer sk-bench"}
+        lectr_headers = {**auth, "X-Lectr-Key": st.key, "X-Lectr-Feature": "bench"}
+        targets = [Target("direct", st.mock_port, auth, st.mock_tree),
+                   Target("lectr", st.lectr_port, lectr_headers, st.lectr_tree, admin_port=st.admin_port)]
+        targets += [Target(name, port, lectr_headers, tree) for name, (port, tree) in st.peers.items()]
+        return targets
 
     async def run(self) -> dict:
-        report: dict = {"machine": {"cores": os.cpu_count(), "pinned": self.pinned,
-                                    "lectr_cores": sorted(self.lectr_cores),
-                                    "client_cores": sorted(self.client_cores)},
-                        "rounds": self.args.rounds, "scenarios": []}
-        for scenario in [sc for sc in SCENARIOS if self.args.only in sc.name]:
-            for target in ("direct", "lectr"):  # warm pools, caches and branch predictors
-                await self.one(target, scenario, requests=min(500, scenario.requests))
-            rows: dict[str, list[dict]] = {"direct": [], "lectr": []}
-            for round_no in range(self.args.rounds):
-                for target in ("direct", "lectr") if round_no % 2 == 0 else ("lectr", "direct"):
-                    cpu_before = cpu_seconds(self.lectr.pid)
-                    result = await self.one(target, scenario)
-                    cpu = cpu_seconds(self.lectr.pid) - cpu_before
-                    rows[target].append({
-                        "p50_ms": pct(result.latencies, 0.50) * 1000, "p99_ms": pct(result.latencies, 0.99) * 1000,
-                        "ttfb_p50_ms": pct(result.ttfb, 0.50) * 1000, "rps": result.rps,
-                        "requests": len(result.latencies), "errors": result.errors,
-                        "non_2xx": sum(n for s, n in result.statuses.items() if s >= 300),
-                        "lectr_cpu_ms_per_request": cpu * 1000 / max(1, len(result.latencies)),
-                    })
-                    print(f"  {scenario.name:32} round {round_no + 1} {target:6} "
-                          f"p50 {rows[target][-1]['p50_ms']:.3f} ms  {result.rps:8.0f} req/s", flush=True)
-            report["scenarios"].append(summarize(scenario, rows))
-        report["recording"] = await self.recording()
-        report["lectr_rss_mb"] = rss_mb(self.lectr.pid)
-        report["lectr_peak_rss_mb"] = rss_mb(self.lectr.pid, "VmHWM")
-        return report
+        targets = self.targets()
+        scenarios = []
+        rec = None
+        for scenario in sorted(self.scenarios, key=lambda s: not s.run_first):
+            if scenario.kind == "recording":
+                self.progress(f"{scenario.name}: {scenario.title}")
+                rec = await recording(targets[1], scenario, self.args.seconds)
+                self.progress(f"{scenario.name}: {reporting.recording_line(rec)}")
+            else:
+                scenarios.append(await self.scenario(scenario, targets))
+        order = [s.name for s in self.scenarios]
+        return {"scenarios": sorted(scenarios, key=lambda s: order.index(s["scenario"])), "recording": rec}
+
+    async def scenario(self, scenario: Scenario, targets: list[Target]) -> dict:
+        """Warm up, then every round runs each target once, the order rotating from round to round."""
+        self.progress(f"{scenario.name}: {scenario.title}")
+        peaks_reset = all([t.tree.reset_peaks() for t in targets])  # noqa: C419 - reset every tree
+        for target in targets:  # warm pools, caches and branch predictors
+            await measure(target, scenario, min(1.0, self.args.seconds), requests=min(WARMUP_REQUESTS, scenario.requests))
+        rows: dict[str, list[dict]] = {t.name: [] for t in targets}
+        samples = self.samples[scenario.name] = {t.name: {"latency": [], "ttfb": []} for t in targets}
+        for round_no in range(self.args.rounds):
+            shift = round_no % len(targets)
+            for target in targets[shift:] + targets[:shift]:
+                run = measure_idle if scenario.kind == "idle" else measure
+                row, result = await run(target, scenario, self.args.seconds, meter=self.meter)
+                rows[target.name].append(row)
+                samples[target.name]["latency"] += result.latencies
+                samples[target.name]["ttfb"] += result.ttfb
+                if result.gaps:
+                    samples[target.name]["gaps"] = True
+                self.progress(self.line(scenario, round_no, target.name, row))
+        peaks = {t.name: t.tree.peaks_mb() for t in targets}
+        summary = summarize(scenario, rows, peaks)
+        summary["peaks_reset"] = peaks_reset
+        return summary
+
+    def line(self, scenario: Scenario, round_no: int, target: str, row: dict) -> str:
+        text = (f"{scenario.name:9} round {round_no + 1}/{self.args.rounds} {target:8} "
+                f"p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms  {row['rps']:8,.0f} req/s  "
+                f"CPU {row['server_cpu_ms_per_request']:.3f} ms/req")
+        text += "  busy " + " ".join(f"{g} {row[f'{g}_cores_busy_pct']:.0f}%" for g in self.meter.groups)
+        if "gap_p50_ms" in row:
+            text += f"  TTFB {row['ttfb_p50_ms']:.3f} ms  gap {row['gap_p50_ms']:.3f} ms"
+        if "kb_per_connection" in row:
+            text += f"  +{row['rss_added_mb']:.1f} MB for {row['connections']} conns ({row['kb_per_connection']:.1f} KB each)"
+        bad = row["errors"] + row["non_2xx"]
+        return text + (f"  {row['requests']} ok, {bad} FAILED" if bad else f"  ({row['requests']} ok)")
 
 
-    async def recording(self) -> dict:
-        """The event pipeline at the top request rate: every request's row written, none dropped."""
-        scenario = SCENARIOS[1]
-        before = scrape(self.admin_port)
-        result = await self.one("lectr", scenario)
-        served_at = time.perf_counter()
-        while scrape(self.admin_port)["lectr_events_buffered"] > 0 and time.perf_counter() - served_at < 60:
-            await asyncio.sleep(0.05)
-        drained = time.perf_counter() - served_at
-        after = scrape(self.admin_port)
-        written = after["lectr_events_written_total"] - before["lectr_events_written_total"]
-        dropped = sum(after[k] - before.get(k, 0) for k in after if k.startswith("lectr_events_dropped_total"))
-        return {"requests": len(result.latencies), "requests_per_s": result.rps, "rows_written": written,
-                "rows_per_s": written / (result.wall + drained), "drain_after_load_s": drained,
-                "dropped": dropped}
-
-
-def summarize(scenario: Scenario, rows: dict[str, list[dict]]) -> dict:
-    def med(target: str, key: str) -> float:
-        return statistics.median(r[key] for r in rows[target])
-
-    return {
-        "scenario": scenario.name, "concurrency": scenario.concurrency,
-        "direct": {k: med("direct", k) for k in ("p50_ms", "p99_ms", "ttfb_p50_ms", "rps")},
-        "lectr": {k: med("lectr", k) for k in ("p50_ms", "p99_ms", "ttfb_p50_ms", "rps", "lectr_cpu_ms_per_request")},
-        "added_p50_ms": med("lectr", "p50_ms") - med("direct", "p50_ms"),
-        "added_p99_ms": med("lectr", "p99_ms") - med("direct", "p99_ms"),
-        "added_ttfb_p50_ms": med("lectr", "ttfb_p50_ms") - med("direct", "ttfb_p50_ms"),
-        "rps_ratio": med("lectr", "rps") / med("direct", "rps"),
-        "errors": sum(r["errors"] + r["non_2xx"] for rs in rows.values() for r in rs),
-        "raw": rows,
-    }
-
-
-def markdown(report: dict) -> str:
-    lines = ["| scenario | direct p50 / p99 (ms) | Lectr p50 / p99 (ms) | added p50 / p99 (ms) | "
-             "direct req/s | Lectr req/s | ratio | Lectr CPU/req (ms) |",
-             "|---|---|---|---|---|---|---|---|"]
-    for s in report["scenarios"]:
-        d, l = s["direct"], s["lectr"]
-        lines.append(f"| {s['scenario']} | {d['p50_ms']:.3f} / {d['p99_ms']:.3f} | {l['p50_ms']:.3f} / "
-                     f"{l['p99_ms']:.3f} | {s['added_p50_ms']:.3f} / {s['added_p99_ms']:.3f} | {d['rps']:.0f} | "
-                     f"{l['rps']:.0f} | {s['rps_ratio']:.2f} | {l['lectr_cpu_ms_per_request']:.3f} |")
-    m, rec = report["machine"], report["recording"]
-    lines.append("")
-    lines.append(f"Recording at the top rate (concurrency 32): {rec['requests']} requests served at "
-                 f"{rec['requests_per_s']:.0f} req/s, {rec['rows_written']:.0f} rows written at {rec['rows_per_s']:.0f} "
-                 f"rows/s (ring empty {rec['drain_after_load_s']:.2f} s after the load ended), "
-                 f"{rec['dropped']:.0f} dropped.")
-    lines.append("")
-    lines.append(f"Medians of {report['rounds']} interleaved rounds; {m['cores']} cores, Lectr pinned to "
-                 f"{m['lectr_cores']}, mock + load generator to {m['client_cores']}. Lectr RSS after the run: "
-                 f"{report['lectr_rss_mb']:.0f} MB (peak {report['lectr_peak_rss_mb']:.0f} MB).")
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="lectr bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per scenario (default 3)")
-    parser.add_argument("--seconds", type=float, default=6.0, help="time cap per run (default 6)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="time cap per run, in seconds (default 6)")
+    parser.add_argument("--only", "--scenarios", dest="only", default="", metavar="NAMES",
+                        help=f"comma-separated scenarios to run (default all): {', '.join(BY_NAME)}")
+    parser.add_argument("--workers", type=int, default=1, help="Lectr worker processes, as LECTR_WORKERS (default 1)")
+    parser.add_argument("--lectr-cpus", metavar="LIST", help="cores for Lectr and peers, e.g. 1 or 2,3 (default: the last)")
+    parser.add_argument("--client-cpus", metavar="LIST",
+                        help="cores for the mock, load generator and Postgres (default: the first other core)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
-    parser.add_argument("--only", default="", metavar="TEXT", help="run only the scenarios whose name contains TEXT")
+    parser.add_argument("--peer", action="append", default=[], metavar="NAME=COMMAND@PORT",
+                        help="another OpenAI-compatible proxy to compare, started with the shell; {upstream} in "
+                             "COMMAND becomes the mock's base URL; repeatable")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    bench = Bench(args)
+    if args.rounds < 1 or args.seconds <= 0 or args.workers < 1:
+        parser.error("--rounds and --workers must be at least 1, --seconds above 0")
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        parser.error(f"unknown scenario {', '.join(unknown)}; choose from {', '.join(BY_NAME)}")
+    args.scenarios = [s for s in SCENARIOS if not names or s.name in names]
     try:
-        bench.start()
-        report = uvloop.run(bench.run())
+        args.peers = [PeerSpec.parse(p) for p in args.peer]
+        args.lectr_cores, args.client_cores = choose_cores(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if len({p.name for p in args.peers}) != len(args.peers):
+        parser.error("two --peer options have the same NAME")
+    return args
+
+
+def choose_cores(args: argparse.Namespace) -> tuple[set[int] | None, set[int] | None]:
+    """Lectr on the last core and the rest on the first, unless told otherwise; None: unpinned."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if args.no_pin or (len(allowed) < 2 and not (args.lectr_cpus or args.client_cpus)):
+        return None, None
+    lectr = parse_cpus(args.lectr_cpus) if args.lectr_cpus else {allowed[-1]}
+    others = [c for c in allowed if c not in lectr] or allowed
+    client = parse_cpus(args.client_cpus) if args.client_cpus else {others[0]}
+    for label, cores in (("--lectr-cpus", lectr), ("--client-cpus", client)):
+        if not cores <= set(allowed):
+            raise ValueError(f"{label}: cores {sorted(cores - set(allowed))} are not available (have {allowed})")
+    if lectr & client:
+        print(f"bench: warning: Lectr and the client share cores {sorted(lectr & client)}", file=sys.stderr)
+    if args.workers > len(lectr):
+        print(f"bench: warning: {args.workers} workers on {len(lectr)} core(s) for Lectr", file=sys.stderr)
+    return lectr, client
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stamp, started = time.strftime("%Y%m%d-%H%M%S"), time.strftime("%Y-%m-%d %H:%M:%S")
+    stack = Stack(lectr_cores=args.lectr_cores, client_cores=args.client_cores, workers=args.workers,
+                  peers=args.peers)
+    suite = Suite(args, stack, args.scenarios)
+    previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    failed = False
+    try:
+        stack.start(suite.progress)
+        results = uvloop.run(suite.run())
+    except KeyboardInterrupt:
+        print("\nbench: interrupted, stopping what it started", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        failed = True
+        print(f"bench: failed: {exc!r}\n{stack.log_tail()}", file=sys.stderr)
+        raise
     finally:
-        bench.stop()
-    RESULTS_DIR.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS_DIR / f"overhead-{stamp}.json").write_text(json.dumps(report, indent=2))
-    table = markdown(report)
-    (RESULTS_DIR / f"overhead-{stamp}.md").write_text(table + "\n")
+        suite.progress("stopping the processes")
+        stack.stop()
+        stack.cleanup(keep_logs=failed)
+        signal.signal(signal.SIGTERM, previous_term)
+    report = {
+        "stamp": stamp, "started": started, "rounds": args.rounds, "seconds": args.seconds, "workers": args.workers,
+        "machine": {"cores": os.cpu_count(), "pinned": args.lectr_cores is not None,
+                    "lectr_cores": sorted(args.lectr_cores or []), "client_cores": sorted(args.client_cores or [])},
+        "peers": [{"name": p.name, "command": p.command, "port": p.port} for p in args.peers],
+        **results,
+    }
+    written = reporting.write(report, suite.samples, args.results)
     print()
-    print(table)
-    ok = all(s["errors"] == 0 for s in report["scenarios"]) and report["recording"]["dropped"] == 0
-    return 0 if ok else 1
+    print(reporting.render(report, markdown=False))
+    print()
+    print("Written: " + ", ".join(str(p) for p in written) + " (and latest.*)")
+    failed = any(t["errors"] for s in report["scenarios"] for t in s["targets"].values())
+    rec = report["recording"]
+    failed |= bool(rec and (rec["dropped"] or rec["errors"]))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

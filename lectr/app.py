@@ -52,8 +52,9 @@ def scheduled_jobs(settings: Settings) -> list[Job]:
 class Lectr:
     """One Lectr process: everything ``lectr serve`` starts, and the order it stops them in."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, worker_index: int | None = None) -> None:
         self.settings = settings
+        self.worker_index = worker_index  # None: the only process; otherwise one of N workers
         self.database_url: str | None = None
         self.pool = None
         self.writer_pool = None
@@ -92,6 +93,7 @@ class Lectr:
                                   batch_size=s.recording.flush_events, interval=s.recording.flush_interval)
         self.writer.start()
         self._jobs.start(watch_loop_lag(self.metrics.loop_lag), "lectr-loop-lag")
+        self._jobs.start(self.metrics.keep_fresh(), "lectr-metrics")
         self.scheduler = Scheduler(self.pool, scheduled_jobs(s))
         self.scheduler.start()
 
@@ -99,18 +101,20 @@ class Lectr:
         self.upstream = UpstreamPools(s.upstreams)
         ctx = ProxyContext(loop=loop, limits=s.limits, base_urls=s.upstreams.base_urls,
                            directory=self.directory, upstream=self.upstream, ring=self.ring)
-        state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,
-                           admin_secret=s.admin.secret, session_hours=s.admin.session_hours)
-        self.admin = AdminServer(make_admin_app(state), s.host, s.admin_port)
-        await self.admin.start()
-        self.proxy = ProxyServer(ctx, s.host, s.proxy_port)
+        if not self.worker_index:  # the single process, or worker 0 of several
+            state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,
+                               admin_secret=s.admin.secret, session_hours=s.admin.session_hours)
+            self.admin = AdminServer(make_admin_app(state), s.host, s.admin_port)
+            await self.admin.start()
+        self.proxy = ProxyServer(ctx, s.host, s.proxy_port, reuse_port=self.worker_index is not None)
         await self.proxy.start()
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again, which otherwise stalls the loop for milliseconds.
         gc.collect()
         gc.freeze()
-        log.info("Lectr proxy on http://%s:%d/v1, admin on http://%s:%d (%d orgs)", s.host, self.proxy.port,
-                 s.host, self.admin.port, self.directory.current.org_count)
+        log.info("Lectr%s proxy on http://%s:%d/v1%s (%d orgs)",
+                 "" if self.worker_index is None else f" worker {self.worker_index}", s.host, self.proxy.port,
+                 f", admin on http://{s.host}:{self.admin.port}" if self.admin else "", self.directory.current.org_count)
 
     def _use_pricing(self, table: PricingTable) -> None:
         self.rows.pricing = table
@@ -136,13 +140,13 @@ class Lectr:
                  self.writer.written if self.writer else 0, self.ring.dropped_total)
 
 
-async def serve(settings: Settings) -> None:
-    """Run Lectr until SIGTERM or SIGINT, then shut down cleanly."""
+async def serve(settings: Settings, *, worker_index: int | None = None) -> None:
+    """Run one Lectr process until SIGTERM or SIGINT, then shut down cleanly."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = Lectr(settings)
+    app = Lectr(settings, worker_index=worker_index)
     try:
         await app.start()
         await stop.wait()

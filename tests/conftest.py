@@ -152,6 +152,7 @@ def lectr_env(database_url: str, mock: MockProvider, tmp_path: Path, **overrides
         "LECTR_PROXY_PORT": str(free_port()),
         "LECTR_ADMIN_PORT": str(free_port()),
         "LECTR_LOG_LEVEL": "DEBUG",
+        "LECTR_WORKERS": "1",
         **{f"LECTR_UPSTREAM_{p.upper()}": mock.url(prefix) for p, prefix in PROVIDER_PREFIXES.items()},
     })
     env.update(overrides)
