@@ -157,13 +157,14 @@ class ProcessTree:
         return ok
 
     def peaks_mb(self) -> list[dict]:
-        """Peak RSS (VmHWM) of each process, the root first."""
+        """Peak RSS (VmHWM) of each process, the root first, with its command line."""
         peaks = []
         for proc in self.processes():
             try:
                 for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
                     if line.startswith("VmHWM:"):
-                        peaks.append({"pid": proc.pid, "name": proc.name(), "peak_rss_mb": int(line.split()[1]) / 1024})
+                        peaks.append({"pid": proc.pid, "cmd": " ".join(proc.cmdline())[:160],
+                                      "peak_rss_mb": int(line.split()[1]) / 1024})
             except (OSError, psutil.NoSuchProcess):
                 pass
         return peaks

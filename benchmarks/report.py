@@ -118,6 +118,19 @@ def setup_line(report: dict) -> str:
             f"the mock), cold path included. Peak RSS = VmHWM per process during the scenario, parent first.")
 
 
+def processes_line(report: dict) -> str:
+    """Which process each peak RSS figure belongs to, in the column's order."""
+    last = report["scenarios"][-1]["targets"] if report["scenarios"] else {}
+    parts = []
+    for name, t in last.items():
+        cmds = []
+        for p in t["peak_rss_mb"]:
+            first, _, rest = p.get("cmd", "?").partition(" ")
+            cmds.append(f"`{(Path(first).name + ' ' + rest).strip()}`")
+        parts.append(f"{name}: {' · '.join(cmds)}")
+    return "Processes, in the order of the peak RSS column: " + "; ".join(parts) + "." if parts else ""
+
+
 def _markdown_table(head: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
             *("| " + " | ".join(r) + " |" for r in rows)]
@@ -143,7 +156,7 @@ def render(report: dict, markdown: bool) -> str:
         out += ["", f"{'## ' if markdown else ''}Load generator headroom", "", *headroom]
     if report.get("recording"):
         out += ["", recording_line(report["recording"])]
-    out += ["", setup_line(report)]
+    out += ["", setup_line(report), "", processes_line(report)]
     if markdown and report.get("chart"):
         out += ["", f"![Latency distributions]({report['chart']})"]
     return "\n".join(out)
@@ -177,29 +190,39 @@ def _finite(value):
     return value
 
 
+def _minor_label(value: float, _pos) -> str:
+    """Label the 2 and 5 of each decade on a log axis, so that a narrow axis still reads."""
+    return f"{value:g}" if value > 0 and round(value / 10 ** math.floor(math.log10(value))) in (2, 5) else ""
+
+
 def chart(samples: dict[str, dict[str, dict[str, list[float]]]], report: dict, path: Path) -> bool:
-    """Latency CDFs, direct against each proxy, one panel per scenario; False without matplotlib."""
+    """Latency CDFs, direct against each proxy, one panel per scenario (streams: first byte dotted).
+
+    ``samples[scenario][target]`` holds ``latency`` and ``ttfb`` in seconds. False without matplotlib.
+    """
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-        from matplotlib.ticker import FuncFormatter, NullFormatter
+        from matplotlib.ticker import FuncFormatter
     except ImportError:
         print("bench: matplotlib is not installed (pip install -e '.[bench]'), so no chart")
         return False
     titles = {s["scenario"]: s["title"] for s in report["scenarios"]}
+    streams = {s["scenario"] for s in report["scenarios"] if s.get("stream")}
     names = [n for n in titles if n in samples]
     cols = 2 if len(names) > 1 else 1
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(7 * cols, 3.8 * rows), squeeze=False)
-    peer_colors = iter(PEER_COLORS * 4)
-    colors = dict(COLORS)
+    targets = list(dict.fromkeys(t for series in samples.values() for t in series))
+    peers = [t for t in targets if t not in COLORS]
+    colors = {**COLORS, **{t: PEER_COLORS[i % len(PEER_COLORS)] for i, t in enumerate(peers)}}
     for ax, name in zip(axes.flat, names):
         for target, series in samples[name].items():
-            color = colors.setdefault(target, next(peer_colors))
+            color = colors[target]
             for kind, style in (("latency", "-"), ("ttfb", ":")):
                 values = sorted(v * 1000 for v in series.get(kind, []))
-                if not values or (kind == "ttfb" and "gaps" not in series):
+                if not values or (kind == "ttfb" and name not in streams):
                     continue
                 step = max(1, len(values) // 2000)
                 xs = values[::step] + [values[-1]]
@@ -209,7 +232,8 @@ def chart(samples: dict[str, dict[str, dict[str, list[float]]]], report: dict, p
                 ax.plot(xs, ys, style, color=color, lw=1.6, label=label)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_ylim(0, 1.02)
         ax.set_title(titles[name], fontsize=10)
         ax.set_xlabel("latency (ms, log scale)", fontsize=9)

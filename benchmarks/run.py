@@ -18,8 +18,10 @@ Results: a table here, and JSON, Markdown and a PNG chart in benchmarks/results/
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,6 +62,8 @@ class Suite:
         return targets
 
     async def run(self) -> dict:
+        # SIGTERM cancels the run cleanly (a KeyboardInterrupt raised inside a protocol callback would not)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
         targets = self.targets()
         scenarios = []
         rec = None
@@ -89,8 +93,6 @@ class Suite:
                 rows[target.name].append(row)
                 samples[target.name]["latency"] += result.latencies
                 samples[target.name]["ttfb"] += result.ttfb
-                if result.gaps:
-                    samples[target.name]["gaps"] = True
                 self.progress(self.line(scenario, round_no, target.name, row))
         peaks = {t.name: t.tree.peaks_mb() for t in targets}
         summary = summarize(scenario, rows, peaks)
@@ -125,7 +127,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=COMMAND@PORT",
                         help="another OpenAI-compatible proxy to compare, started with the shell; {upstream} in "
                              "COMMAND becomes the mock's base URL; repeatable")
-    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help=argparse.SUPPRESS)
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, metavar="DIR",
+                        help="where the JSON, Markdown and PNG go (default benchmarks/results)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0 or args.workers < 1:
         parser.error("--rounds and --workers must be at least 1, --seconds above 0")
@@ -177,18 +180,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start(suite.progress)
         results = uvloop.run(suite.run())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("\nbench: interrupted, stopping what it started", file=sys.stderr)
         return 130
-    except Exception as exc:
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:  # a process would not start or answer
         failed = True
-        print(f"bench: failed: {exc!r}\n{stack.log_tail()}", file=sys.stderr)
+        print(f"bench: failed: {exc}\n{stack.log_tail()}", file=sys.stderr)
+        return 1
+    except Exception:
+        failed = True
+        print(stack.log_tail(), file=sys.stderr)
         raise
     finally:
         suite.progress("stopping the processes")
-        stack.stop()
-        stack.cleanup(keep_logs=failed)
-        signal.signal(signal.SIGTERM, previous_term)
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping is bounded: let it finish
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            stack.stop()
+            stack.cleanup(keep_logs=failed)
+        finally:
+            signal.signal(signal.SIGINT, previous_int)
+            signal.signal(signal.SIGTERM, previous_term)
     report = {
         "stamp": stamp, "started": started, "rounds": args.rounds, "seconds": args.seconds, "workers": args.workers,
         "machine": {"cores": os.cpu_count(), "pinned": args.lectr_cores is not None,

@@ -202,7 +202,7 @@ def summarize(scenario: Scenario, rows: dict[str, list[dict]], peaks: dict[str, 
 
     keys = sorted({k for rs in rows.values() for r in rs for k in r})
     summary = {"scenario": scenario.name, "title": scenario.title, "concurrency": scenario.concurrency,
-               "kind": scenario.kind, "paced": scenario.paced, "targets": {}}
+               "kind": scenario.kind, "paced": scenario.paced, "stream": scenario.stream, "targets": {}}
     for target, runs in rows.items():
         medians = {k: med(target, k) for k in keys}
         if scenario.kind == "idle":  # freed memory is kept for reuse, so later rounds grow less: keep the most

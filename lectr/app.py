@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 from lectr import db, partitions
@@ -25,7 +26,7 @@ from lectr.directory import DirectoryHolder
 from lectr.events.ring import EventRing
 from lectr.events.rows import RowBuilder
 from lectr.events.spool import Spool
-from lectr.events.tokens import TokenCounter
+from lectr.events.tokenizer_service import TokenizerClient, TokenizerProcess
 from lectr.events.writer import EventWriter
 from lectr.metrics import Metrics, watch_loop_lag
 from lectr.pricing import PricingTable, ensure_seeded
@@ -35,6 +36,7 @@ from lectr.proxy.upstream import UpstreamPools
 log = logging.getLogger("lectr")
 
 HOUSEKEEPING_SECONDS = 3600.0
+TOKENIZER_SOCKET_ENV = "LECTR_TOKENIZER_SOCKET"  # set by the supervisor for its workers
 # Advisory lock ids of the scheduled jobs, one per job.
 AGGREGATOR_LOCK = 0x4C434147  # "LCAG"
 HOUSEKEEPING_LOCK = 0x4C43484B  # "LCHK"
@@ -62,7 +64,8 @@ class Lectr:
         self.ring: EventRing = EventRing(settings.ring_size, batch_size=settings.recording.flush_events,
                                            owner=lambda event: event.org_id)
         self.spool = Spool(settings.spool_dir, settings.recording.spool_max_bytes)
-        self.rows = RowBuilder(TokenCounter(), PricingTable([]))
+        self.rows = RowBuilder(PricingTable([]))
+        self.tokenizer: TokenizerProcess | None = None
         self.writer: EventWriter | None = None
         self.metrics = Metrics(self.ring, spool_bytes=self.spool.size,
                                database_up=lambda: self.writer is None or self.writer.database_up)
@@ -87,9 +90,15 @@ class Lectr:
         await self.loader.load_pricing()
         self.loader.start()
 
-        # Loading an encoding takes a few hundred milliseconds: never on the loop mid-traffic.
-        await asyncio.to_thread(self.rows.counter.preload)
+        # One tokeniser process serves every worker (the supervisor starts it and says where);
+        # a single process starts its own.
+        socket_path = os.environ.get(TOKENIZER_SOCKET_ENV)
+        if socket_path is None:
+            self.tokenizer = TokenizerProcess()
+            await self.tokenizer.start()
+            socket_path = self.tokenizer.path
         self.writer = EventWriter(self.ring, self.writer_pool, self.rows, self.spool, self.metrics,
+                                  tokenizer=TokenizerClient(socket_path),
                                   batch_size=s.recording.flush_events, interval=s.recording.flush_interval)
         self.writer.start()
         self._jobs.start(watch_loop_lag(self.metrics.loop_lag), "lectr-loop-lag")
@@ -133,6 +142,9 @@ class Lectr:
             await self.upstream.close()
         if self.writer is not None:
             await self.writer.close()  # last: every completed request's event is written or spooled
+            self.writer.tokenizer.close()
+        if self.tokenizer is not None:
+            await self.tokenizer.stop()
         for pool in (self.writer_pool, self.pool):
             if pool is not None:
                 await pool.close()

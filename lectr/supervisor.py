@@ -18,6 +18,7 @@ import sys
 
 from lectr import db, partitions
 from lectr.config import Settings
+from lectr.events.tokenizer_service import TokenizerProcess
 from lectr.pricing import ensure_seeded
 
 log = logging.getLogger("lectr.supervisor")
@@ -49,10 +50,15 @@ class Supervisor:
         self.metrics_dir = settings.data_dir / f"metrics-{os.getpid()}"
 
     async def run(self) -> int:
+        from lectr.app import TOKENIZER_SOCKET_ENV
+
         url = await prepare_database(self.settings)
         shutil.rmtree(self.metrics_dir, ignore_errors=True)
         self.metrics_dir.mkdir(parents=True)
-        env = {**os.environ, "LECTR_DATABASE_URL": url, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        tokenizer = TokenizerProcess()  # one for all workers
+        await tokenizer.start()
+        env = {**os.environ, "LECTR_DATABASE_URL": url, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
+               TOKENIZER_SOCKET_ENV: tokenizer.path}
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -63,6 +69,7 @@ class Supervisor:
             await stop.wait()
             return await self._stop(watchers)
         finally:
+            await tokenizer.stop()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
 
     async def _keep_running(self, index: int, env: dict[str, str]) -> None:

@@ -14,11 +14,16 @@ def test_two_workers_share_the_port_record_everything_and_stop_cleanly(database_
     key = create_org(env, "workers-co")
     server = start_lectr(env, tmp_path / "serve.log")
     try:
+        def workers_of(pid: int) -> list[psutil.Process]:
+            return [p for p in psutil.Process(pid).children() if "--worker-index" in p.cmdline()]
+
         deadline = time.monotonic() + 20
-        while len(psutil.Process(server.proc.pid).children()) < 2 and time.monotonic() < deadline:
+        while len(workers_of(server.proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        workers = psutil.Process(server.proc.pid).children()
+        workers = workers_of(server.proc.pid)
         assert len(workers) == 2
+        tokenizers = [p for p in psutil.Process(server.proc.pid).children() if "tokenizer_service" in " ".join(p.cmdline())]
+        assert len(tokenizers) == 1  # one tokeniser process serves both workers
         def listening(worker, port: int) -> bool:
             return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in worker.net_connections())
 

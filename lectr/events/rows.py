@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from lectr.events.record import RequestEvent
+from lectr.events.tokens import encoding_name
 from lectr.events.usage import Usage, extract_usage
 from lectr.pricing import PricingTable, compute_cost
-
-if TYPE_CHECKING:
-    from lectr.events.tokens import TokenCounter
 
 # The order of ``request_logs`` columns in every row and every COPY.
 COLUMNS = (
@@ -22,25 +19,63 @@ COLUMNS = (
 )
 CREATED_AT = COLUMNS.index("created_at")
 ORG_ID = COLUMNS.index("org_id")
+PROVIDER = COLUMNS.index("provider")
 COST_USD = COLUMNS.index("cost_usd")
 TOKEN_SOURCE = COLUMNS.index("token_source")
 PRICING_ID = COLUMNS.index("pricing_id")
+COMPLETION_TOKENS = COLUMNS.index("completion_tokens")
+_PRICED = slice(COLUMNS.index("cost_usd"), COLUMNS.index("pricing_id") + 1)
+
+Measure = tuple[str, str]  # (encoding name, completion text) to count with the tokeniser
+
+
+class _CountLater:
+    """Stands in for the tokeniser while a row is built: keeps the text, to count with the batch."""
+
+    __slots__ = ("wanted",)
+
+    def __init__(self) -> None:
+        self.wanted: Measure | None = None
+
+    def count(self, text: str, model: str | None, provider: str) -> int:
+        self.wanted = (encoding_name(model, provider), text)
+        return 0
 _INT32_MAX = 2**31 - 1
 
 
 class RowBuilder:
-    """Builds rows from events with the tokeniser and the current pricing table."""
+    """Builds rows from events with the current pricing table."""
 
-    def __init__(self, counter: TokenCounter, pricing: PricingTable) -> None:
-        self.counter = counter
+    def __init__(self, pricing: PricingTable) -> None:
         self.pricing = pricing
 
-    def build(self, event: RequestEvent) -> tuple:
-        """One row, in ``COLUMNS`` order."""
+    def build(self, event: RequestEvent) -> tuple[tuple, Measure | None]:
+        """One row, in ``COLUMNS`` order, and the text still to count when the tokens are measured."""
+        later = _CountLater()
         usage = extract_usage(
             provider=event.provider, model=event.model_used, stream=event.stream,
             status_code=event.status_code, content_type=event.content_type,
-            content_encoding=event.content_encoding, chunks=event.response_chunks, counter=self.counter)
+            content_encoding=event.content_encoding, chunks=event.response_chunks, counter=later)
+        return self._row(event, usage), later.wanted if usage.source == "measured" else None
+
+    def with_count(self, event: RequestEvent, row: tuple, completion_tokens: int) -> tuple:
+        """``row`` with its measured completion count, and the cost that follows from it."""
+        usage = Usage(None, completion_tokens, None, None, "measured")
+        cost, partial, pricing_id = self._price(event, usage, row[CREATED_AT])
+        values = list(row)
+        values[COMPLETION_TOKENS] = completion_tokens
+        values[_PRICED] = [cost, partial, pricing_id]
+        return tuple(values)
+
+    def unmeasured(self, row: tuple) -> tuple:
+        """``row`` when its text could not be counted: no tokens, no cost, said honestly."""
+        values = list(row)
+        values[COMPLETION_TOKENS] = None
+        values[TOKEN_SOURCE] = "none"
+        values[_PRICED] = [None, False, None]
+        return tuple(values)
+
+    def _row(self, event: RequestEvent, usage: Usage) -> tuple:
         created_at = datetime.fromtimestamp(event.created_at, timezone.utc)
         cost, partial, pricing_id = self._price(event, usage, created_at)
         return (

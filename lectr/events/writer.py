@@ -18,8 +18,9 @@ import asyncpg
 from lectr.background import Background
 from lectr.events.record import RequestEvent
 from lectr.events.ring import EventRing
-from lectr.events.rows import COLUMNS, ORG_ID, PRICING_ID, TOKEN_SOURCE, RowBuilder
+from lectr.events.rows import COLUMNS, ORG_ID, PRICING_ID, PROVIDER, TOKEN_SOURCE, Measure, RowBuilder
 from lectr.events.spool import Spool
+from lectr.events.tokenizer_service import TokenizerClient
 from lectr.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,10 @@ class EventWriter:
     """Flushes the ring every ``batch_size`` events or ``interval`` seconds, whichever is first."""
 
     def __init__(self, ring: EventRing[RequestEvent], pool: asyncpg.Pool, rows: RowBuilder, spool: Spool,
-                 metrics: Metrics, *, batch_size: int = 100, interval: float = 5.0,
-                 max_batch: int = 5000, slice_seconds: float = 0.0005) -> None:
+                 metrics: Metrics, *, tokenizer: TokenizerClient | None = None, batch_size: int = 100,
+                 interval: float = 5.0, max_batch: int = 5000, slice_seconds: float = 0.0005) -> None:
         self.ring = ring
+        self.tokenizer = tokenizer
         self.pool = pool
         self.rows = rows
         self.spool = spool
@@ -94,23 +96,43 @@ class EventWriter:
         self._drops_recorded.update(new)
 
     async def _build(self, events: list[RequestEvent]) -> list[tuple]:
-        rows = []
+        rows: list[tuple] = []
+        to_measure: list[tuple[int, RequestEvent, Measure]] = []
         deadline = time.perf_counter() + self.slice_seconds
         for event in events:
             try:
                 self.metrics.observe(event)
-                row = self.rows.build(event)
+                row, measure = self.rows.build(event)
             except Exception:
                 log.exception("could not record an event; dropping it")
                 self.ring.count_drop("invalid", owner=event.org_id)
                 continue
-            if row[PRICING_ID] is None and row[TOKEN_SOURCE] != "none":
-                self.metrics.unpriced.labels(event.provider).inc()
+            if measure is not None:
+                to_measure.append((len(rows), event, measure))
             rows.append(row)
             if time.perf_counter() > deadline:
                 await asyncio.sleep(0)  # let requests through between slices
                 deadline = time.perf_counter() + self.slice_seconds
+        if to_measure:
+            await self._measure(rows, to_measure)
+        for row in rows:
+            if row[PRICING_ID] is None and row[TOKEN_SOURCE] != "none":
+                self.metrics.unpriced.labels(row[PROVIDER]).inc()
         return rows
+
+    async def _measure(self, rows: list[tuple], to_measure: list[tuple[int, RequestEvent, Measure]]) -> None:
+        """Count the completions of streams that reported no usage, the whole batch in one call."""
+        try:
+            if self.tokenizer is None:
+                raise OSError("no tokeniser configured")
+            counts = await self.tokenizer.count([measure for _, _, measure in to_measure])
+        except OSError as exc:
+            log.warning("could not measure %d streamed completions: %s", len(to_measure), exc)
+            for index, _, _ in to_measure:
+                rows[index] = self.rows.unmeasured(rows[index])
+            return
+        for (index, event, _), count in zip(to_measure, counts, strict=True):
+            rows[index] = self.rows.with_count(event, rows[index], count)
 
     async def _store(self, rows: list[tuple]) -> None:
         started = time.perf_counter()

@@ -1,9 +1,11 @@
 """Auth · Detect · Route · Forward · Log, for one request.
 
-A ``RequestCycle`` owns one parsed request: it authenticates the org key against the
-in-memory directory, detects the provider, builds the upstream URL and headers, relays the
-provider's response byte for byte, and appends one event to the ring. No database, no disk,
-no waiting on anything but the client and the provider.
+A ``RequestCycle`` owns one parsed request. ``start`` authenticates the org key against the
+in-memory directory, detects the provider, builds the upstream request and sends it on an
+idle pooled connection, all without waiting; the upstream connection's parser then pushes
+the response through the cycle to the client, and the cycle's last act is to append one
+event to the ring. Only when no idle connection exists does a task wait for a new one. No
+database, no disk, no waiting on anything but the client and the provider.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
 from lectr.proxy import responses as R
 from lectr.proxy.body import read_body_facts
 from lectr.proxy.headers import ClientHeaders, response_head
-from lectr.proxy.upstream import OriginPool, UpstreamError
+from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
     from lectr.proxy.protocol import ProxyProtocol
@@ -35,12 +37,11 @@ _CRLF = b"\r\n"
 _HEALTH_OK = b'{"status":"ok"}'
 _NOT_READY = b'{"status":"starting"}'
 _DRAINING = b'{"status":"draining"}'
-_RETRY = object()  # an exchange's outcome: try once more on a fresh connection
 _BODYLESS_METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
 
 
-def _upstream_request(method: bytes, target: bytes, host: bytes, forward: list[tuple[bytes, bytes]],
-                      auth: tuple[bytes, bytes] | None, body: bytes) -> bytes:
+def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[tuple[bytes, bytes]],
+                     auth: tuple[bytes, bytes] | None, body: bytes) -> bytes:
     """The whole upstream request as one byte string: one write, one syscall."""
     parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     for name, value in forward:
@@ -63,9 +64,13 @@ class FixedResponse:
         self.conn = conn
         self.data = data
 
-    async def run(self) -> None:
+    def start(self) -> None:
         self.conn.write(self.data)
         self.conn.finish_response(keep_alive=False)
+        self.conn.cycle_done(self)
+
+    def cancel(self) -> None:
+        pass
 
 
 class RequestCycle:
@@ -75,7 +80,8 @@ class RequestCycle:
         "ctx", "conn", "method", "url", "raw_headers", "body", "keep_alive", "http11",
         "t_start", "org", "provider", "model", "feature", "task", "stream", "provider_unknown",
         "status", "error_type", "error_origin", "t_first_byte", "t_upstream", "t_upstream_done",
-        "bytes_out", "captured", "capture_left", "content_type", "content_encoding", "chunked", "done",
+        "bytes_out", "captured", "capture_left", "content_type", "content_encoding", "chunked",
+        "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
     )
 
     def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
@@ -94,7 +100,7 @@ class RequestCycle:
         self.provider = DEFAULT_PROVIDER
         self.model: str | None = None
         self.feature = ""
-        self.task: str | None = None
+        self.task: str | None = None  # X-Lectr-Task
         self.stream = False
         self.provider_unknown = False
         self.status = 0
@@ -109,47 +115,41 @@ class RequestCycle:
         self.content_type: str | None = None
         self.content_encoding: str | None = None
         self.chunked = False
-        self.done: asyncio.Future | None = None
-
-    async def run(self) -> None:
-        try:
-            await self._handle()
-        except asyncio.CancelledError:
-            # The client went away (or shutdown ran out of time): the upstream request is
-            # cancelled with us. Record what happened, then let the cancellation through.
-            if self.status == 0 or self.error_type is None:
-                self.error_type, self.error_origin = "client_disconnected", "client"
-                self.status = self.status or 499
-            self._log_event()
-            raise
-        except Exception:
-            log.exception("internal error while handling a request")
-            self.error_type, self.error_origin = "internal_error", "lectr"
-            if self.status == 0:
-                self._reply_error(R.INTERNAL_ERROR, close=True)
-            else:
-                self.conn.abort()
-            self._log_event()
-            return
-        self._log_event()
+        self.pool: OriginPool | None = None
+        self.request = b""
+        self.upstream: UpstreamConnection | None = None
+        self.waiter: asyncio.Task | None = None  # only while a new upstream connection opens
+        self.attempts = 0
+        self.out: list[bytes] = []  # response bytes gathered during one upstream read
+        self.finished = False
 
     # -- the steps -------------------------------------------------------------------------
 
-    async def _handle(self) -> None:
+    def start(self) -> None:
+        """Take the request as far as it goes without waiting."""
+        self.ctx.cycle_started(self)
+        try:
+            if self._prepare():
+                self._send()
+        except Exception:
+            self._internal_error()
+
+    def _prepare(self) -> bool:
+        """Auth · Detect · Route; True when there is a request to forward, False when answered."""
         path, _, query = self.url.partition(b"?")
         if not path.startswith(b"/v1/"):
             self._reply_local(path)
-            return
+            return False
         headers = ClientHeaders(self.raw_headers)
 
         # Auth: a dict lookup by key hash; the provider never sees a rejected request.
         if not headers.lectr_key:
             self._reply_error(R.MISSING_KEY)
-            return
+            return False
         org = self.ctx.directory.current.orgs_by_key_hash.get(hash_key(headers.lectr_key))
         if org is None:
             self._reply_error(R.INVALID_KEY)
-            return
+            return False
         self.org = org
         self.feature = headers.feature_tag()
         self.task = headers.task_tag()
@@ -164,14 +164,13 @@ class RequestCycle:
         if self.provider == "azure" and org.azure is None:
             self.error_type, self.error_origin = "azure_not_configured", "lectr"
             self._reply_error(R.AZURE_NOT_CONFIGURED)
-            return
+            return False
         provider = PROVIDERS[self.provider]
         origin, target = provider.route(self.ctx.origins.get(self.provider), path[4:], query, facts.model, org.azure)
-
-        # Forward.
         auth = provider.auth(headers.authorization) if headers.authorization is not None else None
-        request = _upstream_request(self.method, target, origin.host_header, headers.forward, auth, self.body)
-        await self._exchange(self.ctx.upstream.pool(origin), request)
+        self.request = upstream_request(self.method, target, origin.host_header, headers.forward, auth, self.body)
+        self.pool = self.ctx.upstream.pool(origin)
+        return True
 
     def _choose_provider(self, override: bytes | None, model: str | None) -> str:
         if override is not None:
@@ -187,36 +186,43 @@ class RequestCycle:
             self.provider_unknown = True
         return DEFAULT_PROVIDER
 
-    async def _exchange(self, pool: OriginPool, request: bytes) -> None:
-        """Send the request on a pooled connection and wait while the response is relayed."""
-        flow = self.conn.flow
-        self.t_upstream = time.perf_counter()
-        for attempt in (1, 2):
-            try:
-                upstream = await pool.acquire()
-            except UpstreamError as exc:
-                self._upstream_error(exc)
-                return
-            self.done = self.ctx.loop.create_future()
-            flow.follow(upstream)
-            try:
-                upstream.start(self, request, head_only=self.method == b"HEAD")
-                outcome = await self.done
-            except BaseException:  # the client went away (cancelled): the connection is half-used
-                pool.discard(upstream)
-                raise
-            finally:
-                flow.unfollow()
-            if outcome is None:
-                return
-            pool.discard(upstream)
-            # A kept-alive connection the provider had just closed: nothing was processed, so
-            # the request goes again, once, on a fresh connection.
-            if outcome is _RETRY and attempt == 1:
-                continue
-            self._upstream_error(outcome if isinstance(outcome, UpstreamError)
-                                 else UpstreamError(502, "the provider closed the connection"))
+    # -- Forward -------------------------------------------------------------------------------
+
+    def _send(self) -> None:
+        self.attempts += 1
+        if not self.t_upstream:
+            self.t_upstream = time.perf_counter()
+        upstream = self.pool.take_idle()
+        if upstream is not None:
+            self._exchange(upstream)
+        else:
+            self.waiter = self.ctx.spawn(self._connect_and_send())
+
+    async def _connect_and_send(self) -> None:
+        try:
+            upstream = await self.pool.acquire()
+        except UpstreamError as exc:
+            self.waiter = None
+            self._upstream_error(exc)
             return
+        except Exception:
+            self.waiter = None
+            self._internal_error()
+            return
+        self.waiter = None
+        self._exchange(upstream)
+
+    def _exchange(self, upstream: UpstreamConnection) -> None:
+        self.upstream = upstream
+        self.conn.flow.follow(upstream)
+        upstream.start(self, self.request, head_only=self.method == b"HEAD")
+
+    def _release_upstream(self, discard: bool) -> None:
+        upstream, self.upstream = self.upstream, None
+        if upstream is not None:
+            self.conn.flow.unfollow()
+            if discard:
+                self.pool.discard(upstream)
 
     def _upstream_error(self, exc: UpstreamError) -> None:
         self.t_upstream_done = time.perf_counter()
@@ -227,7 +233,7 @@ class RequestCycle:
     # -- the upstream response, pushed by the upstream connection's parser -------------------
 
     def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        """Write the provider's status and headers to the client, framed for this connection."""
+        """The provider's status and headers, framed for the client's connection."""
         self.status = status
         if status >= 400:
             self.error_type, self.error_origin = f"http_{status}", "provider"
@@ -242,39 +248,14 @@ class RequestCycle:
         if not self.keep_alive:
             lines.append(_CLOSE)
         lines.append(_CRLF)
-        self.conn.write(R.status_line(status, reason.decode("latin-1")) + b"".join(lines))
+        self.out.append(R.status_line(status, reason.decode("latin-1")) + b"".join(lines))
         self.t_first_byte = time.perf_counter()
 
     def upstream_body(self, chunk: bytes) -> None:
         if self.chunked:
-            self.conn.writelines([b"%x\r\n" % len(chunk), chunk, _CRLF])
+            self.out += (b"%x\r\n" % len(chunk), chunk, _CRLF)
         else:
-            self.conn.write(chunk)
-        self._capture(chunk)
-
-    def upstream_done(self) -> None:
-        if self.chunked:
-            self.conn.write(_LAST_CHUNK)
-        self.t_upstream_done = time.perf_counter()
-        self.conn.finish_response(self.keep_alive)
-        if not self.done.done():
-            self.done.set_result(None)
-
-    def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None:
-        if self.done.done():
-            return
-        if self.t_first_byte is None:
-            self.done.set_result(_RETRY if retryable else error)
-            return
-        # Too late for an error response: cut the connection so the client cannot take a
-        # truncated body for a whole one.
-        self.error_type = "upstream_timeout" if error.status == 504 else "upstream_interrupted"
-        self.error_origin = "provider"
-        self.t_upstream_done = time.perf_counter()
-        self.conn.abort()
-        self.done.set_result(None)
-
-    def _capture(self, chunk: bytes) -> None:
+            self.out.append(chunk)
         self.bytes_out += len(chunk)
         captured = self.captured
         if captured is not None:
@@ -284,19 +265,87 @@ class RequestCycle:
             else:
                 self.captured = None  # too big to keep; the cold path records it without usage
 
+    def flush(self) -> None:
+        """Write what one upstream read produced, in one go (head and body share a syscall)."""
+        if self.out:
+            out, self.out = self.out, []
+            self.conn.writelines(out)
+
+    def upstream_done(self) -> None:
+        if self.chunked:
+            self.out.append(_LAST_CHUNK)
+        self.flush()
+        self.t_upstream_done = time.perf_counter()
+        self._release_upstream(discard=False)
+        self.conn.finish_response(self.keep_alive)
+        self._finish()
+
+    def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None:
+        self._release_upstream(discard=True)
+        if self.t_first_byte is None:
+            # A kept-alive connection the provider had just closed: nothing was processed, so
+            # the request goes once more, on another connection.
+            if retryable and self.attempts == 1:
+                self._send()
+            else:
+                self._upstream_error(error)
+            return
+        # Too late for an error response: cut the connection so the client cannot take a
+        # truncated body for a whole one.
+        self.flush()
+        self.error_type = "upstream_timeout" if error.status == 504 else "upstream_interrupted"
+        self.error_origin = "provider"
+        self.t_upstream_done = time.perf_counter()
+        self.conn.abort()
+        self._finish()
+
+    # -- endings -----------------------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """The client went away (or shutdown ran out of time): stop everything, record it."""
+        if self.finished:
+            return
+        self._release_upstream(discard=True)
+        if self.waiter is not None:
+            self.waiter.cancel()
+        if self.status == 0 or self.error_type is None:
+            self.error_type, self.error_origin = "client_disconnected", "client"
+            self.status = self.status or 499
+        self._finish()
+
+    def _internal_error(self) -> None:
+        log.exception("internal error while handling a request")
+        self._release_upstream(discard=True)
+        self.error_type, self.error_origin = "internal_error", "lectr"
+        if self.t_first_byte is None:
+            self.status = 0
+            self._reply_error(R.INTERNAL_ERROR, close=True)
+        else:
+            self.conn.abort()
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        self._log_event()
+        self.ctx.cycle_finished(self)
+        self.conn.cycle_done(self)
+
     # -- Lectr's own answers ---------------------------------------------------------------
 
     def _reply_local(self, path: bytes) -> None:
         head = self.method == b"HEAD"
+        close = not self.keep_alive
         if path == b"/healthz":
-            self._write_own(R.json_response(200, _HEALTH_OK, close=not self.keep_alive, head=head))
+            self._write_own(R.json_response(200, _HEALTH_OK, close=close, head=head))
         elif path == b"/readyz":
             if self.ctx.draining:
-                self._write_own(R.json_response(503, _DRAINING, close=not self.keep_alive, head=head))
+                self._write_own(R.json_response(503, _DRAINING, close=close, head=head))
             elif not self.ctx.directory.loaded:
-                self._write_own(R.json_response(503, _NOT_READY, close=not self.keep_alive, head=head))
+                self._write_own(R.json_response(503, _NOT_READY, close=close, head=head))
             else:
-                self._write_own(R.json_response(200, _HEALTH_OK, close=not self.keep_alive, head=head))
+                self._write_own(R.json_response(200, _HEALTH_OK, close=close, head=head))
         else:
             self._reply_error(R.NOT_FOUND)
 
@@ -314,6 +363,7 @@ class RequestCycle:
         self.conn.write(data)
         self.t_first_byte = time.perf_counter()
         self.conn.finish_response(self.keep_alive if keep_alive is None else keep_alive)
+        self._finish()
 
     # -- Log -------------------------------------------------------------------------------
 

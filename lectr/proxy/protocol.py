@@ -60,7 +60,7 @@ class ProxyProtocol(asyncio.Protocol):
         self.flow: FlowControl | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.cycles: deque[RequestCycle | FixedResponse] = deque()
-        self.active: asyncio.Task | None = None
+        self.active: RequestCycle | FixedResponse | None = None
         self.closing = False
         self.peer_gone = False
         self.phase = IDLE
@@ -90,7 +90,7 @@ class ProxyProtocol(asyncio.Protocol):
         if self.flow is not None:
             self.flow.release()
         if self.active is not None:
-            # Cancelling the cycle cancels its upstream request and frees its connection.
+            # Cancelling the cycle drops its upstream connection and records the hang-up.
             self.active.cancel()
         if self.timer is not None:
             self.timer.cancel()
@@ -178,10 +178,13 @@ class ProxyProtocol(asyncio.Protocol):
     def _run_next(self) -> None:
         cycle = self.cycles.popleft()
         self.phase = BUSY
-        self.active = self.ctx.spawn(cycle.run())
-        self.active.add_done_callback(self._cycle_done)
+        self.active = cycle
+        cycle.start()
 
-    def _cycle_done(self, task: asyncio.Task) -> None:
+    def cycle_done(self, cycle: RequestCycle | FixedResponse) -> None:
+        """Called by the cycle when its response is complete (or abandoned)."""
+        if cycle is not self.active:
+            return
         self.active = None
         if self.peer_gone:
             return

@@ -35,6 +35,9 @@ class ProxyContext:
         self.registry = ModelRegistry()
         self.connections: set[ProxyProtocol] = set()
         self.tasks: set[asyncio.Task] = set()
+        self.inflight: set = set()  # request cycles not yet finished
+        self._all_done = asyncio.Event()
+        self._all_done.set()
         self.draining = False
         self._invalid_providers_logged: set[str] = set()
 
@@ -44,6 +47,23 @@ class ProxyContext:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
         return task
+
+    def cycle_started(self, cycle) -> None:
+        self.inflight.add(cycle)
+        self._all_done.clear()
+
+    def cycle_finished(self, cycle) -> None:
+        self.inflight.discard(cycle)
+        if not self.inflight:
+            self._all_done.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False if some still are after ``timeout`` s."""
+        try:
+            await asyncio.wait_for(self._all_done.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
 
     def note_invalid_provider(self, name: str) -> None:
         """Log an unknown ``X-Lectr-Provider`` value, once per value, without flooding the log."""
@@ -81,14 +101,10 @@ class ProxyServer:
             self._server.close()
         for conn in list(ctx.connections):
             conn.shutdown()
-        pending = [t for t in ctx.tasks if not t.done()]
-        if pending:
-            done, still = await asyncio.wait(pending, timeout=timeout)
-            if still:
-                log.warning("%d requests still in flight after %.0fs; cancelling them", len(still), timeout)
-                for task in still:
-                    task.cancel()
-                await asyncio.wait(still, timeout=5)
+        if not await ctx.wait_idle(timeout):
+            log.warning("%d requests still in flight after %.0fs; cancelling them", len(ctx.inflight), timeout)
+            for cycle in list(ctx.inflight):
+                cycle.cancel()
         for conn in list(ctx.connections):
             conn.abort()
         if self._server is not None:

@@ -44,6 +44,7 @@ class Exchange(Protocol):
     def upstream_body(self, chunk: bytes) -> None: ...
     def upstream_done(self) -> None: ...
     def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None: ...
+    def flush(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -92,11 +93,18 @@ class UpstreamConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
         self.deadline = self.loop.time() + self.pool.read_timeout
+        exchange = self.exchange
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            log.error("relaying a response failed", exc_info=exc.__context__ or exc)  # our bug, not theirs
+            self._fail(UpstreamError(502, "Lectr failed relaying the response"), retryable=False)
+            self.transport.abort()
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(502, f"malformed response from the provider ({exc})"), retryable=False)
             self.transport.abort()
+        if exchange is not None:
+            exchange.flush()  # what this read produced goes to the client in one write
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -211,8 +219,8 @@ class OriginPool:
         self.open = 0
         self._waiters: deque[asyncio.Future] = deque()
 
-    async def acquire(self) -> UpstreamConnection:
-        """A connection ready for one exchange; raises UpstreamError when none can be had."""
+    def take_idle(self) -> UpstreamConnection | None:
+        """The most recently used idle connection still fit for use, without waiting; or None."""
         now = self.loop.time()
         while self.idle:
             conn = self.idle.pop()
@@ -220,6 +228,13 @@ class OriginPool:
                 conn.reused = True
                 return conn
             self._retire(conn)
+        return None
+
+    async def acquire(self) -> UpstreamConnection:
+        """A connection ready for one exchange; raises UpstreamError when none can be had."""
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         while self.open >= self.limit:
             waiter = self.loop.create_future()
             self._waiters.append(waiter)

@@ -1,0 +1,156 @@
+"""The tokeniser as a process of its own, shared by every worker.
+
+tiktoken's vocabularies take about 70 MB once loaded; kept in each worker they would be most
+of its memory. So one small process holds them, and workers ask it over a Unix socket for
+the token counts of a whole batch at once: a request is ``[[encoding, text], ...]``, the
+reply ``[count, ...]``, each framed by a 4-byte big-endian length. Cold path only: the
+writer awaits it between COPYs; no request ever does.
+
+    python -m lectr.events.tokenizer_service SOCKET_PATH
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+_HEADER = 4
+MAX_FRAME = 256 * 1024 * 1024
+RESTART_DELAY = 1.0
+
+
+def _frame(payload: bytes) -> bytes:
+    return len(payload).to_bytes(_HEADER, "big") + payload
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> bytes:
+    size = int.from_bytes(await reader.readexactly(_HEADER), "big")
+    if size > MAX_FRAME:
+        raise ValueError(f"frame of {size} bytes is too large")
+    return await reader.readexactly(size)
+
+
+async def serve(path: str) -> None:
+    """Answer count requests on the Unix socket ``path`` until SIGTERM."""
+    from lectr.events.tokens import TokenCounter
+
+    counter = TokenCounter()
+    counter.preload()
+    gc.collect()
+    gc.freeze()  # the vocabularies live as long as the process: keep the collector off them
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                items = orjson.loads(await _read_frame(reader))
+                counts = [len(counter.encoding(name).encode_ordinary(text)) if text else 0 for name, text in items]
+                writer.write(_frame(orjson.dumps(counts)))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(handle, path)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with server:
+        await stop.wait()
+
+
+class TokenizerClient:
+    """A worker's connection to the tokeniser process; one batch at a time."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def count(self, items: list[tuple[str, str]], *, timeout: float = 60.0) -> list[int]:
+        """Token counts of ``items`` (encoding name, text); raises OSError if the service is away."""
+        async with self._lock:
+            for attempt in (1, 2):
+                try:
+                    if self._writer is None:
+                        self._reader, self._writer = await asyncio.wait_for(
+                            asyncio.open_unix_connection(self.path), 5)
+                    self._writer.write(_frame(orjson.dumps(items)))
+                    return orjson.loads(await asyncio.wait_for(_read_frame(self._reader), timeout))
+                except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                    self.close()
+                    if attempt == 2:
+                        raise OSError(f"tokeniser unavailable: {exc or type(exc).__name__}") from None
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        self._reader = self._writer = None
+
+
+class TokenizerProcess:
+    """Starts the tokeniser process, restarts it if it dies, stops it at the end."""
+
+    def __init__(self) -> None:
+        # A short private directory: Unix socket paths are limited to about 100 bytes.
+        self._dir = Path(tempfile.mkdtemp(prefix="lectr-"))
+        self.path = str(self._dir / "tokenizer.sock")
+        self._proc: asyncio.subprocess.Process | None = None
+        self._watch: asyncio.Task | None = None
+        self._stopping = False
+
+    async def start(self) -> None:
+        await self._spawn()
+        self._watch = asyncio.get_running_loop().create_task(self._keep_running(), name="lectr-tokenizer")
+
+    async def _spawn(self) -> None:
+        self._proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "lectr.events.tokenizer_service",
+                                                          self.path)
+        for _ in range(300):  # loading the vocabularies takes well under a second
+            if os.path.exists(self.path):
+                return
+            if self._proc.returncode is not None:
+                break
+            await asyncio.sleep(0.05)
+        log.error("the tokeniser process did not start; streamed responses without usage stay unmeasured")
+
+    async def _keep_running(self) -> None:
+        while not self._stopping:
+            code = await self._proc.wait()
+            if self._stopping:
+                return
+            log.error("the tokeniser process exited with %s; restarting", code)
+            Path(self.path).unlink(missing_ok=True)
+            await asyncio.sleep(RESTART_DELAY)
+            await self._spawn()
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 10)
+            except TimeoutError:
+                self._proc.kill()
+        if self._watch is not None:
+            self._watch.cancel()
+            await asyncio.gather(self._watch, return_exceptions=True)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(sys.argv[1]))
