@@ -212,3 +212,37 @@ def test_dropped_events_reach_the_summary(admin, database_url):
     admin.cli("jobs", "run", "aggregator")
     assert get(admin, "/api/v1/summary").json()["summary"]["dropped_events"] == 3
     assert get(admin, "/api/v1/summary", org="beta").json()["summary"]["dropped_events"] == 0
+
+
+def test_login_form_needs_its_csrf_token(admin):
+    session = http.Session()
+    page = session.get(admin.extra["api"] + "/login")
+    assert page.status_code == 200 and "lectr_login_csrf" in session.cookies
+    forged = session.post(admin.extra["api"] + "/login", data={"key": admin.extra["keys"]["alpha"],
+                                                               "csrf_token": "forged"}, allow_redirects=False)
+    assert forged.status_code == 400 and "lectr_session" not in session.cookies
+    token = page.text.split('name="csrf_token" value="')[1].split('"')[0]
+    ok = session.post(admin.extra["api"] + "/login", data={"key": admin.extra["keys"]["alpha"], "csrf_token": token},
+                      allow_redirects=False)
+    assert ok.status_code == 303 and ok.headers["Location"] == "/dashboard"
+    cookie = ok.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and admin.extra["keys"]["alpha"] not in cookie
+    # Logging out needs the session's CSRF token too.
+    assert session.post(admin.extra["api"] + "/logout", data={"csrf_token": "forged"},
+                        allow_redirects=False).status_code == 403
+
+
+def test_repeated_failed_logins_are_slowed_then_refused():
+    from lectr.api.dashboard import LoginThrottle
+
+    throttle = LoginThrottle()
+    delays = []
+    for _ in range(LoginThrottle.LOCKOUT_FAILURES):
+        delays.append(throttle.delay("10.0.0.1"))
+        throttle.failed("10.0.0.1")
+    assert delays[:LoginThrottle.FREE_FAILURES] == [0.0] * LoginThrottle.FREE_FAILURES
+    assert delays[LoginThrottle.FREE_FAILURES:] == sorted(delays[LoginThrottle.FREE_FAILURES:])
+    assert max(delays) == LoginThrottle.MAX_DELAY
+    assert throttle.locked("10.0.0.1") and not throttle.locked("10.0.0.2")
+    throttle.succeeded("10.0.0.1")
+    assert not throttle.locked("10.0.0.1")
