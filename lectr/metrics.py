@@ -62,14 +62,25 @@ class Metrics:
                               registry=r, multiprocess_mode="livemin")
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
+        # labels() builds and locks on every call; the children are few, so keep them.
+        self._request_counters: dict[tuple[str, int], Counter] = {}
+        self._durations: dict[str, Histogram] = {}
 
     def observe(self, event: RequestEvent) -> None:
         """Count one finished request (called by the cold path for every event)."""
-        self.requests.labels(event.provider, f"{event.status_code // 100}xx").inc()
-        self.duration.labels(event.provider).observe(event.t_end - event.t_start)
+        provider, status_class = event.provider, event.status_code // 100
+        counter = self._request_counters.get((provider, status_class))
+        if counter is None:
+            counter = self._request_counters[(provider, status_class)] = \
+                self.requests.labels(provider, f"{status_class}xx")
+        counter.inc()
+        duration = self._durations.get(provider)
+        if duration is None:
+            duration = self._durations[provider] = self.duration.labels(provider)
+        duration.observe(event.t_end - event.t_start)
         self.added.observe(event.overhead_s)
         if event.error_type is not None and event.error_origin != "client":
-            self.upstream_errors.labels(event.provider, event.error_type).inc()
+            self.upstream_errors.labels(provider, event.error_type).inc()
 
     def refresh(self) -> None:
         """Copy the ring's and the spool's current state into the exported metrics."""
