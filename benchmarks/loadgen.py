@@ -121,6 +121,19 @@ def _record(result: RunResult, client: _Client, started: float, status: int, fir
     result.statuses[status] = result.statuses.get(status, 0) + 1
 
 
+async def _send_one(result: RunResult, client: _Client, payload: bytes) -> bool:
+    """One timed request on ``client``, recorded in ``result``; False when the connection failed."""
+    result.sent += 1
+    started = time.perf_counter()
+    try:
+        status, first = await client.send(payload)
+    except ConnectionError:
+        result.errors += 1
+        return False
+    _record(result, client, started, status, first)
+    return True
+
+
 async def _timed(result: RunResult, workers, deadline: float) -> RunResult:
     """Run ``workers``; any request still unanswered ``STUCK_GRACE`` seconds past ``deadline`` is an error."""
     cpu_started, started = time.process_time(), time.perf_counter()
@@ -145,14 +158,8 @@ async def drive(clients: list[_Client], payload: bytes, *, requests: int, deadli
         nonlocal remaining
         while remaining > 0 and time.perf_counter() < deadline:
             remaining -= 1
-            result.sent += 1
-            started = time.perf_counter()
-            try:
-                status, first = await client.send(payload)
-            except ConnectionError:
-                result.errors += 1
+            if not await _send_one(result, client, payload):
                 return
-            _record(result, client, started, status, first)
 
     return await _timed(result, [worker(c) for c in clients], deadline)
 
@@ -164,15 +171,7 @@ async def request_each(clients: list[_Client], payload: bytes, *, concurrency: i
 
     async def worker() -> None:
         while pending and time.perf_counter() < deadline:
-            client = pending.pop()
-            result.sent += 1
-            started = time.perf_counter()
-            try:
-                status, first = await client.send(payload)
-            except ConnectionError:
-                result.errors += 1
-                continue
-            _record(result, client, started, status, first)
+            await _send_one(result, pending.pop(), payload)
 
     return await _timed(result, [worker() for _ in range(min(concurrency, len(clients)))], deadline)
 

@@ -68,4 +68,3 @@ HEADERS_TOO_LARGE = (431, "Request headers are larger than this Lectr accepts ({
                      "invalid_request_error", "headers_too_large")
 REQUEST_TIMEOUT = (408, "The request was not received in time.", "invalid_request_error", "request_timeout")
 INTERNAL_ERROR = (500, "Lectr hit an internal error handling this request.", "server_error", "internal_error")
-SHUTTING_DOWN = (503, "Lectr is shutting down; retry on another instance.", "server_error", "shutting_down")
