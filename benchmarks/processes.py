@@ -174,7 +174,8 @@ class Stack:
     """Postgres, the mock provider, Lectr and the peers, started and stopped together."""
 
     def __init__(self, *, lectr_cores: set[int] | None, client_cores: set[int] | None, workers: int,
-                 peers: list[PeerSpec]) -> None:
+                 peers: list[PeerSpec], lectr_env: dict[str, str] | None = None) -> None:
+        self.lectr_env = lectr_env or {}
         self.lectr_cores = lectr_cores  # None: not pinned
         self.client_cores = client_cores
         self.workers = workers
@@ -205,6 +206,7 @@ class Stack:
                     # the tail of a run (under a batch of events) is written within half a second, not
                     # five, so each run's CPU includes its own cold path without a long wait
                     "LECTR_FLUSH_INTERVAL": FLUSH_INTERVAL})
+        env.update(self.lectr_env)
         python = sys.executable
         # Postgres starts from this process, so it shares the client cores and Lectr's cores run
         # Lectr alone; `lectr serve` joins the running server.

@@ -124,6 +124,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--client-cpus", metavar="LIST",
                         help="cores for the mock, load generator and Postgres (default: the first other core)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument("--lectr-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a LECTR_* setting for Lectr, e.g. LECTR_BUSY_POLL_US=0; repeatable")
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=COMMAND@PORT",
                         help="another OpenAI-compatible proxy to compare, started with the shell; {upstream} in "
                              "COMMAND becomes the mock's base URL; repeatable")
@@ -142,9 +144,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.lectr_cores, args.client_cores = choose_cores(args)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        args.lectr_env = dict(_setting(text) for text in args.lectr_env)
+    except ValueError as exc:
+        parser.error(str(exc))
     if len({p.name for p in args.peers}) != len(args.peers):
         parser.error("two --peer options have the same NAME")
     return args
+
+
+def _setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.startswith("LECTR_"):
+        raise ValueError(f"--lectr-env takes LECTR_NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def choose_cores(args: argparse.Namespace) -> tuple[set[int] | None, set[int] | None]:
@@ -173,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp, started = time.strftime("%Y%m%d-%H%M%S"), time.strftime("%Y-%m-%d %H:%M:%S")
     stack = Stack(lectr_cores=args.lectr_cores, client_cores=args.client_cores, workers=args.workers,
+                  lectr_env=args.lectr_env,
                   peers=args.peers)
     suite = Suite(args, stack, args.scenarios)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)

@@ -30,6 +30,7 @@ from lectr.events.tokenizer_service import TokenizerClient, TokenizerProcess
 from lectr.events.writer import EventWriter
 from lectr.metrics import Metrics, watch_loop_lag
 from lectr.pricing import PricingTable, ensure_seeded
+from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer
 from lectr.proxy.upstream import UpstreamPools
 
@@ -107,7 +108,7 @@ class Lectr:
         self.scheduler.start()
 
         loop = asyncio.get_running_loop()
-        self.upstream = UpstreamPools(s.upstreams)
+        self.upstream = UpstreamPools(s.upstreams, BusyPoller(loop, s.limits.busy_poll_us))
         ctx = ProxyContext(loop=loop, limits=s.limits, base_urls=s.upstreams.base_urls,
                            directory=self.directory, upstream=self.upstream, ring=self.ring)
         if not self.worker_index:  # the single process, or worker 0 of several

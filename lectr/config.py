@@ -51,6 +51,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_ADMIN_SECRET": ("", "Bearer secret for the operator API (/api/v1/orgs, /api/v1/pricing); unset: disabled."),
     "LECTR_AGGREGATE_INTERVAL": ("60", "Seconds between dashboard summary runs."),
     "LECTR_SESSION_HOURS": ("12", "Lifetime of a dashboard session."),
+    "LECTR_BUSY_POLL_US": ("200", "Longest the proxy loop spins (microseconds) waiting for the next event "
+                           "instead of sleeping; self-tuned below that; 0 turns it off."),
     "LECTR_CAPTURE_MAX_BYTES": ("4194304", "Most response bytes kept per event for usage parsing."),
 }
 
@@ -92,6 +94,7 @@ class ProxyLimits:
     header_timeout: float = 30.0
     idle_timeout: float = 75.0
     capture_max_bytes: int = 4 * 1024 * 1024
+    busy_poll_us: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +174,7 @@ class Settings:
                 header_timeout=_float(env, "LECTR_HEADER_TIMEOUT"),
                 idle_timeout=_float(env, "LECTR_IDLE_TIMEOUT"),
                 capture_max_bytes=_int(env, "LECTR_CAPTURE_MAX_BYTES"),
+                busy_poll_us=_int(env, "LECTR_BUSY_POLL_US"),
             ),
             upstreams=UpstreamSettings(
                 base_urls=base_urls,

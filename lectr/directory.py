@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lectr.keys import hash_key
 from lectr.providers.base import AzureTarget
+
+# Keys this snapshot has already matched, at most this many (then forgotten all at once).
+_RECENT_KEYS_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +29,20 @@ class Directory:
     """One snapshot of every org the proxy can authenticate."""
 
     orgs_by_key_hash: dict[str, Org] = field(default_factory=dict)
+    # Valid keys seen, so a busy key is hashed once per snapshot rather than once per request.
+    # Only keys that matched an org get in, and a new snapshot (a rotation) starts empty.
+    _recent: dict[bytes, Org] = field(default_factory=dict, compare=False, repr=False)
+
+    def org_for_key(self, key: bytes) -> Org | None:
+        """The org whose key is ``key``, or None."""
+        org = self._recent.get(key)
+        if org is None:
+            org = self.orgs_by_key_hash.get(hash_key(key))
+            if org is not None:
+                if len(self._recent) >= _RECENT_KEYS_MAX:
+                    self._recent.clear()
+                self._recent[key] = org
+        return org
 
     @property
     def org_count(self) -> int:

@@ -28,6 +28,7 @@ from lectr.directory import Directory, DirectoryHolder, Org
 from lectr.events.ring import EventRing
 from lectr.keys import hash_key, new_org_key
 from lectr.providers.base import AzureTarget
+from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer
 from lectr.proxy.upstream import UpstreamPools
 
@@ -248,7 +249,7 @@ class ProxyHarness:
         upstreams = UpstreamSettings(
             base_urls={p: self.mock.url(prefix) for p, prefix in PROVIDER_PREFIXES.items()},
             read_timeout=2.0, connect_timeout=2.0)
-        self._pools = UpstreamPools(upstreams)
+        self._pools = UpstreamPools(upstreams, BusyPoller(loop, self.limits.busy_poll_us))
         ctx = ProxyContext(loop=loop, limits=self.limits, base_urls=upstreams.base_urls,
                            directory=self.directory, upstream=self._pools, ring=self.ring)
         self._server = ProxyServer(ctx, "127.0.0.1", 0)

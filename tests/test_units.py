@@ -98,12 +98,29 @@ def test_client_headers_split():
     assert ClientHeaders([]).feature_tag() == "untagged"
 
 
+RESPONSE_FIELDS = [(b"Content-Type", b"a"), (b"Connection", b"keep-alive"), (b"Transfer-Encoding", b"chunked"),
+                   (b"X-Request-Id", b"r"), (b"Content-Encoding", b"gzip")]
+
+
 def test_response_head_drops_hop_by_hop():
-    lines, has_length, ctype, encoding = response_head([(b"Content-Type", b"a"), (b"Connection", b"keep-alive"),
-                                                        (b"Transfer-Encoding", b"chunked"), (b"X-Request-Id", b"r"),
-                                                        (b"Content-Encoding", b"gzip")])
-    assert lines == [b"Content-Type: a\r\n", b"X-Request-Id: r\r\n", b"Content-Encoding: gzip\r\n"]
+    head, has_length, ctype, encoding = response_head(b"HTTP/1.1 200 OK\r\n", RESPONSE_FIELDS)
+    assert head == b"HTTP/1.1 200 OK\r\nContent-Type: a\r\nX-Request-Id: r\r\nContent-Encoding: gzip\r\n"
     assert (has_length, ctype, encoding) == (False, "a", "gzip")
+
+
+def test_response_head_relays_the_providers_own_bytes():
+    raw = (b"HTTP/1.1 200 OK\r\nContent-Type:a\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n"
+           b"X-Request-Id:  r\r\nContent-Encoding: gzip\r\n\r\n5\r\nhello\r\n")
+    head, *_ = response_head(b"HTTP/1.1 200 OK\r\n", RESPONSE_FIELDS, raw)
+    assert head == b"HTTP/1.1 200 OK\r\nContent-Type:a\r\nX-Request-Id:  r\r\nContent-Encoding: gzip\r\n"
+    clean = b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}"
+    assert response_head(b"HTTP/1.1 201 Created\r\n", [(b"Content-Length", b"2")], clean)[0] == clean[:-4]
+    # An HTTP/1.0 status line, or a head cut short, is rebuilt from the fields instead.
+    old = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    assert response_head(b"HTTP/1.1 200 OK\r\n", [(b"Content-Length", b"2")], old)[0] == \
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+    assert response_head(b"HTTP/1.1 200 OK\r\n", [(b"Content-Length", b"2")], old[:20])[0] == \
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
 
 
 def test_auth_rewrites():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Callable
 from urllib.parse import quote, urlsplit
@@ -25,14 +25,14 @@ class Origin:
     port: int
     path: bytes  # without a trailing slash: b"/v1", b"/openai/v1", b""
     host_header: bytes
+    key: str = field(init=False, compare=False, repr=False)  # which connection pool serves it
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.scheme}://{self.host}:{self.port}")
 
     @property
     def tls(self) -> bool:
         return self.scheme == "https"
-
-    @property
-    def key(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 @lru_cache(maxsize=1024)

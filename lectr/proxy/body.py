@@ -5,23 +5,23 @@ Nothing else is read, and nothing is kept: the body goes upstream as it came.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import orjson
 
 _MULTIPART = b"multipart/form-data"
 _MODEL_FIELD = b'name="model"'
 
 
-class BodyFacts:
+class BodyFacts(NamedTuple):
     """``model`` and ``stream`` of one request body."""
 
-    __slots__ = ("model", "stream")
-
-    def __init__(self, model: str | None, stream: bool) -> None:
-        self.model = model
-        self.stream = stream
+    model: str | None
+    stream: bool
 
 
 NO_FACTS = BodyFacts(None, False)
+_new_facts = tuple.__new__  # BodyFacts without its Python-level __new__: read_body_facts runs per request
 
 
 def read_body_facts(body: bytes, content_type: bytes | None) -> BodyFacts:
@@ -39,7 +39,7 @@ def read_body_facts(body: bytes, content_type: bytes | None) -> BodyFacts:
     if not isinstance(doc, dict):
         return NO_FACTS
     model = doc.get("model")
-    return BodyFacts(model if isinstance(model, str) else None, doc.get("stream") is True)
+    return _new_facts(BodyFacts, (model if isinstance(model, str) else None, doc.get("stream") is True))
 
 
 def _multipart_model(body: bytes) -> str | None:

@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING
 
 from lectr.directory import Org
 from lectr.events.record import RequestEvent
-from lectr.keys import hash_key
 from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
 from lectr.proxy import responses as R
 from lectr.proxy.body import read_body_facts
-from lectr.proxy.headers import ClientHeaders, response_head
+from lectr.proxy.headers import UNTAGGED, ClientHeaders, response_head
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -38,20 +37,26 @@ _HEALTH_OK = b'{"status":"ok"}'
 _NOT_READY = b'{"status":"starting"}'
 _DRAINING = b'{"status":"draining"}'
 _BODYLESS_METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
+_new_tuple = tuple.__new__
 
 
 def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[tuple[bytes, bytes]],
                      auth: tuple[bytes, bytes] | None, body: bytes) -> bytes:
     """The whole upstream request as one byte string: one write, one syscall."""
-    parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host]
+    append = parts.append
     for name, value in forward:
-        parts += (name, b": ", value, b"\r\n")
+        append(b"\r\n")
+        append(name)
+        append(b": ")
+        append(value)
     if auth is not None:
-        parts += (auth[0], b": ", auth[1], b"\r\n")
+        parts += (b"\r\n", auth[0], b": ", auth[1])
     if body or method not in _BODYLESS_METHODS:
-        parts.append(b"Content-Length: %d\r\n" % len(body))
-    parts.append(b"\r\n")
-    parts.append(body)
+        append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+    else:
+        append(b"\r\n\r\n")
+    append(body)
     return b"".join(parts)
 
 
@@ -77,7 +82,7 @@ class RequestCycle:
     """One request, from its parsed head and body to its event."""
 
     __slots__ = (
-        "ctx", "conn", "method", "url", "raw_headers", "body", "keep_alive", "http11",
+        "ctx", "conn", "method", "url", "headers", "body", "keep_alive", "http11",
         "t_start", "org", "provider", "model", "feature", "task", "stream", "provider_unknown",
         "status", "error_type", "error_origin", "t_first_byte", "t_upstream", "t_upstream_done",
         "bytes_out", "captured", "capture_left", "content_type", "content_encoding", "chunked",
@@ -85,13 +90,13 @@ class RequestCycle:
     )
 
     def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
-                 raw_headers: list[tuple[bytes, bytes]], body: bytes, *,
+                 headers: ClientHeaders, body: bytes, *,
                  keep_alive: bool, http11: bool) -> None:
         self.ctx = ctx
         self.conn = conn
         self.method = method
         self.url = url
-        self.raw_headers = raw_headers
+        self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
         self.http11 = http11
@@ -99,7 +104,7 @@ class RequestCycle:
         self.org: Org | None = None
         self.provider = DEFAULT_PROVIDER
         self.model: str | None = None
-        self.feature = ""
+        self.feature = UNTAGGED
         self.task: str | None = None  # X-Lectr-Task
         self.stream = False
         self.provider_unknown = False
@@ -140,19 +145,21 @@ class RequestCycle:
         if not path.startswith(b"/v1/"):
             self._reply_local(path)
             return False
-        headers = ClientHeaders(self.raw_headers)
+        headers = self.headers
 
         # Auth: a dict lookup by key hash; the provider never sees a rejected request.
         if not headers.lectr_key:
             self._reply_error(R.MISSING_KEY)
             return False
-        org = self.ctx.directory.current.orgs_by_key_hash.get(hash_key(headers.lectr_key))
+        org = self.ctx.directory.current.org_for_key(headers.lectr_key)
         if org is None:
             self._reply_error(R.INVALID_KEY)
             return False
         self.org = org
-        self.feature = headers.feature_tag()
-        self.task = headers.task_tag()
+        if headers.feature is not None:
+            self.feature = headers.feature_tag()
+        if headers.task is not None:
+            self.task = headers.task_tag()
 
         # Detect.
         facts = read_body_facts(self.body, headers.content_type)
@@ -194,7 +201,7 @@ class RequestCycle:
             self.t_upstream = time.perf_counter()
         upstream = self.pool.take_idle()
         if upstream is not None:
-            self._exchange(upstream)
+            self._exchange(upstream)  # the usual case: no task, no waiting
         else:
             self.waiter = self.ctx.spawn(self._connect_and_send())
 
@@ -232,23 +239,26 @@ class RequestCycle:
 
     # -- the upstream response, pushed by the upstream connection's parser -------------------
 
-    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      raw: bytes | None) -> None:
         """The provider's status and headers, framed for the client's connection."""
         self.status = status
         if status >= 400:
             self.error_type, self.error_origin = f"http_{status}", "provider"
-        lines, has_length, content_type, content_encoding = response_head(headers)
+        head, has_length, content_type, content_encoding = response_head(
+            R.status_line(status, reason.decode("latin-1")), headers, raw)
         self.content_type, self.content_encoding = content_type, content_encoding
         bodyless = self.method == b"HEAD" or status in (204, 304)
         self.chunked = not has_length and not bodyless and self.http11
         # Without a length or chunking (an HTTP/1.0 client) only closing can end the body.
         self.keep_alive = self.keep_alive and (has_length or self.chunked or bodyless)
+        out = self.out
+        out.append(head)
         if self.chunked:
-            lines.append(_CHUNKED)
+            out.append(_CHUNKED)
         if not self.keep_alive:
-            lines.append(_CLOSE)
-        lines.append(_CRLF)
-        self.out.append(R.status_line(status, reason.decode("latin-1")) + b"".join(lines))
+            out.append(_CLOSE)
+        out.append(_CRLF)
         self.t_first_byte = time.perf_counter()
 
     def upstream_body(self, chunk: bytes) -> None:
@@ -276,7 +286,8 @@ class RequestCycle:
             self.out.append(_LAST_CHUNK)
         self.flush()
         self.t_upstream_done = time.perf_counter()
-        self._release_upstream(discard=False)
+        self.upstream = None  # back in its pool already
+        self.conn.flow.unfollow()
         self.conn.finish_response(self.keep_alive)
         self._finish()
 
@@ -373,10 +384,11 @@ class RequestCycle:
             return  # no org, no record: unauthenticated traffic belongs to nobody
         t_end = time.perf_counter()
         upstream = (self.t_upstream_done - self.t_upstream) if self.t_upstream and self.t_upstream_done else 0.0
-        self.ctx.ring.append(RequestEvent(
+        # tuple.__new__ rather than RequestEvent(...): the same tuple without a Python-level __new__.
+        self.ctx.ring.append(_new_tuple(RequestEvent, (
             org.id, time.time(), self.provider, self.model, self.model, self.feature, self.task,
             self.status, self.error_type, self.error_origin, self.stream,
             self.t_start, self.t_first_byte, t_end, max(0.0, (t_end - self.t_start) - upstream),
             self.provider_unknown, None, len(self.body), self.bytes_out,
             self.content_type, self.content_encoding, self.captured,
-        ))
+        )))

@@ -16,52 +16,64 @@ FEATURE_MAX_CHARS = 100
 UNTAGGED = "untagged"
 
 
+# What ``ClientHeaders`` does with a header, by lower-cased name; anything else is forwarded.
+_LECTR_KEY, _FEATURE, _TASK, _PROVIDER, _AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _EXPECT, _CONNECTION, \
+    _DROP = range(10)
+_KINDS = {
+    b"x-lectr-key": _LECTR_KEY, b"x-lectr-feature": _FEATURE, b"x-lectr-task": _TASK,
+    b"x-lectr-provider": _PROVIDER, b"authorization": _AUTHORIZATION, b"content-type": _CONTENT_TYPE,
+    b"content-length": _CONTENT_LENGTH, b"expect": _EXPECT, b"connection": _CONNECTION,
+    **{name: _DROP for name in NOT_FORWARDED - {b"content-length", b"expect", b"connection"}},
+}
+
+
 class ClientHeaders:
     """The request headers split into what Lectr reads and what goes upstream.
 
-    One pass over the list; names are compared lower-cased, values kept as sent.
+    One pass over the parsed list, one dictionary lookup per header; names are compared
+    lower-cased, values kept as sent.
     """
 
     __slots__ = ("lectr_key", "feature", "task", "provider", "authorization", "content_type",
-                 "forward")
+                 "content_length", "expect", "forward")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        self.lectr_key: bytes | None = None
-        self.feature: bytes | None = None
-        self.task: bytes | None = None
-        self.provider: bytes | None = None
-        self.authorization: bytes | None = None
-        self.content_type: bytes | None = None
-        forward: list[tuple[bytes, bytes]] = []
-        connection_tokens: list[bytes] | None = None
+        self.lectr_key = self.feature = self.task = self.provider = self.authorization = None
+        self.content_type = self.content_length = self.expect = None
+        connection = None
+        self.forward = forward = []
         for name, value in raw:
             lname = name.lower()
-            if lname.startswith(LECTR_PREFIX):
-                self._read_lectr(lname, value)
-            elif lname == b"authorization":
-                self.authorization = value
-            elif lname in NOT_FORWARDED:
-                if lname == b"connection":
-                    connection_tokens = [t.strip().lower() for t in value.split(b",")]
-            else:
-                if lname == b"content-type":
-                    self.content_type = value
+            kind = _KINDS.get(lname)
+            if kind is None:
+                if not lname.startswith(LECTR_PREFIX):  # unknown X-Lectr-* headers are dropped too
+                    forward.append((name, value))
+            elif kind == _CONTENT_TYPE:
+                self.content_type = value
                 forward.append((name, value))
-        if connection_tokens:
+            elif kind == _AUTHORIZATION:
+                self.authorization = value
+            elif kind == _LECTR_KEY:
+                self.lectr_key = value.strip()
+            elif kind == _CONTENT_LENGTH:
+                self.content_length = value
+            elif kind == _FEATURE:
+                self.feature = value
+            elif kind == _TASK:
+                self.task = value
+            elif kind == _PROVIDER:
+                self.provider = value
+            elif kind == _EXPECT:
+                self.expect = value
+            elif kind == _CONNECTION:
+                connection = value
+        if connection:
             # Fields a client names in Connection are for this hop only (RFC 9110 §7.6.1).
-            listed = set(connection_tokens)
-            forward = [(n, v) for n, v in forward if n.lower() not in listed]
-        self.forward = forward
+            listed = {t.strip().lower() for t in connection.split(b",")}
+            self.forward = [(n, v) for n, v in forward if n.lower() not in listed]
 
-    def _read_lectr(self, lname: bytes, value: bytes) -> None:
-        if lname == b"x-lectr-key":
-            self.lectr_key = value.strip()
-        elif lname == b"x-lectr-feature":
-            self.feature = value
-        elif lname == b"x-lectr-task":
-            self.task = value
-        elif lname == b"x-lectr-provider":
-            self.provider = value
+    def expects_continue(self) -> bool:
+        return self.expect is not None and self.expect.strip().lower() == b"100-continue"
 
     def feature_tag(self) -> str:
         """``X-Lectr-Feature`` as stored: as sent, cut to 100 characters; ``untagged`` if absent."""
@@ -77,22 +89,57 @@ class ClientHeaders:
         return self.task.decode("utf-8", "replace").strip()[:FEATURE_MAX_CHARS] or None
 
 
-def response_head(headers: list[tuple[bytes, bytes]]) -> tuple[list[bytes], bool, str | None, str | None]:
-    """The provider's header lines to relay, whether it gave a Content-Length, its Content-Type
-    and Content-Encoding. Hop-by-hop fields are dropped: Lectr frames the body for its own hop.
+_HOP, _LENGTH, _TYPE, _ENCODING = range(4)
+_RESPONSE_KINDS = {name: _HOP for name in HOP_BY_HOP} | {
+    b"content-length": _LENGTH, b"content-type": _TYPE, b"content-encoding": _ENCODING}
+
+
+def response_head(status_line: bytes, headers: list[tuple[bytes, bytes]],
+                  raw: bytes | None = None) -> tuple[bytes, bool, str | None, str | None]:
+    """The provider's head to relay, without its closing blank line; whether it gave a
+    Content-Length; its Content-Type and Content-Encoding.
+
+    Hop-by-hop fields are dropped: Lectr frames the body for its own hop. ``raw`` is the read
+    the head arrived in, when it began with it: the head is then relayed as the provider's own
+    bytes, cut where a hop-by-hop field was, instead of being rebuilt line by line.
     """
-    lines: list[bytes] = []
     has_length = False
     content_type = content_encoding = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
+    dropped: list[int] = []
+    for index, (name, value) in enumerate(headers):
+        kind = _RESPONSE_KINDS.get(name.lower())
+        if kind is None:
             continue
-        if lname == b"content-length":
+        if kind == _HOP:
+            dropped.append(index)
+        elif kind == _LENGTH:
             has_length = True
-        elif lname == b"content-type":
+        elif kind == _TYPE:
             content_type = value.decode("latin-1")
-        elif lname == b"content-encoding":
+        else:
             content_encoding = value.decode("latin-1")
-        lines.append(name + b": " + value + b"\r\n")
-    return lines, has_length, content_type, content_encoding
+    head = _raw_head(raw, len(headers), dropped) if raw is not None else None
+    if head is None:
+        parts = [status_line]
+        skip = set(dropped)
+        for index, (name, value) in enumerate(headers):
+            if index not in skip:
+                parts += (name, b": ", value, b"\r\n")
+        head = b"".join(parts)
+    return head, has_length, content_type, content_encoding
+
+
+def _raw_head(raw: bytes, count: int, dropped: list[int]) -> bytes | None:
+    """The status line and header lines of ``raw`` (an HTTP/1.1 head, whole), less ``dropped``."""
+    end = raw.find(b"\r\n\r\n")
+    if end < 0 or not raw.startswith(b"HTTP/1.1 "):
+        return None
+    if not dropped:
+        return raw[:end + 2]
+    lines = raw[:end].split(b"\r\n")
+    if len(lines) != count + 1:
+        return None  # not one line per field (a folded value): rebuild instead
+    for index in reversed(dropped):
+        del lines[index + 1]
+    lines.append(b"")
+    return b"\r\n".join(lines)

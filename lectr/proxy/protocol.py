@@ -17,6 +17,7 @@ import httptools
 from lectr.proxy import responses as R
 from lectr.proxy.flow import FlowControl
 from lectr.proxy.handler import FixedResponse, RequestCycle
+from lectr.proxy.headers import ClientHeaders
 
 if TYPE_CHECKING:
     from lectr.proxy.server import ProxyContext
@@ -43,18 +44,20 @@ class ProxyProtocol(asyncio.Protocol):
 
     __slots__ = (
         # global
-        "ctx", "loop", "limits",
+        "ctx", "loop", "limits", "poller", "max_header_bytes",
         # per connection
         "transport", "flow", "parser", "cycles", "active", "closing", "phase", "deadline",
         "timer", "peer_gone",
         # per request, while it is being parsed
-        "_url", "_headers", "_header_bytes", "_body", "_body_bytes", "_t_begin",
+        "_url", "_headers", "_head", "_header_bytes", "_body", "_body_bytes",
     )
 
     def __init__(self, ctx: ProxyContext) -> None:
         self.ctx = ctx
         self.loop = ctx.loop
         self.limits = ctx.limits
+        self.poller = ctx.poller
+        self.max_header_bytes = ctx.limits.max_header_bytes
 
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
@@ -69,10 +72,10 @@ class ProxyProtocol(asyncio.Protocol):
 
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._head: ClientHeaders | None = None
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
-        self._t_begin = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
@@ -97,6 +100,7 @@ class ProxyProtocol(asyncio.Protocol):
             self.timer = None
 
     def data_received(self, data: bytes) -> None:
+        self.poller.kick()
         if self.closing:
             return
         try:
@@ -128,7 +132,6 @@ class ProxyProtocol(asyncio.Protocol):
         self._header_bytes = 0
         self._body = []
         self._body_bytes = 0
-        self._t_begin = self.loop.time()
         if self.phase == IDLE:
             self._set_deadline(READING, self.limits.header_timeout)
 
@@ -137,15 +140,19 @@ class ProxyProtocol(asyncio.Protocol):
         self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value) + 4)
+        # Counted here rather than in a helper: this runs for every header of every request.
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > self.max_header_bytes:
+            raise _Reject(R.HEADERS_TOO_LARGE, self.max_header_bytes)
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        length = self._content_length()
-        limit = self.limits.max_body_bytes
-        if length is not None and length > limit:
-            raise _Reject(R.BODY_TOO_LARGE, limit)
-        if self.parser.get_http_version() == "1.1" and self._expects_continue():
+        self._head = headers = ClientHeaders(self._headers)
+        if headers.content_length is not None:
+            limit = self.limits.max_body_bytes
+            if int(headers.content_length) > limit:  # httptools has already validated it
+                raise _Reject(R.BODY_TOO_LARGE, limit)
+        if headers.expect is not None and headers.expects_continue() and self.parser.get_http_version() == "1.1":
             # The client waits for our go-ahead before sending the body.
             self.transport.write(R.CONTINUE_100)
 
@@ -159,7 +166,7 @@ class ProxyProtocol(asyncio.Protocol):
         parser = self.parser
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         cycle = RequestCycle(
-            self.ctx, self, parser.get_method(), self._url, self._headers, body,
+            self.ctx, self, parser.get_method(), self._url, self._head, body,
             keep_alive=parser.should_keep_alive() and not self.ctx.draining,
             http11=parser.get_http_version() == "1.1",
         )
@@ -169,6 +176,11 @@ class ProxyProtocol(asyncio.Protocol):
     # -- requests in order -----------------------------------------------------------------
 
     def _enqueue(self, cycle: RequestCycle | FixedResponse) -> None:
+        if self.active is None and not self.cycles:
+            self.phase = BUSY
+            self.active = cycle
+            cycle.start()
+            return
         self.cycles.append(cycle)
         if len(self.cycles) > MAX_PIPELINE:
             self.flow.pause_reading()
@@ -238,20 +250,8 @@ class ProxyProtocol(asyncio.Protocol):
 
     def _count_header_bytes(self, n: int) -> None:
         self._header_bytes += n
-        if self._header_bytes > self.limits.max_header_bytes:
-            raise _Reject(R.HEADERS_TOO_LARGE, self.limits.max_header_bytes)
-
-    def _content_length(self) -> int | None:
-        for name, value in self._headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                return int(value)  # httptools has already validated it
-        return None
-
-    def _expects_continue(self) -> bool:
-        for name, value in self._headers:
-            if len(name) == 6 and name.lower() == b"expect":
-                return value.strip().lower() == b"100-continue"
-        return False
+        if self._header_bytes > self.max_header_bytes:
+            raise _Reject(R.HEADERS_TOO_LARGE, self.max_header_bytes)
 
     def _set_deadline(self, phase: int, seconds: float) -> None:
         # One deadline per connection that moves; the timer re-arms itself when it fires early,

@@ -12,6 +12,7 @@ from lectr.directory import DirectoryHolder
 from lectr.events.ring import EventRing
 from lectr.providers.base import parse_origin
 from lectr.providers.registry import ModelRegistry
+from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.protocol import ProxyProtocol
 from lectr.proxy.upstream import UpstreamPools
 
@@ -27,6 +28,7 @@ class ProxyContext:
                  base_urls: dict[str, str], directory: DirectoryHolder, upstream: UpstreamPools,
                  ring: EventRing) -> None:
         self.loop = loop
+        self.poller: BusyPoller = upstream.poller
         self.limits = limits
         self.origins = {provider: parse_origin(url) for provider, url in base_urls.items()}
         self.directory = directory
@@ -36,8 +38,7 @@ class ProxyContext:
         self.connections: set[ProxyProtocol] = set()
         self.tasks: set[asyncio.Task] = set()
         self.inflight: set = set()  # request cycles not yet finished
-        self._all_done = asyncio.Event()
-        self._all_done.set()
+        self._all_done: asyncio.Event | None = None  # made when something waits for it
         self.draining = False
         self._invalid_providers_logged: set[str] = set()
 
@@ -50,20 +51,25 @@ class ProxyContext:
 
     def cycle_started(self, cycle) -> None:
         self.inflight.add(cycle)
-        self._all_done.clear()
 
     def cycle_finished(self, cycle) -> None:
-        self.inflight.discard(cycle)
-        if not self.inflight:
+        inflight = self.inflight
+        inflight.discard(cycle)
+        if not inflight and self._all_done is not None:
             self._all_done.set()
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no request is in flight; False if some still are after ``timeout`` s."""
-        try:
-            await asyncio.wait_for(self._all_done.wait(), timeout)
-            return True
-        except TimeoutError:
-            return False
+        if self._all_done is None:
+            self._all_done = asyncio.Event()
+        deadline = self.loop.time() + timeout
+        while self.inflight:
+            self._all_done.clear()
+            try:
+                await asyncio.wait_for(self._all_done.wait(), deadline - self.loop.time())
+            except TimeoutError:
+                return not self.inflight
+        return True
 
     def note_invalid_provider(self, name: str) -> None:
         """Log an unknown ``X-Lectr-Provider`` value, once per value, without flooding the log."""

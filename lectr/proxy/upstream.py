@@ -20,6 +20,7 @@ import httptools
 
 from lectr.config import UpstreamSettings
 from lectr.providers.base import Origin
+from lectr.proxy.busypoll import BusyPoller
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,8 @@ class UpstreamError(Exception):
 class Exchange(Protocol):
     """The receiving end of one upstream response (the request cycle)."""
 
-    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
+    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
+                      raw: bytes | None) -> None: ...
     def upstream_body(self, chunk: bytes) -> None: ...
     def upstream_done(self) -> None: ...
     def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None: ...
@@ -50,12 +52,13 @@ class Exchange(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an origin, carrying one exchange at a time."""
 
-    __slots__ = ("pool", "loop", "transport", "parser", "exchange", "alive", "retired", "reused", "received",
-                 "idle_since", "head_only", "_reason", "_headers", "_in_head", "deadline", "timer")
+    __slots__ = ("pool", "loop", "poller", "transport", "parser", "exchange", "alive", "retired", "reused", "received",
+                 "idle_since", "head_only", "_reason", "_headers", "_in_head", "_raw_head", "deadline", "timer")
 
     def __init__(self, pool: OriginPool) -> None:
         self.pool = pool
         self.loop = pool.loop
+        self.poller = pool.poller
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
@@ -68,6 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._in_head = False
+        self._raw_head: bytes | None = None  # the read the response began with
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -91,6 +95,9 @@ class UpstreamConnection(asyncio.Protocol):
             self.pool.forget(self)  # closed while idle in the pool
 
     def data_received(self, data: bytes) -> None:
+        self.poller.kick()
+        if not self.received:
+            self._raw_head = data
         self.received += len(data)
         self.deadline = self.loop.time() + self.pool.read_timeout
         exchange = self.exchange
@@ -144,9 +151,11 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             self._headers = []  # an interim response (103 Early Hints): the real one follows
+            self._raw_head = None
             return
         self._in_head = False
-        self.exchange.upstream_head(status, self._reason, self._headers)
+        raw, self._raw_head = self._raw_head, None
+        self.exchange.upstream_head(status, self._reason, self._headers, raw)
         if self.head_only:
             # HEAD: httptools cannot be told there is no body, so finish here and retire the
             # connection instead of risking a parser waiting for bytes that never come.
@@ -208,9 +217,10 @@ class OriginPool:
     """Keep-alive connections to one origin: reuse the warmest idle one, open new ones up to a limit."""
 
     def __init__(self, origin: Origin, settings: UpstreamSettings, loop: asyncio.AbstractEventLoop,
-                 tls: ssl.SSLContext | None) -> None:
+                 tls: ssl.SSLContext | None, poller: BusyPoller) -> None:
         self.origin = origin
         self.loop = loop
+        self.poller = poller
         self.limit = settings.pool_size
         self.connect_timeout = settings.connect_timeout
         self.read_timeout = settings.read_timeout
@@ -322,8 +332,9 @@ class OriginPool:
 class UpstreamPools:
     """One ``OriginPool`` per upstream origin, created on first use."""
 
-    def __init__(self, settings: UpstreamSettings) -> None:
+    def __init__(self, settings: UpstreamSettings, poller: BusyPoller) -> None:
         self.settings = settings
+        self.poller = poller
         self._pools: dict[str, OriginPool] = {}
         self._tls: ssl.SSLContext | None = None
 
@@ -333,7 +344,7 @@ class UpstreamPools:
             if origin.tls and self._tls is None:
                 self._tls = ssl.create_default_context()
             pool = self._pools[origin.key] = OriginPool(
-                origin, self.settings, asyncio.get_running_loop(), self._tls if origin.tls else None)
+                origin, self.settings, asyncio.get_running_loop(), self._tls if origin.tls else None, self.poller)
         return pool
 
     async def close(self) -> None:
