@@ -9,7 +9,7 @@ import csv
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import TYPE_CHECKING, NamedTuple
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MTOK = Decimal(1_000_000)
+_ZERO = Decimal(0)
 _MAX_PRICE = Decimal(10) ** 8  # numeric(14, 6) holds less than this
 # genai-prices provider id -> Lectr's provider name, for the providers Lectr serves.
 _GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "groq": "groq", "azure": "azure",
@@ -99,7 +100,8 @@ class PricingTable:
     def __init__(self, rows: Iterable[PriceRow]) -> None:
         # (provider, name) -> (operator rows, seed rows), each sorted by effective_from.
         self._by_key: dict[tuple[str, str], tuple[list[PriceRow], list[PriceRow]]] = {}
-        self._change_days: set[date] = set()
+        # Proleptic ordinals (date.toordinal) of the UTC days on which some price starts mid-day.
+        self._change_days: set[int] = set()
         self._count = 0
         for row in sorted(rows, key=lambda r: r.effective_from):
             operator, seed = self._by_key.setdefault((row.provider, normalize_model(row.model)), ([], []))
@@ -107,19 +109,22 @@ class PricingTable:
             start = row.effective_from.astimezone(UTC)
             if start.time() != time(0):
                 # A price that starts mid-day: lookups on that day cannot share one memo entry.
-                self._change_days.add(start.date())
+                self._change_days.add(start.toordinal())
             self._count += 1
-        self._memo: dict[tuple[str, str, date], PriceRow | None] = {}
+        self._memo: dict[tuple[str, str, int], PriceRow | None] = {}
 
     def __len__(self) -> int:
         return self._count
 
     def lookup(self, provider: str, model: str | None, at: datetime) -> PriceRow | None:
         """The row pricing ``model`` on ``provider`` at ``at``, or None when no row applies."""
+        return self.lookup_utc(provider, model, _utc(at).astimezone(UTC))
+
+    def lookup_utc(self, provider: str, model: str | None, at: datetime) -> PriceRow | None:
+        """``lookup`` for an ``at`` already in UTC (as every row's ``created_at`` is): no zone arithmetic."""
         if not model:
             return None
-        at = _utc(at)
-        day = at.astimezone(UTC).date()
+        day = at.toordinal()
         if day in self._change_days:
             return self._resolve(provider, model, at)
         key = (provider, model, day)
@@ -154,10 +159,16 @@ def compute_cost(row: PriceRow, *, prompt_tokens: int | None, completion_tokens:
     """(cost in USD, partial): partial when only one side's tokens are known."""
     if prompt_tokens is None and completion_tokens is None:
         return None, False
-    cost = Decimal(0)
+    # The same Decimal operations in the same order as ever (results keep their exponents);
+    # only the constant zero and the clamping are cheaper than Decimal(0) and min(max()).
+    cost = _ZERO
     if prompt_tokens is not None:
         # Cached tokens are part of the prompt, billed at the cached price when there is one.
-        cached = min(max(cached_tokens or 0, 0), prompt_tokens)
+        cached = cached_tokens or 0
+        if cached < 0:
+            cached = 0
+        if cached > prompt_tokens:
+            cached = prompt_tokens
         cached_price = row.input_per_mtok if row.cached_input_per_mtok is None else row.cached_input_per_mtok
         cost += (prompt_tokens - cached) * row.input_per_mtok + cached * cached_price
     if completion_tokens is not None:

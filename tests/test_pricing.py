@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -139,6 +139,20 @@ def test_lookups_are_memoized_per_day():
     assert len(table._memo) == 1
 
 
+@pytest.mark.parametrize("at", [
+    datetime(2026, 6, 1, 11, 59, 59, 999999, tzinfo=UTC), datetime(2026, 6, 1, 12, tzinfo=UTC),
+    datetime(2026, 5, 31, 23, 59, 59, 999999, tzinfo=UTC), datetime(2026, 6, 2, tzinfo=UTC),
+    datetime(2026, 6, 1, 7, tzinfo=timezone(timedelta(hours=-5))), datetime(2026, 6, 1, 13),
+])
+def test_lookup_utc_agrees_with_lookup_around_a_mid_day_change(at):
+    seed, noon = row(), row(inp="1", source="operator", start=datetime(2026, 6, 1, 12, tzinfo=UTC))
+    table = PricingTable([seed, noon])
+    expected = noon if at.replace(tzinfo=at.tzinfo or UTC) >= noon.effective_from else seed
+    assert table.lookup("openai", "gpt-4o", at) is expected
+    utc = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    assert table.lookup_utc("openai", "gpt-4o", utc) is expected
+
+
 # -- cost -----------------------------------------------------------------------------------
 
 def test_cost_of_prompt_and_completion():
@@ -163,6 +177,19 @@ def test_cached_tokens_without_a_cached_price_pay_the_input_price():
 def test_completion_only_is_partial():
     assert compute_cost(row(inp="2.5", out="10"), prompt_tokens=None, completion_tokens=1000,
                         cached_tokens=None) == (Decimal("0.01"), True)
+
+
+@pytest.mark.parametrize("cached,billed_cached", [(-5, 0), (0, 0), (None, 0), (400, 400), (1500, 1000)])
+def test_cached_tokens_are_clamped_to_the_prompt(cached, billed_cached):
+    cost, _ = compute_cost(row(inp="2", out="8", cached="1"), prompt_tokens=1000, completion_tokens=None,
+                           cached_tokens=cached)
+    assert cost == (Decimal(1000 - billed_cached) * 2 + Decimal(billed_cached)) / 10**6
+
+
+def test_cost_keeps_the_exponent_decimal_arithmetic_gives_it():
+    cost, _ = compute_cost(row(inp="1E+1", out="2.50"), prompt_tokens=100_000, completion_tokens=None,
+                           cached_tokens=0)
+    assert str(cost) == "1"  # (0 + 100000 * 1E+1) / 1E+6, exactly as Decimal(0) + ... always gave
 
 
 def test_no_tokens_no_cost():

@@ -113,11 +113,15 @@ class EventWriter:
             if time.perf_counter() > deadline:
                 await asyncio.sleep(0)  # let requests through between slices
                 deadline = time.perf_counter() + self.slice_seconds
+        try:
+            self.metrics.flush()  # observe() only collects; the metrics move once per batch
+        except Exception:  # never worth the batch's rows
+            log.exception("could not update the request metrics")
         if to_measure:
             await self._measure(rows, to_measure)
-        for row in rows:
-            if row[PRICING_ID] is None and row[TOKEN_SOURCE] != "none":
-                self.metrics.unpriced.labels(row[PROVIDER]).inc()
+        unpriced = Counter(row[PROVIDER] for row in rows if row[PRICING_ID] is None and row[TOKEN_SOURCE] != "none")
+        for provider, n in unpriced.items():
+            self.metrics.unpriced.labels(provider).inc(n)
         return rows
 
     async def _measure(self, rows: list[tuple], to_measure: list[tuple[int, RequestEvent, Measure]]) -> None:

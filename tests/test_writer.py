@@ -1,0 +1,53 @@
+"""The writer's batch work around the rows: metrics per batch, unpriced events counted per provider."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from lectr.devtools.mock_provider import completion_body
+from lectr.events.record import RequestEvent
+from lectr.events.ring import EventRing
+from lectr.events.rows import RowBuilder
+from lectr.events.writer import EventWriter
+from lectr.metrics import Metrics
+from lectr.pricing import EPOCH, PriceRow, PricingTable
+
+PRICE = PriceRow(1, "openai", "gpt-4o-mini", Decimal("0.15"), Decimal("0.6"), None, EPOCH, "seed")
+
+
+def event(provider: str, model: str, status: int = 200, body: bytes | None = None) -> RequestEvent:
+    return RequestEvent(1, 1.7e9, provider, model, model, "untagged", None, status, None, None, False,
+                        1.0, 1.1, 1.2, 1e-4, False, None, 10, 20, "application/json", None,
+                        [body if body is not None else completion_body(model)])
+
+
+async def test_a_batch_updates_the_metrics_and_counts_the_unpriced():
+    metrics = Metrics(EventRing(1))
+    writer = EventWriter(EventRing(10), pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=None,
+                         metrics=metrics)
+    events = [event("openai", "gpt-4o-mini"), event("openai", "gpt-5-unpriced"), event("openai", "gpt-5-unpriced"),
+              event("groq", "llama-x"), event("groq", "llama-x", status=500), event("openai", "x", body=b"{}")]
+    rows = await writer._build(events)
+    assert len(rows) == len(events)
+
+    def sample(name, **labels):
+        return metrics.registry.get_sample_value(name, labels)
+
+    # No refresh or scrape needed: the batch's requests are exported when it is built.
+    assert sample("lectr_requests_total", provider="openai", status_class="2xx") == 4
+    assert sample("lectr_requests_total", provider="groq", status_class="5xx") == 1
+    assert sample("lectr_request_duration_seconds_count", provider="groq") == 2
+    assert sample("lectr_unpriced_events_total", provider="openai") == 2  # no usage, no tokens: not unpriced
+    assert sample("lectr_unpriced_events_total", provider="groq") == 1  # the 500 has no tokens
+
+
+async def test_an_event_that_cannot_become_a_row_is_dropped_and_counted():
+    ring = EventRing(10)
+    metrics = Metrics(EventRing(1))
+    writer = EventWriter(ring, pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=None, metrics=metrics)
+    broken = event("openai", "gpt-4o-mini")._replace(status_code=None)
+    rows = await writer._build([broken, event("openai", "gpt-4o-mini")])
+    assert len(rows) == 1
+    assert ring.dropped_by[(1, "invalid")] == 1
+    assert metrics.registry.get_sample_value("lectr_requests_total",
+                                             {"provider": "openai", "status_class": "2xx"}) == 1
