@@ -94,7 +94,7 @@ def test_client_headers_split():
                        (b"Content-Type", b"application/json"), (b"Expect", b"100-continue")])
     assert h.lectr_key == b"lc_key_abc" and h.authorization == b"Bearer sk"
     assert h.feature_tag() == "x" * 100 and h.task_tag() is None
-    assert h.forward == [(b"OpenAI-Project", b"p"), (b"Content-Type", b"application/json")]
+    assert b"".join(h.forward) == b"\r\nOpenAI-Project: p\r\nContent-Type: application/json"
     assert ClientHeaders([]).feature_tag() == "untagged"
 
 

@@ -40,23 +40,21 @@ _BODYLESS_METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
 _new_tuple = tuple.__new__
 
 
-def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[tuple[bytes, bytes]],
+def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[bytes],
                      auth: tuple[bytes, bytes] | None, body: bytes) -> bytes:
-    """The whole upstream request as one byte string: one write, one syscall."""
+    """The whole upstream request as one byte string: one write, one syscall.
+
+    ``forward`` is ``ClientHeaders.forward``: the forwarded header lines' parts, in order.
+    """
     parts = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host]
-    append = parts.append
-    for name, value in forward:
-        append(b"\r\n")
-        append(name)
-        append(b": ")
-        append(value)
+    parts += forward
     if auth is not None:
         parts += (b"\r\n", auth[0], b": ", auth[1])
     if body or method not in _BODYLESS_METHODS:
-        append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
+        parts.append(b"\r\nContent-Length: %d\r\n\r\n" % len(body))
     else:
-        append(b"\r\n\r\n")
-    append(body)
+        parts.append(b"\r\n\r\n")
+    parts.append(body)
     return b"".join(parts)
 
 

@@ -37,6 +37,9 @@ class ClientHeaders:
     __slots__ = ("lectr_key", "feature", "task", "provider", "authorization", "content_type",
                  "content_length", "expect", "forward")
 
+    # ``forward`` holds the forwarded headers already laid out as request bytes, four parts per
+    # header (CRLF, name, ": ", value), so the upstream request takes them with one list extend.
+
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.lectr_key = self.feature = self.task = self.provider = self.authorization = None
         self.content_type = self.content_length = self.expect = None
@@ -47,10 +50,10 @@ class ClientHeaders:
             kind = _KINDS.get(lname)
             if kind is None:
                 if not lname.startswith(LECTR_PREFIX):  # unknown X-Lectr-* headers are dropped too
-                    forward.append((name, value))
+                    forward += (b"\r\n", name, b": ", value)
             elif kind == _CONTENT_TYPE:
                 self.content_type = value
-                forward.append((name, value))
+                forward += (b"\r\n", name, b": ", value)
             elif kind == _AUTHORIZATION:
                 self.authorization = value
             elif kind == _LECTR_KEY:
@@ -70,7 +73,8 @@ class ClientHeaders:
         if connection:
             # Fields a client names in Connection are for this hop only (RFC 9110 §7.6.1).
             listed = {t.strip().lower() for t in connection.split(b",")}
-            self.forward = [(n, v) for n, v in forward if n.lower() not in listed]
+            self.forward = [part for i in range(0, len(forward), 4) if forward[i + 1].lower() not in listed
+                            for part in forward[i:i + 4]]
 
     def expects_continue(self) -> bool:
         return self.expect is not None and self.expect.strip().lower() == b"100-continue"
