@@ -34,16 +34,31 @@ from lectr.proxy.upstream import UpstreamConnection, UpstreamPools
 
 KEY = b"lc_key_hotpathhotpathhotpathhotpathhotpathhot"
 BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'
-REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-           b"Content-Length: %d\r\nAuthorization: Bearer sk-test\r\nX-Lectr-Key: %s\r\n"
-           b"User-Agent: OpenAI/Python 1.0\r\nAccept: application/json\r\n\r\n%s") % (len(BODY), KEY, BODY)
+# The headers the openai Python SDK sends, and about what OpenAI answers with: real traffic
+# carries many more fields than the benchmark's load generator and mock.
+REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nAccept-Encoding: gzip, deflate\r\n"
+           b"Connection: keep-alive\r\nAccept: application/json\r\nContent-Type: application/json\r\n"
+           b"User-Agent: OpenAI/Python 1.109.1\r\nX-Stainless-Lang: python\r\n"
+           b"X-Stainless-Package-Version: 1.109.1\r\nX-Stainless-OS: Linux\r\nX-Stainless-Arch: x64\r\n"
+           b"X-Stainless-Runtime: CPython\r\nX-Stainless-Runtime-Version: 3.11.7\r\n"
+           b"Authorization: Bearer sk-test\r\nX-Lectr-Key: %s\r\nX-Lectr-Feature: chat\r\n"
+           b"X-Stainless-Async: false\r\nx-stainless-retry-count: 0\r\nx-stainless-read-timeout: 600\r\n"
+           b"Content-Length: %d\r\n\r\n%s") % (KEY, len(BODY), BODY)
 RESPONSE_BODY = (b'{"id":"chatcmpl-1","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini",'
                  b'"choices":[{"index":0,"message":{"role":"assistant","content":"Hello!"},'
                  b'"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3,"total_tokens":12,'
                  b'"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}')
-RESPONSE = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-            b"date: Sun, 22 Nov 2026 12:00:00 GMT\r\nx-request-id: req_123\r\n"
-            b"openai-processing-ms: 120\r\n\r\n%s") % (len(RESPONSE_BODY), RESPONSE_BODY)
+RESPONSE = (b"HTTP/1.1 200 OK\r\nDate: Sun, 22 Nov 2026 12:00:00 GMT\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: keep-alive\r\naccess-control-expose-headers: X-Request-ID\r\n"
+            b"openai-organization: org-abc\r\nopenai-processing-ms: 120\r\nopenai-project: proj_abc\r\n"
+            b"openai-version: 2020-10-01\r\nx-envoy-upstream-service-time: 124\r\n"
+            b"x-ratelimit-limit-requests: 30000\r\nx-ratelimit-limit-tokens: 150000000\r\n"
+            b"x-ratelimit-remaining-requests: 29999\r\nx-ratelimit-remaining-tokens: 149999990\r\n"
+            b"x-ratelimit-reset-requests: 2ms\r\nx-ratelimit-reset-tokens: 0s\r\nx-request-id: req_123\r\n"
+            b"strict-transport-security: max-age=31536000; includeSubDomains; preload\r\n"
+            b"cf-cache-status: DYNAMIC\r\nX-Content-Type-Options: nosniff\r\nServer: cloudflare\r\n"
+            b"CF-RAY: 8f0a1b2c3d4e5f60-AMS\r\nalt-svc: h3=\":443\"; ma=86400\r\n\r\n%s") % (
+    len(RESPONSE_BODY), RESPONSE_BODY)
 
 
 class _Transport:

@@ -104,6 +104,21 @@ def test_headers_over_the_limit_are_431(harness):
     assert orjson.loads(reply.body)["error"]["code"] == "headers_too_large"
 
 
+def test_a_header_that_never_ends_is_431_before_it_fills_memory(harness):
+    # httptools keeps a header value until its line ends; Lectr stops reading it at the limit.
+    with connect(harness.port) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nX-Endless: ")
+        try:
+            for _ in range(64):
+                sock.sendall(b"a" * 4096)
+                time.sleep(0.002)
+        except OSError:
+            pass  # the server answered and closed while we were still sending
+        [reply] = read_replies(sock, ["POST"])
+        assert reply.status == 431
+        assert is_closed(sock)
+
+
 def test_content_length_with_transfer_encoding_is_400_and_closes(harness):
     raw = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nContent-Length: 5\r\n"
            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")

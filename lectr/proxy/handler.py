@@ -20,7 +20,7 @@ from lectr.events.record import RequestEvent
 from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
 from lectr.proxy import responses as R
 from lectr.proxy.body import read_body_facts
-from lectr.proxy.headers import UNTAGGED, ClientHeaders, response_head
+from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -237,21 +237,19 @@ class RequestCycle:
 
     # -- the upstream response, pushed by the upstream connection's parser -------------------
 
-    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                      raw: bytes | None) -> None:
+    def upstream_head(self, status: int, head: ResponseHead) -> None:
         """The provider's status and headers, framed for the client's connection."""
         self.status = status
         if status >= 400:
             self.error_type, self.error_origin = f"http_{status}", "provider"
-        head, has_length, content_type, content_encoding = response_head(
-            R.status_line(status, reason.decode("latin-1")), headers, raw)
-        self.content_type, self.content_encoding = content_type, content_encoding
+        self.content_type, self.content_encoding = head.content_type, head.content_encoding
+        has_length = head.has_length
         bodyless = self.method == b"HEAD" or status in (204, 304)
         self.chunked = not has_length and not bodyless and self.http11
         # Without a length or chunking (an HTTP/1.0 client) only closing can end the body.
         self.keep_alive = self.keep_alive and (has_length or self.chunked or bodyless)
         out = self.out
-        out.append(head)
+        out.append(head.relay)
         if self.chunked:
             out.append(_CHUNKED)
         if not self.keep_alive:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
+
 # RFC 9110 §7.6.1: connection-specific fields, never forwarded by a proxy. Also the ones
 # Lectr re-creates for its own hop: Host (the provider's), Content-Length (the same body,
 # re-framed) and Expect (Lectr answered the 100-continue itself).
@@ -17,14 +20,30 @@ UNTAGGED = "untagged"
 
 
 # What ``ClientHeaders`` does with a header, by lower-cased name; anything else is forwarded.
-_LECTR_KEY, _FEATURE, _TASK, _PROVIDER, _AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _EXPECT, _CONNECTION, \
-    _DROP = range(10)
+_FORWARD, _LECTR_KEY, _FEATURE, _TASK, _PROVIDER, _AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _EXPECT, \
+    _CONNECTION, _DROP = range(11)
 _KINDS = {
     b"x-lectr-key": _LECTR_KEY, b"x-lectr-feature": _FEATURE, b"x-lectr-task": _TASK,
     b"x-lectr-provider": _PROVIDER, b"authorization": _AUTHORIZATION, b"content-type": _CONTENT_TYPE,
     b"content-length": _CONTENT_LENGTH, b"expect": _EXPECT, b"connection": _CONNECTION,
     **{name: _DROP for name in NOT_FORWARDED - {b"content-length", b"expect", b"connection"}},
 }
+# The same, by name exactly as clients spell it: a client sends the same names request after
+# request, so most headers cost one lookup instead of lower-casing and two checks. Bounded,
+# since names are the client's to choose.
+_KIND_BY_SPELLING: dict[bytes, int] = {}
+_SPELLINGS_MAX = 2048
+
+
+def _kind(name: bytes) -> int:
+    lname = name.lower()
+    kind = _KINDS.get(lname)
+    if kind is None:
+        kind = _DROP if lname.startswith(LECTR_PREFIX) else _FORWARD  # unknown X-Lectr-* headers go too
+    if len(_KIND_BY_SPELLING) >= _SPELLINGS_MAX:
+        _KIND_BY_SPELLING.clear()
+    _KIND_BY_SPELLING[name] = kind
+    return kind
 
 
 class ClientHeaders:
@@ -45,12 +64,13 @@ class ClientHeaders:
         self.content_type = self.content_length = self.expect = None
         connection = None
         self.forward = forward = []
+        known = _KIND_BY_SPELLING
         for name, value in raw:
-            lname = name.lower()
-            kind = _KINDS.get(lname)
+            kind = known.get(name)
             if kind is None:
-                if not lname.startswith(LECTR_PREFIX):  # unknown X-Lectr-* headers are dropped too
-                    forward += (b"\r\n", name, b": ", value)
+                kind = _kind(name)
+            if kind == _FORWARD:
+                forward += (b"\r\n", name, b": ", value)
             elif kind == _CONTENT_TYPE:
                 self.content_type = value
                 forward += (b"\r\n", name, b": ", value)
@@ -93,57 +113,64 @@ class ClientHeaders:
         return self.task.decode("utf-8", "replace").strip()[:FEATURE_MAX_CHARS] or None
 
 
-_HOP, _LENGTH, _TYPE, _ENCODING = range(4)
-_RESPONSE_KINDS = {name: _HOP for name in HOP_BY_HOP} | {
-    b"content-length": _LENGTH, b"content-type": _TYPE, b"content-encoding": _ENCODING}
+# A hop-by-hop field at the start of a line of a lower-cased head (values never hold CR or LF,
+# which the parser has already checked, so this only ever matches a field name).
+_HOP_FIELD = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) + rb"):")
 
 
-def response_head(status_line: bytes, headers: list[tuple[bytes, bytes]],
-                  raw: bytes | None = None) -> tuple[bytes, bool, str | None, str | None]:
-    """The provider's head to relay, without its closing blank line; whether it gave a
-    Content-Length; its Content-Type and Content-Encoding.
+class ResponseHead(NamedTuple):
+    """What Lectr relays of a provider's response head, and what it notes about it."""
 
-    Hop-by-hop fields are dropped: Lectr frames the body for its own hop. ``raw`` is the read
-    the head arrived in, when it began with it: the head is then relayed as the provider's own
-    bytes, cut where a hop-by-hop field was, instead of being rebuilt line by line.
+    relay: bytes  # status line and header lines, each ending in CRLF, without the blank line
+    has_length: bool
+    chunked: bool
+    content_type: str | None
+    content_encoding: str | None
+
+
+def parse_response_head(head: bytes) -> ResponseHead:
+    """Read a provider's head (its status line and header lines, exactly as sent, which the
+    parser has already validated) without a callback per field.
+
+    The head is relayed as the provider's own bytes, less its hop-by-hop fields: Lectr frames
+    the body for its own hop. An HTTP/1.0 status line is relayed as HTTP/1.1.
     """
-    has_length = False
-    content_type = content_encoding = None
-    dropped: list[int] = []
-    for index, (name, value) in enumerate(headers):
-        kind = _RESPONSE_KINDS.get(name.lower())
-        if kind is None:
-            continue
-        if kind == _HOP:
-            dropped.append(index)
-        elif kind == _LENGTH:
-            has_length = True
-        elif kind == _TYPE:
-            content_type = value.decode("latin-1")
-        else:
-            content_encoding = value.decode("latin-1")
-    head = _raw_head(raw, len(headers), dropped) if raw is not None else None
-    if head is None:
-        parts = [status_line]
-        skip = set(dropped)
-        for index, (name, value) in enumerate(headers):
-            if index not in skip:
-                parts += (name, b": ", value, b"\r\n")
-        head = b"".join(parts)
-    return head, has_length, content_type, content_encoding
+    low = head.lower()
+    has_length = b"\r\ncontent-length:" in low
+    chunked = b"chunked" in (_field(head, low, b"\r\ntransfer-encoding:") or b"").lower()
+    content_type = _field(head, low, b"\r\ncontent-type:")
+    content_encoding = _field(head, low, b"\r\ncontent-encoding:")
+    if _HOP_FIELD.search(low) is not None:
+        head = _without_hop_fields(head, low)
+    if not head.startswith(b"HTTP/1.1 "):
+        head = b"HTTP/1.1" + head[head.index(b" "):]
+    return _new_head(ResponseHead, (head, has_length, chunked,
+                                    content_type and content_type.decode("latin-1"),
+                                    content_encoding and content_encoding.decode("latin-1")))
 
 
-def _raw_head(raw: bytes, count: int, dropped: list[int]) -> bytes | None:
-    """The status line and header lines of ``raw`` (an HTTP/1.1 head, whole), less ``dropped``."""
-    end = raw.find(b"\r\n\r\n")
-    if end < 0 or not raw.startswith(b"HTTP/1.1 "):
+_new_head = tuple.__new__
+
+
+def _field(head: bytes, low: bytes, marker: bytes) -> bytes | None:
+    """The value of the first field ``marker`` (CRLF, lower-cased name, colon) starts, trimmed."""
+    at = low.find(marker)
+    if at < 0:
         return None
-    if not dropped:
-        return raw[:end + 2]
-    lines = raw[:end].split(b"\r\n")
-    if len(lines) != count + 1:
-        return None  # not one line per field (a folded value): rebuild instead
-    for index in reversed(dropped):
-        del lines[index + 1]
-    lines.append(b"")
-    return b"\r\n".join(lines)
+    start = at + len(marker)
+    return head[start:head.index(b"\r\n", start)].strip(b" \t")
+
+
+def _without_hop_fields(head: bytes, low: bytes) -> bytes:
+    kept = []
+    start = 0
+    for match in _HOP_FIELD.finditer(low):
+        if match.start() < start:
+            continue  # inside a line already cut (a folded continuation)
+        kept.append(head[start:match.start()])
+        end = head.index(b"\r\n", match.end())
+        while head[end + 2:end + 3] in (b" ", b"\t"):  # an obsolete folded continuation line
+            end = head.index(b"\r\n", end + 2)
+        start = end
+    kept.append(head[start:])
+    return b"".join(kept)

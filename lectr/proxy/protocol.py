@@ -49,7 +49,7 @@ class ProxyProtocol(asyncio.Protocol):
         "transport", "flow", "parser", "cycles", "active", "closing", "phase", "deadline",
         "timer", "peer_gone",
         # per request, while it is being parsed
-        "_url", "_headers", "_head", "_header_bytes", "_body", "_body_bytes",
+        "_url", "_headers", "_head", "_header_bytes", "_head_pending", "_unparsed", "_body", "_body_bytes",
     )
 
     def __init__(self, ctx: ProxyContext) -> None:
@@ -74,6 +74,8 @@ class ProxyProtocol(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head: ClientHeaders | None = None
         self._header_bytes = 0
+        self._head_pending = False  # a request's head has begun and is not complete yet
+        self._unparsed = -1  # bytes read since, while it stays incomplete (-1: it began in this read)
         self._body: list[bytes] = []
         self._body_bytes = 0
 
@@ -105,6 +107,8 @@ class ProxyProtocol(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
+            if self._head_pending:
+                self._count_unfinished_head(len(data))
         except httptools.HttpParserUpgrade:
             self._fail(R.BAD_REQUEST, "protocol upgrades are not supported")
         except httptools.HttpParserCallbackError as exc:
@@ -117,6 +121,8 @@ class ProxyProtocol(asyncio.Protocol):
                 self._fail(R.INTERNAL_ERROR, None)
         except httptools.HttpParserError as exc:
             self._fail(R.BAD_REQUEST, _parser_reason(exc))
+        except _Reject as exc:
+            self._fail(exc.response, exc.detail)
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()
@@ -130,6 +136,8 @@ class ProxyProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._header_bytes = 0
+        self._head_pending = True
+        self._unparsed = -1
         self._body = []
         self._body_bytes = 0
         if self.phase == IDLE:
@@ -147,6 +155,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._head_pending = False
         self._head = headers = ClientHeaders(self._headers)
         if headers.content_length is not None:
             limit = self.limits.max_body_bytes
@@ -247,6 +256,17 @@ class ProxyProtocol(asyncio.Protocol):
             self.transport.close()
 
     # -- limits and deadlines ------------------------------------------------------------------
+
+    def _count_unfinished_head(self, n: int) -> None:
+        # httptools hands a header over only once its value ends, and keeps the value until then:
+        # without this, a header that never ends would grow in memory as long as bytes come.
+        # The read the head began in is not counted (part of it may be an earlier request).
+        if self._unparsed < 0:
+            self._unparsed = 0
+            return
+        self._unparsed += n
+        if self._unparsed > self.max_header_bytes:
+            raise _Reject(R.HEADERS_TOO_LARGE, self.max_header_bytes)
 
     def _count_header_bytes(self, n: int) -> None:
         self._header_bytes += n

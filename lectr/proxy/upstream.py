@@ -21,6 +21,7 @@ import httptools
 from lectr.config import UpstreamSettings
 from lectr.providers.base import Origin
 from lectr.proxy.busypoll import BusyPoller
+from lectr.proxy.headers import ResponseHead, parse_response_head
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,7 @@ class UpstreamError(Exception):
 class Exchange(Protocol):
     """The receiving end of one upstream response (the request cycle)."""
 
-    def upstream_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                      raw: bytes | None) -> None: ...
+    def upstream_head(self, status: int, head: ResponseHead) -> None: ...
     def upstream_body(self, chunk: bytes) -> None: ...
     def upstream_done(self) -> None: ...
     def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None: ...
@@ -53,7 +53,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an origin, carrying one exchange at a time."""
 
     __slots__ = ("pool", "loop", "poller", "transport", "parser", "exchange", "alive", "retired", "reused", "received",
-                 "idle_since", "head_only", "_reason", "_headers", "_in_head", "_raw_head", "deadline", "timer")
+                 "idle_since", "head_only", "_head", "_in_head", "_framed", "deadline", "timer")
 
     def __init__(self, pool: OriginPool) -> None:
         self.pool = pool
@@ -68,10 +68,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.received = 0
         self.idle_since = 0.0
         self.head_only = False
-        self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._head: list[bytes] = []  # the reads holding the response head, while it is incomplete
         self._in_head = False
-        self._raw_head: bytes | None = None  # the read the response began with
+        self._framed = True  # the response has a Content-Length or is chunked
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
 
@@ -87,7 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         if self.exchange is not None:
-            if self._in_head is False and self.received and self._headers and not self._has_framing():
+            if not self._in_head and self.received and not self._framed:
                 self._finish()  # a body delimited by the close: complete, and not reusable
             else:
                 self._fail(UpstreamError(502, "the provider closed the connection"), retryable=self.received == 0)
@@ -96,8 +95,8 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.poller.kick()
-        if not self.received:
-            self._raw_head = data
+        if self._in_head:
+            self._head.append(data)
         self.received += len(data)
         self.deadline = self.loop.time() + self.pool.read_timeout
         exchange = self.exchange
@@ -124,7 +123,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = exchange
         self.head_only = head_only
         self.received = 0
-        self._headers = []
+        self._head = []
         self._in_head = True
         self.deadline = self.loop.time() + self.pool.read_timeout
         if self.timer is None:
@@ -141,21 +140,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks ---------------------------------------------------------------------
 
-    def on_status(self, reason: bytes) -> None:
-        self._reason = reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+    # No on_status or on_header: the head is read whole from its bytes when it is complete,
+    # rather than with a Python call per field (a provider's response carries twenty or so).
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        raw = self._head[0] if len(self._head) == 1 else b"".join(self._head)
+        end = raw.index(b"\r\n\r\n")  # the parser insists on CRLF, so a complete head has one
         if 100 <= status < 200:
-            self._headers = []  # an interim response (103 Early Hints): the real one follows
-            self._raw_head = None
+            # An interim response (103 Early Hints): dropped; the real head follows it.
+            self._head = [raw[end + 4:]]
             return
         self._in_head = False
-        raw, self._raw_head = self._raw_head, None
-        self.exchange.upstream_head(status, self._reason, self._headers, raw)
+        self._head = []
+        head = parse_response_head(raw[:end + 2])
+        self._framed = head.has_length or head.chunked
+        self.exchange.upstream_head(status, head)
         if self.head_only:
             # HEAD: httptools cannot be told there is no body, so finish here and retire the
             # connection instead of risking a parser waiting for bytes that never come.
@@ -193,13 +193,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.alive = False
         if self.transport is not None:
             self.transport.abort()
-
-    def _has_framing(self) -> bool:
-        for name, value in self._headers:
-            lname = name.lower()
-            if lname == b"content-length" or (lname == b"transfer-encoding" and b"chunked" in value.lower()):
-                return True
-        return False
 
     def _on_deadline(self) -> None:
         self.timer = None
