@@ -77,6 +77,17 @@ class Lectr:
         self.scheduler: Scheduler | None = None
         self._jobs = Background()
 
+    def _busy_poll_us(self) -> int:
+        """The busy-poll limit, or 0 when there are more workers than cores: a worker spinning
+        would then hold a core another worker is waiting for."""
+        s = self.settings
+        cores = len(os.sched_getaffinity(0))
+        if self.worker_index is not None and s.workers > cores and s.limits.busy_poll_us:
+            if self.worker_index == 0:
+                log.info("%d workers on %d cores: busy polling is off", s.workers, cores)
+            return 0
+        return s.limits.busy_poll_us
+
     async def start(self) -> None:
         s = self.settings
         self.database_url = await db.resolve_url(s.database_url, s.data_dir)
@@ -108,7 +119,7 @@ class Lectr:
         self.scheduler.start()
 
         loop = asyncio.get_running_loop()
-        self.upstream = UpstreamPools(s.upstreams, BusyPoller(loop, s.limits.busy_poll_us))
+        self.upstream = UpstreamPools(s.upstreams, BusyPoller(loop, self._busy_poll_us()))
         ctx = ProxyContext(loop=loop, limits=s.limits, base_urls=s.upstreams.base_urls,
                            directory=self.directory, upstream=self.upstream, ring=self.ring)
         if not self.worker_index:  # the single process, or worker 0 of several

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 
 import psutil
 
+from lectr.app import Lectr
+from lectr.config import Settings
 from lectr.proxy.busypoll import GROW_START_NS, BusyPoller
 from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
 
@@ -135,3 +138,13 @@ def test_an_idle_gateway_stops_spinning(database_url, mock, tmp_path):
     finally:
         stop_lectr(server)
     assert used < 0.2, f"an idle gateway used {used:.2f} s of CPU in 2 s"
+
+
+def test_workers_beyond_the_cores_do_not_spin(tmp_path):
+    cores = len(os.sched_getaffinity(0))
+    env = {"LECTR_DATA_DIR": str(tmp_path), "LECTR_BUSY_POLL_US": "150"}
+    crowded = Settings.from_env({**env, "LECTR_WORKERS": str(cores + 1)})
+    assert Lectr(crowded, worker_index=1)._busy_poll_us() == 0
+    assert Lectr(crowded)._busy_poll_us() == 150  # one process: its own core
+    fitting = Settings.from_env({**env, "LECTR_WORKERS": str(cores)})
+    assert Lectr(fitting, worker_index=0)._busy_poll_us() == 150
