@@ -119,6 +119,21 @@ def test_a_header_that_never_ends_is_431_before_it_fills_memory(harness):
         assert is_closed(sock)
 
 
+def test_a_trailer_that_never_ends_is_431_too(harness):
+    with connect(harness.port) as sock:
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"2\r\n{}\r\n0\r\nX-Trailer: ")
+        try:
+            for _ in range(64):
+                sock.sendall(b"a" * 4096)
+                time.sleep(0.002)
+        except OSError:
+            pass
+        [reply] = read_replies(sock, ["POST"])
+        assert reply.status == 431
+        assert is_closed(sock)
+
+
 def test_content_length_with_transfer_encoding_is_400_and_closes(harness):
     raw = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nContent-Length: 5\r\n"
            b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")

@@ -33,6 +33,7 @@ _KINDS = {
 # since names are the client's to choose.
 _KIND_BY_SPELLING: dict[bytes, int] = {}
 _SPELLINGS_MAX = 2048
+_SPELLING_MAX_BYTES = 64
 
 
 def _kind(name: bytes) -> int:
@@ -40,9 +41,10 @@ def _kind(name: bytes) -> int:
     kind = _KINDS.get(lname)
     if kind is None:
         kind = _DROP if lname.startswith(LECTR_PREFIX) else _FORWARD  # unknown X-Lectr-* headers go too
-    if len(_KIND_BY_SPELLING) >= _SPELLINGS_MAX:
-        _KIND_BY_SPELLING.clear()
-    _KIND_BY_SPELLING[name] = kind
+    if len(name) <= _SPELLING_MAX_BYTES:  # a long made-up name is not worth remembering
+        if len(_KIND_BY_SPELLING) >= _SPELLINGS_MAX:
+            _KIND_BY_SPELLING.clear()
+        _KIND_BY_SPELLING[name] = kind
     return kind
 
 
@@ -115,6 +117,7 @@ class ClientHeaders:
 
 # A hop-by-hop field at the start of a line of a lower-cased head (values never hold CR or LF,
 # which the parser has already checked, so this only ever matches a field name).
+_TRANSFER_CODINGS = re.compile(rb"\r\ntransfer-encoding:([^\r]*)")
 _HOP_FIELD = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) + rb"):")
 
 
@@ -137,7 +140,8 @@ def parse_response_head(head: bytes) -> ResponseHead:
     """
     low = head.lower()
     has_length = b"\r\ncontent-length:" in low
-    chunked = b"chunked" in (_field(head, low, b"\r\ntransfer-encoding:") or b"").lower()
+    # Chunked framing when chunked is the last coding of all Transfer-Encoding fields together.
+    chunked = b",".join(_TRANSFER_CODINGS.findall(low)).rsplit(b",", 1)[-1].strip() == b"chunked"
     content_type = _field(head, low, b"\r\ncontent-type:")
     content_encoding = _field(head, low, b"\r\ncontent-encoding:")
     if _HOP_FIELD.search(low) is not None:
@@ -145,16 +149,16 @@ def parse_response_head(head: bytes) -> ResponseHead:
     if not head.startswith(b"HTTP/1.1 "):
         head = b"HTTP/1.1" + head[head.index(b" "):]
     return _new_head(ResponseHead, (head, has_length, chunked,
-                                    content_type and content_type.decode("latin-1"),
-                                    content_encoding and content_encoding.decode("latin-1")))
+                                    None if content_type is None else content_type.decode("latin-1"),
+                                    None if content_encoding is None else content_encoding.decode("latin-1")))
 
 
 _new_head = tuple.__new__
 
 
 def _field(head: bytes, low: bytes, marker: bytes) -> bytes | None:
-    """The value of the first field ``marker`` (CRLF, lower-cased name, colon) starts, trimmed."""
-    at = low.find(marker)
+    """The value of the last field ``marker`` (CRLF, lower-cased name, colon) starts, trimmed."""
+    at = low.rfind(marker)
     if at < 0:
         return None
     start = at + len(marker)

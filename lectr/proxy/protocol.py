@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 IDLE, READING, BUSY = 0, 1, 2
 # Past this many unanswered pipelined requests, stop reading from the client.
 MAX_PIPELINE = 16
+# Bytes of framing (request line, CRLFs, colons) beyond what the header limit counts.
+_STALL_SLACK = 1024
 
 
 class _Reject(Exception):
@@ -49,7 +51,7 @@ class ProxyProtocol(asyncio.Protocol):
         "transport", "flow", "parser", "cycles", "active", "closing", "phase", "deadline",
         "timer", "peer_gone",
         # per request, while it is being parsed
-        "_url", "_headers", "_head", "_header_bytes", "_head_pending", "_unparsed", "_body", "_body_bytes",
+        "_url", "_headers", "_head", "_header_bytes", "_progress", "_stalled", "_body", "_body_bytes",
     )
 
     def __init__(self, ctx: ProxyContext) -> None:
@@ -74,8 +76,8 @@ class ProxyProtocol(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head: ClientHeaders | None = None
         self._header_bytes = 0
-        self._head_pending = False  # a request's head has begun and is not complete yet
-        self._unparsed = -1  # bytes read since, while it stays incomplete (-1: it began in this read)
+        self._progress = False  # the parser handed something over during the current read
+        self._stalled = 0  # bytes read since it last did
         self._body: list[bytes] = []
         self._body_bytes = 0
 
@@ -105,10 +107,13 @@ class ProxyProtocol(asyncio.Protocol):
         self.poller.kick()
         if self.closing:
             return
+        self._progress = False
         try:
             self.parser.feed_data(data)
-            if self._head_pending:
-                self._count_unfinished_head(len(data))
+            if self._progress:
+                self._stalled = 0
+            else:
+                self._count_stalled(len(data))
         except httptools.HttpParserUpgrade:
             self._fail(R.BAD_REQUEST, "protocol upgrades are not supported")
         except httptools.HttpParserCallbackError as exc:
@@ -136,14 +141,14 @@ class ProxyProtocol(asyncio.Protocol):
         self._url = b""
         self._headers = []
         self._header_bytes = 0
-        self._head_pending = True
-        self._unparsed = -1
+        self._progress = True
         self._body = []
         self._body_bytes = 0
         if self.phase == IDLE:
             self._set_deadline(READING, self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
+        self._progress = True
         self._url += url
         self._count_header_bytes(len(url))
 
@@ -155,7 +160,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        self._head_pending = False
+        self._progress = True
         self._head = headers = ClientHeaders(self._headers)
         if headers.content_length is not None:
             limit = self.limits.max_body_bytes
@@ -166,12 +171,14 @@ class ProxyProtocol(asyncio.Protocol):
             self.transport.write(R.CONTINUE_100)
 
     def on_body(self, body: bytes) -> None:
+        self._progress = True
         self._body_bytes += len(body)
         if self._body_bytes > self.limits.max_body_bytes:
             raise _Reject(R.BODY_TOO_LARGE, self.limits.max_body_bytes)
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._progress = True
         parser = self.parser
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         cycle = RequestCycle(
@@ -257,15 +264,13 @@ class ProxyProtocol(asyncio.Protocol):
 
     # -- limits and deadlines ------------------------------------------------------------------
 
-    def _count_unfinished_head(self, n: int) -> None:
-        # httptools hands a header over only once its value ends, and keeps the value until then:
-        # without this, a header that never ends would grow in memory as long as bytes come.
-        # The read the head began in is not counted (part of it may be an earlier request).
-        if self._unparsed < 0:
-            self._unparsed = 0
-            return
-        self._unparsed += n
-        if self._unparsed > self.max_header_bytes:
+    def _count_stalled(self, n: int) -> None:
+        # httptools hands a header (or trailer) over only once its line ends, and keeps it until
+        # then: without this, a field that never ends would grow in memory as long as bytes
+        # come. Reads that complete nothing are counted; past the header limit (with room for
+        # the line breaks it does not count) the request is refused.
+        self._stalled += n
+        if self._stalled > self.max_header_bytes + _STALL_SLACK:
             raise _Reject(R.HEADERS_TOO_LARGE, self.max_header_bytes)
 
     def _count_header_bytes(self, n: int) -> None:

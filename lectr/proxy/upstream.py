@@ -39,6 +39,10 @@ class UpstreamError(Exception):
         self.reason = reason
 
 
+class _Unrequested(Exception):
+    """The provider sent a response nobody asked for: the connection cannot be trusted."""
+
+
 class Exchange(Protocol):
     """The receiving end of one upstream response (the request cycle)."""
 
@@ -103,7 +107,11 @@ class UpstreamConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
-            log.error("relaying a response failed", exc_info=exc.__context__ or exc)  # our bug, not theirs
+            if isinstance(exc.__context__, _Unrequested):
+                log.warning("%s sent a response with no request outstanding; dropping the connection",
+                            self.pool.origin.key)
+            else:
+                log.error("relaying a response failed", exc_info=exc.__context__ or exc)  # our bug, not theirs
             self._fail(UpstreamError(502, "Lectr failed relaying the response"), retryable=False)
             self.transport.abort()
         except httptools.HttpParserError as exc:
@@ -142,6 +150,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     # No on_status or on_header: the head is read whole from its bytes when it is complete,
     # rather than with a Python call per field (a provider's response carries twenty or so).
+
+    def on_message_begin(self) -> None:
+        if self.exchange is None:
+            # Bytes after the end of the last response (or on an idle connection): relaying
+            # them to the next request would let the provider forge that request's response.
+            raise _Unrequested()
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
