@@ -96,6 +96,10 @@ def test_client_headers_split():
     assert h.feature_tag() == "x" * 100 and h.task_tag() is None
     assert b"".join(h.forward) == b"\r\nOpenAI-Project: p\r\nContent-Type: application/json"
     assert ClientHeaders([]).feature_tag() == "untagged"
+    # Every Connection field counts, not just the last.
+    h = ClientHeaders([(b"Connection", b"X-A"), (b"X-A", b"1"), (b"X-B", b"2"), (b"connection", b"x-b"),
+                       (b"X-C", b"3")])
+    assert b"".join(h.forward) == b"\r\nX-C: 3"
 
 
 def test_response_head_drops_hop_by_hop_and_keeps_the_providers_bytes():

@@ -102,3 +102,10 @@ def test_a_body_ended_by_the_close_is_whole_when_chunked_is_not_the_last_coding(
     exchange, _, _ = receive([head + b"all of it"], close=True)
     assert not exchange.head.chunked and not exchange.head.has_length
     assert exchange.done and exchange.failed is None and exchange.body == b"all of it"
+
+
+def test_a_switch_of_protocols_is_a_502_not_a_hang():
+    exchange, conn, transport = receive([b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                                         b"Connection: upgrade\r\n\r\n"])
+    assert exchange.failed is not None and exchange.failed.status == 502
+    assert transport.aborted and not conn.alive

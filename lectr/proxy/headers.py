@@ -91,7 +91,7 @@ class ClientHeaders:
             elif kind == _EXPECT:
                 self.expect = value
             elif kind == _CONNECTION:
-                connection = value
+                connection = value if connection is None else connection + b"," + value
         if connection:
             # Fields a client names in Connection are for this hop only (RFC 9110 §7.6.1).
             listed = {t.strip().lower() for t in connection.split(b",")}

@@ -114,6 +114,10 @@ class UpstreamConnection(asyncio.Protocol):
                 log.error("relaying a response failed", exc_info=exc.__context__ or exc)  # our bug, not theirs
             self._fail(UpstreamError(502, "Lectr failed relaying the response"), retryable=False)
             self.transport.abort()
+        except httptools.HttpParserUpgrade:
+            # 101 Switching Protocols: Lectr never asks for an upgrade, so it relays none.
+            self._fail(UpstreamError(502, "the provider switched protocols"), retryable=False)
+            self.transport.abort()
         except httptools.HttpParserError as exc:
             self._fail(UpstreamError(502, f"malformed response from the provider ({exc})"), retryable=False)
             self.transport.abort()
