@@ -99,6 +99,7 @@ class ClientHeaders:
                             for part in forward[i:i + 4]]
 
     def expects_continue(self) -> bool:
+        """Whether the client waits for ``100 Continue`` before sending its body."""
         return self.expect is not None and self.expect.strip().lower() == b"100-continue"
 
     def feature_tag(self) -> str:
@@ -117,8 +118,11 @@ class ClientHeaders:
 
 # A hop-by-hop field at the start of a line of a lower-cased head (values never hold CR or LF,
 # which the parser has already checked, so this only ever matches a field name).
-_TRANSFER_CODINGS = re.compile(rb"\r\ntransfer-encoding:([^\r]*)")
 _HOP_FIELD = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) + rb"):")
+# The value of each Transfer-Encoding field, in order.
+_TRANSFER_CODINGS = re.compile(rb"\r\ntransfer-encoding:([^\r]*)")
+# ResponseHead without its Python-level __new__: parse_response_head runs per response.
+_new_head = tuple.__new__
 
 
 class ResponseHead(NamedTuple):
@@ -151,9 +155,6 @@ def parse_response_head(head: bytes) -> ResponseHead:
     return _new_head(ResponseHead, (head, has_length, chunked,
                                     None if content_type is None else content_type.decode("latin-1"),
                                     None if content_encoding is None else content_encoding.decode("latin-1")))
-
-
-_new_head = tuple.__new__
 
 
 def _field(head: bytes, low: bytes, marker: bytes) -> bytes | None:
