@@ -100,6 +100,12 @@ def test_client_headers_split():
     h = ClientHeaders([(b"Connection", b"X-A"), (b"X-A", b"1"), (b"X-B", b"2"), (b"connection", b"x-b"),
                        (b"X-C", b"3")])
     assert b"".join(h.forward) == b"\r\nX-C: 3"
+    # The usual "keep-alive" (or "close") names no forwarded field: everything else goes as sent.
+    for connection in (b"keep-alive", b"Keep-Alive", b"close", b"keep-alive, TE"):
+        h = ClientHeaders([(b"X-A", b"1"), (b"Connection", connection), (b"x-b", b"2")])
+        assert b"".join(h.forward) == b"\r\nX-A: 1\r\nx-b: 2", connection
+    h = ClientHeaders([(b"Connection", b"Keep-Alive"), (b"X-A", b"1"), (b"Connection", b"x-a")])
+    assert h.forward == []
 
 
 def test_response_head_drops_hop_by_hop_and_keeps_the_providers_bytes():
@@ -115,6 +121,10 @@ def test_response_head_edge_cases():
                                b"Upgrade: h2c\r\nContent-Length: 2\r\nTrailer: x\r\n")
     assert head.relay == b"HTTP/1.1 201 Created\r\nX-Connection: y\r\nContent-Length: 2\r\n"
     assert head.has_length and not head.chunked and head.content_type is None
+    # Adjacent hop-by-hop lines, first and last, each cut with its own line break only.
+    head = parse_response_head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
+                               b"X-A: 1\r\nTransfer-Encoding: gzip, chunked\r\n")
+    assert head.relay == b"HTTP/1.1 200 OK\r\nX-A: 1\r\n" and head.chunked
     # An HTTP/1.0 provider is relayed as HTTP/1.1 with its own status and reason.
     assert parse_response_head(b"HTTP/1.0 404 Nope\r\nContent-Length: 0\r\n").relay == \
         b"HTTP/1.1 404 Nope\r\nContent-Length: 0\r\n"

@@ -34,6 +34,10 @@ _KINDS = {
 _KIND_BY_SPELLING: dict[bytes, int] = {}
 _SPELLINGS_MAX = 2048
 _SPELLING_MAX_BYTES = 64
+# Connection options that name no forwarded field: ``keep-alive`` (which nearly every client
+# sends) and ``close`` leave the forwarded fields as they are.
+_NEVER_FORWARDED = NOT_FORWARDED | {b"close"}
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
 def _kind(name: bytes) -> int:
@@ -92,11 +96,12 @@ class ClientHeaders:
                 self.expect = value
             elif kind == _CONNECTION:
                 connection = value if connection is None else connection + b"," + value
-        if connection:
+        if connection and connection not in _PLAIN_CONNECTION:
             # Fields a client names in Connection are for this hop only (RFC 9110 §7.6.1).
-            listed = {t.strip().lower() for t in connection.split(b",")}
-            self.forward = [part for i in range(0, len(forward), 4) if forward[i + 1].lower() not in listed
-                            for part in forward[i:i + 4]]
+            listed = {t.strip().lower() for t in connection.split(b",")} - _NEVER_FORWARDED
+            if listed:
+                self.forward = [part for i in range(0, len(forward), 4) if forward[i + 1].lower() not in listed
+                                for part in forward[i:i + 4]]
 
     def expects_continue(self) -> bool:
         """Whether the client waits for ``100 Continue`` before sending its body."""
@@ -116,9 +121,11 @@ class ClientHeaders:
         return self.task.decode("utf-8", "replace").strip()[:FEATURE_MAX_CHARS] or None
 
 
-# A hop-by-hop field at the start of a line of a lower-cased head (values never hold CR or LF,
-# which the parser has already checked, so this only ever matches a field name).
-_HOP_FIELD = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) + rb"):")
+# A hop-by-hop field's whole line (with any obsolete folded continuation lines), in a
+# lower-cased head, from the CRLF before it to the CRLF after it. Values never hold CR or LF,
+# which the parser has already checked, so the name can only match at the start of a line.
+_HOP_LINE = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) + rb"):[^\r]*"
+                       rb"(?:\r\n[ \t][^\r]*)*")
 # The value of each Transfer-Encoding field, in order.
 _TRANSFER_CODINGS = re.compile(rb"\r\ntransfer-encoding:([^\r]*)")
 # ResponseHead without its Python-level __new__: parse_response_head runs per response.
@@ -145,11 +152,13 @@ def parse_response_head(head: bytes) -> ResponseHead:
     low = head.lower()
     has_length = b"\r\ncontent-length:" in low
     # Chunked framing when chunked is the last coding of all Transfer-Encoding fields together.
-    chunked = b",".join(_TRANSFER_CODINGS.findall(low)).rsplit(b",", 1)[-1].strip() == b"chunked"
+    chunked = b"\r\ntransfer-encoding:" in low and \
+        b",".join(_TRANSFER_CODINGS.findall(low)).rsplit(b",", 1)[-1].strip() == b"chunked"
     content_type = _field(head, low, b"\r\ncontent-type:")
     content_encoding = _field(head, low, b"\r\ncontent-encoding:")
-    if _HOP_FIELD.search(low) is not None:
-        head = _without_hop_fields(head, low)
+    hop = _HOP_LINE.search(low)
+    if hop is not None:
+        head = _without_hop_fields(head, low, hop)
     if not head.startswith(b"HTTP/1.1 "):
         head = b"HTTP/1.1" + head[head.index(b" "):]
     return _new_head(ResponseHead, (head, has_length, chunked,
@@ -166,16 +175,12 @@ def _field(head: bytes, low: bytes, marker: bytes) -> bytes | None:
     return head[start:head.index(b"\r\n", start)].strip(b" \t")
 
 
-def _without_hop_fields(head: bytes, low: bytes) -> bytes:
+def _without_hop_fields(head: bytes, low: bytes, hop: re.Match) -> bytes:
     kept = []
     start = 0
-    for match in _HOP_FIELD.finditer(low):
-        if match.start() < start:
-            continue  # inside a line already cut (a folded continuation)
-        kept.append(head[start:match.start()])
-        end = head.index(b"\r\n", match.end())
-        while head[end + 2:end + 3] in (b" ", b"\t"):  # an obsolete folded continuation line
-            end = head.index(b"\r\n", end + 2)
-        start = end
+    while hop is not None:
+        kept.append(head[start:hop.start()])
+        start = hop.end()  # the CRLF that ended the cut line now ends the one before it
+        hop = _HOP_LINE.search(low, start)
     kept.append(head[start:])
     return b"".join(kept)
