@@ -51,3 +51,29 @@ async def test_an_event_that_cannot_become_a_row_is_dropped_and_counted():
     assert ring.dropped_by[(1, "invalid")] == 1
     assert metrics.registry.get_sample_value("lectr_requests_total",
                                              {"provider": "openai", "status_class": "2xx"}) == 1
+
+
+class _NoSpool:
+    def pending(self) -> bool:
+        return False
+
+
+async def test_a_flush_writes_what_was_waiting_and_leaves_later_events_for_the_next_batch():
+    # Events keep arriving while a batch is written (as they do under load); a flush that chased
+    # them would write a COPY per one or two events, for as long as the trickle lasts.
+    ring = EventRing(1000)
+    writer = EventWriter(ring, pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=_NoSpool(),
+                         metrics=Metrics(EventRing(1)), max_batch=4)
+    batches: list[int] = []
+
+    async def store(rows):
+        batches.append(len(rows))
+        if len(batches) < 100:
+            ring.append(event("openai", "gpt-4o-mini"))
+
+    writer._store = store
+    for _ in range(10):
+        ring.append(event("openai", "gpt-4o-mini"))
+    await writer.flush()
+    assert batches == [4, 4, 2]
+    assert len(ring) == 3  # for the next flush

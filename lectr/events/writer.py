@@ -34,7 +34,7 @@ class EventWriter:
 
     def __init__(self, ring: EventRing[RequestEvent], pool: asyncpg.Pool, rows: RowBuilder, spool: Spool,
                  metrics: Metrics, *, tokenizer: TokenizerClient | None = None, batch_size: int = 100,
-                 interval: float = 5.0, max_batch: int = 1000, slice_seconds: float = 0.0005) -> None:
+                 interval: float = 5.0, max_batch: int = 1000, slice_seconds: float = 0.0002) -> None:
         self.ring = ring
         self.tokenizer = tokenizer
         self.pool = pool
@@ -58,7 +58,8 @@ class EventWriter:
     async def close(self) -> None:
         """Stop the loop and write out everything still in the ring (to the spool if need be)."""
         await self._background.stop()
-        await self.flush()
+        while len(self.ring):
+            await self.flush()
 
     async def _run(self) -> None:
         while True:
@@ -71,12 +72,20 @@ class EventWriter:
                 log.exception("event writer failed; continuing")
 
     async def flush(self) -> None:
-        """Write every event now in the ring, and replay the spool if the database is back."""
+        """Write the events waiting in the ring, and replay the spool if the database is back.
+
+        Only those waiting when it starts: events that arrive while a batch is written wait for
+        the next one, or a steady trickle would keep the writer on COPYs of a row or two.
+        """
         if self.spool.pending():
             await self.replay()
-        while len(self.ring):
-            rows = await self._build(self.ring.drain(self.max_batch))
+        waiting = len(self.ring)
+        while waiting > 0:
+            events = self.ring.drain(min(waiting, self.max_batch))
+            waiting -= len(events)
+            rows = await self._build(events)
             if rows:
+                await asyncio.sleep(0)  # between the last slice of rows and the first of the COPY
                 await self._store(rows)
         if self.database_up:
             await self._record_drops()
