@@ -34,7 +34,7 @@ class EventWriter:
 
     def __init__(self, ring: EventRing[RequestEvent], pool: asyncpg.Pool, rows: RowBuilder, spool: Spool,
                  metrics: Metrics, *, tokenizer: TokenizerClient | None = None, batch_size: int = 100,
-                 interval: float = 5.0, max_batch: int = 1000, slice_seconds: float = 0.0002) -> None:
+                 interval: float = 5.0, max_batch: int = 1000, slice_seconds: float = 0.0005) -> None:
         self.ring = ring
         self.tokenizer = tokenizer
         self.pool = pool
