@@ -35,9 +35,8 @@ _KIND_BY_SPELLING: dict[bytes, int] = {}
 _SPELLINGS_MAX = 2048
 _SPELLING_MAX_BYTES = 64
 # Connection options that name no forwarded field: ``keep-alive`` (which nearly every client
-# sends) and ``close`` leave the forwarded fields as they are.
+# sends) and ``close`` leave the forwarded fields as they are, with no re-filtering.
 _NEVER_FORWARDED = NOT_FORWARDED | {b"close"}
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close"})
 
 
 def _kind(name: bytes) -> int:
@@ -96,7 +95,7 @@ class ClientHeaders:
                 self.expect = value
             elif kind == _CONNECTION:
                 connection = value if connection is None else connection + b"," + value
-        if connection and connection not in _PLAIN_CONNECTION:
+        if connection:
             # Fields a client names in Connection are for this hop only (RFC 9110 §7.6.1).
             listed = {t.strip().lower() for t in connection.split(b",")} - _NEVER_FORWARDED
             if listed:
