@@ -119,7 +119,9 @@ class Lectr:
         self.scheduler.start()
 
         loop = asyncio.get_running_loop()
-        self.upstream = UpstreamPools(s.upstreams, BusyPoller(loop, self._busy_poll_us()))
+        poller = BusyPoller(loop, self._busy_poll_us())
+        poller.idle = self.writer.build_waiting  # rows get built between requests, not behind them
+        self.upstream = UpstreamPools(s.upstreams, poller)
         ctx = ProxyContext(loop=loop, limits=s.limits, base_urls=s.upstreams.base_urls,
                            directory=self.directory, upstream=self.upstream, ring=self.ring)
         if not self.worker_index:  # the single process, or worker 0 of several

@@ -103,6 +103,25 @@ def test_zero_turns_it_off():
     assert not poller.spinning and not loop.ready and poller.window_ns == 0
 
 
+def test_idle_work_runs_only_in_spins_with_nothing_to_poll():
+    poller, loop, clock = make(200)
+    steps: list[int] = []
+    poller.idle = lambda: steps.append(clock.now)
+    for _ in range(6):  # a request every 20 µs: the loop spins through the gaps
+        poller.kick()
+        idle_for(poller, loop, clock, 20 * US)
+    assert steps, "the gaps between requests were used"
+    poller.kick()
+    done = len(steps)
+    loop.run_once()  # the iteration that handles the event does no deferred work
+    assert len(steps) == done
+    idle_for(poller, loop, clock, poller.window_ns + 5 * US)
+    assert not poller.spinning
+    done = len(steps)
+    idle_for(poller, loop, clock, 100 * US)
+    assert len(steps) == done, "a sleeping loop does no deferred work"
+
+
 def test_an_idle_gateway_stops_spinning(database_url, mock, tmp_path):
     """After a burst dense enough to make the loop spin, an idle ``lectr serve`` uses next to no CPU."""
     env = lectr_env(database_url, mock, tmp_path)

@@ -72,6 +72,21 @@ async def test_ring_wait_wakes_on_a_full_batch():
     await ring.wait(0.01)  # a batch is already there: returns at once
 
 
+async def test_ring_wait_counts_events_taken_but_not_yet_written():
+    import asyncio
+    ring = EventRing(10, batch_size=3)
+    ring.append(1)
+    assert ring.pop() == 1 and ring.pop() is None
+    await asyncio.wait_for(ring.wait(5, taken=3), 1)  # a batch already taken: at once
+    waiter = asyncio.create_task(ring.wait(5, taken=1))
+    await asyncio.sleep(0)
+    ring.append(2)
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    ring.append(3)  # one taken and two waiting: a batch
+    await asyncio.wait_for(waiter, 1)
+
+
 @pytest.mark.parametrize("body,ctype,model,stream", [
     (b'{"model":"gpt-4o","stream":true}', b"application/json", "gpt-4o", True),
     (b'{"messages":[{"content":"\\"model\\": \\"x\\""}],"model":"claude-3-opus"}', None, "claude-3-opus", False),

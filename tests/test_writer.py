@@ -77,3 +77,24 @@ async def test_a_flush_writes_what_was_waiting_and_leaves_later_events_for_the_n
     await writer.flush()
     assert batches == [4, 4, 2]
     assert len(ring) == 3  # for the next flush
+
+
+async def test_rows_built_between_requests_are_written_with_the_next_flush():
+    ring = EventRing(1000, batch_size=3)
+    writer = EventWriter(ring, pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=_NoSpool(),
+                         metrics=Metrics(EventRing(1)), batch_size=3)
+    batches: list[list[tuple]] = []
+
+    async def store(rows):
+        batches.append(rows)
+
+    writer._store = store
+    for _ in range(5):
+        ring.append(event("openai", "gpt-4o-mini"))
+    assert writer.build_waiting() and writer.build_waiting() and writer.build_waiting()
+    assert not writer.build_waiting(), "a built batch waits for its flush; the ring holds the rest"
+    assert len(ring) == 2
+    await writer.flush()
+    assert [len(rows) for rows in batches] == [5]  # the built rows and the waiting events: one COPY
+    assert all(row[0] is not None and row[-1] == 20 for rows in batches for row in rows)
+    assert not writer.build_waiting() and len(ring) == 0

@@ -2,7 +2,8 @@
 
 ``append`` never blocks and never raises: when the ring is full the event is dropped and
 counted by reason. The consumer (the event writer) takes events in batches with ``drain``
-and sleeps in ``wait`` until a batch is ready or its flush interval has passed.
+(or one by one with ``pop``) and sleeps in ``wait`` until a batch is ready or its flush
+interval has passed.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from collections import Counter, deque
 from typing import Callable, Generic, Hashable, TypeVar
 
 T = TypeVar("T")
+_NEVER = 1 << 62  # an int: comparing an int with a float is slower
 
 
 class EventRing(Generic[T]):
     """A fixed-capacity FIFO of events with drop counting and a batch wake-up."""
 
-    __slots__ = ("capacity", "appended", "dropped", "dropped_by", "_owner", "_items", "_batch_size", "_ready")
+    __slots__ = ("capacity", "appended", "dropped", "dropped_by", "_owner", "_items", "_batch_size", "_ready",
+                 "_wake_at")
 
     def __init__(self, capacity: int, *, batch_size: int = 100,
                  owner: Callable[[T], Hashable] | None = None) -> None:
@@ -32,6 +35,8 @@ class EventRing(Generic[T]):
         self._items: deque[T] = deque()
         self._batch_size = batch_size
         self._ready: asyncio.Event | None = None
+        # The ``appended`` count that completes the awaited batch; beyond reach while none is awaited.
+        self._wake_at = _NEVER
 
     def __len__(self) -> int:
         return len(self._items)
@@ -44,7 +49,8 @@ class EventRing(Generic[T]):
             return False
         items.append(event)
         self.appended += 1
-        if len(items) >= self._batch_size and self._ready is not None:
+        if self.appended >= self._wake_at:
+            self._wake_at = _NEVER
             self._ready.set()
         return True
 
@@ -63,14 +69,25 @@ class EventRing(Generic[T]):
         n = len(items) if limit is None else min(limit, len(items))
         return [items.popleft() for _ in range(n)]
 
-    async def wait(self, timeout: float) -> None:
-        """Return once a batch is waiting or ``timeout`` seconds have passed."""
-        if len(self._items) >= self._batch_size:
+    def pop(self) -> T | None:
+        """Remove and return the oldest event, or None when the ring is empty."""
+        return self._items.popleft() if self._items else None
+
+    async def wait(self, timeout: float, *, taken: int = 0) -> None:
+        """Return once a batch is waiting or ``timeout`` seconds have passed.
+
+        ``taken`` events already out of the ring but not yet written count towards the batch.
+        """
+        missing = self._batch_size - len(self._items) - taken
+        if missing <= 0:
             return
         if self._ready is None:
             self._ready = asyncio.Event()
         self._ready.clear()
+        self._wake_at = self.appended + missing
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
         except TimeoutError:
             pass
+        finally:
+            self._wake_at = _NEVER

@@ -7,6 +7,10 @@ a zero timeout instead of sleeping, so the next event is picked up at once. The 
 itself like Linux's haltpoll governor: it doubles when an event arrives just after the loop
 went to sleep, and halves when a spin ends with nothing to show, so sparse traffic (requests
 that take seconds, an idle gateway) soon costs no spinning at all.
+
+A spin with nothing to poll for can do a small piece of deferred work instead (``idle``, set
+by whoever owns such work): at low load the cold path then runs in the gaps between requests
+rather than in batches that a request can arrive behind.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ MIN_WINDOW_NS = 2_000
 class BusyPoller:
     """Call ``kick`` on every I/O event; the loop then spins until a quiet window has passed."""
 
-    __slots__ = ("loop", "clock", "max_ns", "window_ns", "active", "spinning", "quiet_since", "idle_since")
+    __slots__ = ("loop", "clock", "max_ns", "window_ns", "active", "spinning", "quiet_since", "idle_since",
+                 "idle")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_us: int,
                  clock: Callable[[], int] = monotonic_ns) -> None:
@@ -35,6 +40,8 @@ class BusyPoller:
         self.spinning = False
         self.quiet_since = 0
         self.idle_since = 0
+        # One short step of deferred work (a few microseconds), run once per spin with nothing to poll.
+        self.idle: Callable[[], object] | None = None
 
     def kick(self) -> None:
         """An event arrived (hot path: one attribute store unless the loop had gone to sleep)."""
@@ -70,4 +77,6 @@ class BusyPoller:
             self.spinning = False  # a whole window with nothing: let the loop sleep
             self.idle_since = self.quiet_since
             return
+        if self.idle is not None:
+            self.idle()
         self.loop.call_soon(self._spin)
