@@ -92,7 +92,8 @@ class Lectr:
         s = self.settings
         self.database_url = await db.resolve_url(s.database_url, s.data_dir)
         self.pool = await db.open_pool(self.database_url)
-        self.writer_pool = await db.open_pool(self.database_url, min_size=1, max_size=2, synchronous_commit=False)
+        self.writer_pool = await db.open_pool(self.database_url, min_size=1, max_size=2, synchronous_commit=False,
+                                              stateless=True)
         async with self.pool.acquire() as conn:
             await partitions.ensure_partitions(conn)
             await ensure_seeded(conn)

@@ -44,7 +44,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_UPSTREAM_POOL_SIZE": ("256", "Most open connections per provider origin."),
     "LECTR_SHUTDOWN_TIMEOUT": ("30", "Seconds in-flight requests get to finish after SIGTERM/SIGINT."),
     "LECTR_RING_SIZE": ("65536", "Events the ring buffer holds before new ones are dropped and counted."),
-    "LECTR_FLUSH_EVENTS": ("100", "The event writer flushes when this many events are waiting..."),
+    "LECTR_FLUSH_EVENTS": ("20", "The event writer flushes when this many events are waiting..."),
     "LECTR_FLUSH_INTERVAL": ("5", "...or when this many seconds have passed, whichever comes first."),
     "LECTR_SPOOL_MAX_MB": ("256", "Disk the spool may use for events while Postgres is unavailable."),
     "LECTR_RETENTION_DAYS": ("90", "Days of request_logs kept; older daily partitions are dropped."),
@@ -111,7 +111,7 @@ class UpstreamSettings:
 class RecordingSettings:
     """How events move from the ring to Postgres, and how long they are kept."""
 
-    flush_events: int = 100
+    flush_events: int = 20
     flush_interval: float = 5.0
     spool_max_bytes: int = 256 * 1024 * 1024
     retention_days: int = 90

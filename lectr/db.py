@@ -105,16 +105,24 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     return applied_now
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without a reset query: asyncpg still rolls back an open transaction first."""
+
+
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 5,
-                    synchronous_commit: bool = True) -> asyncpg.Pool:
+                    synchronous_commit: bool = True, stateless: bool = False) -> asyncpg.Pool:
     """A connection pool on a migrated database.
 
     ``synchronous_commit=False`` suits the event writer: a commit does not wait for the WAL
     flush, so a Postgres crash may lose the last moments of events, never a Lectr restart.
+    ``stateless=True`` is for users that never LISTEN, SET, lock or leave a cursor open (the
+    writer): releasing a connection then skips the reset query, a round trip per release.
     """
     settings = {} if synchronous_commit else {"synchronous_commit": "off"}
+    reset = {"reset": _keep_session} if stateless else {}
     try:
-        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, server_settings=settings)
+        pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, server_settings=settings,
+                                         **reset)
     except (OSError, asyncpg.PostgresError) as exc:
         raise DatabaseError(f"could not connect to PostgreSQL: {exc}") from exc
     async with pool.acquire() as conn:

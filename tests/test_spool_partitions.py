@@ -97,3 +97,23 @@ def test_batch_id_is_a_uuid(tmp_path):
     spool = Spool(tmp_path, max_bytes=10_000_000)
     spool.write([row(1)])
     assert isinstance(spool.oldest().batch_id, uuid.UUID)
+
+
+async def test_a_stateless_pool_skips_the_reset_but_still_rolls_back(database_url):
+    pool = await db.open_pool(database_url, min_size=1, max_size=1, stateless=True)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("SET application_name = 'kept'")
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+        async with pool.acquire() as conn:
+            # The same session, not reset: no RESET ALL round trip on release.
+            assert await conn.fetchval("SELECT pg_backend_pid()") == backend
+            assert await conn.fetchval("SHOW application_name") == "kept"
+            transaction = conn.transaction()
+            await transaction.start()
+            await conn.execute("CREATE TEMP TABLE left_open (x int)")
+        async with pool.acquire() as conn:  # asyncpg rolled the open transaction back on release
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT to_regclass('pg_temp.left_open')") is None
+    finally:
+        await pool.close()

@@ -33,7 +33,7 @@ class EventWriter:
     """Flushes the ring every ``batch_size`` events or ``interval`` seconds, whichever is first."""
 
     def __init__(self, ring: EventRing[RequestEvent], pool: asyncpg.Pool, rows: RowBuilder, spool: Spool,
-                 metrics: Metrics, *, tokenizer: TokenizerClient | None = None, batch_size: int = 100,
+                 metrics: Metrics, *, tokenizer: TokenizerClient | None = None, batch_size: int = 20,
                  interval: float = 5.0, max_batch: int = 1000, slice_seconds: float = 0.0005) -> None:
         self.ring = ring
         self.tokenizer = tokenizer
