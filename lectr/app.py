@@ -69,7 +69,8 @@ class Lectr:
         self.tokenizer: TokenizerProcess | None = None
         self.writer: EventWriter | None = None
         self.metrics = Metrics(self.ring, spool_bytes=self.spool.size,
-                               database_up=lambda: self.writer is None or self.writer.database_up)
+                               database_up=lambda: self.writer is None or self.writer.database_up,
+                               unwritten=lambda: 0 if self.writer is None else self.writer.unwritten)
         self.loader: CacheLoader | None = None
         self.upstream: UpstreamPools | None = None
         self.proxy: ProxyServer | None = None

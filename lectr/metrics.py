@@ -42,8 +42,9 @@ class Metrics:
     """This process's metrics and their registry."""
 
     def __init__(self, ring: EventRing, *, spool_bytes: Callable[[], int] = lambda: 0,
-                 database_up: Callable[[], bool] = lambda: True) -> None:
+                 database_up: Callable[[], bool] = lambda: True, unwritten: Callable[[], int] = lambda: 0) -> None:
         self._ring = ring
+        self._unwritten = unwritten  # events out of the ring, not yet in Postgres (the writer's batch)
         self._spool_bytes = spool_bytes
         self._database_up = database_up
         self._drops_exported: Tally = Tally()
@@ -64,7 +65,7 @@ class Metrics:
         self.loop_lag = Histogram("lectr_event_loop_lag_seconds", "How late the event loop runs a timer.",
                                   buckets=_LAG_BUCKETS, registry=r)
         self.dropped = Counter("lectr_events_dropped", "Events lost, by reason.", ["reason"], registry=r)
-        self.buffered = Gauge("lectr_events_buffered", "Events waiting in the ring buffers.", registry=r,
+        self.buffered = Gauge("lectr_events_buffered", "Events recorded and not yet written (or spooled).", registry=r,
                               multiprocess_mode="livesum")
         self.spool = Gauge("lectr_spool_bytes", "Bytes of events spooled while Postgres is unavailable.",
                            registry=r, multiprocess_mode="livemax")
@@ -134,7 +135,7 @@ class Metrics:
     def refresh(self) -> None:
         """Copy the ring's and the spool's current state into the exported metrics."""
         self.flush()
-        self.buffered.set(len(self._ring))
+        self.buffered.set(len(self._ring) + self._unwritten())
         self.spool.set(self._spool_bytes())
         self.database.set(1 if self._database_up() else 0)
         new = Tally(self._ring.dropped) - self._drops_exported

@@ -98,3 +98,26 @@ async def test_rows_built_between_requests_are_written_with_the_next_flush():
     assert [len(rows) for rows in batches] == [5]  # the built rows and the waiting events: one COPY
     assert all(row[0] is not None and row[-1] == 20 for rows in batches for row in rows)
     assert not writer.build_waiting() and len(ring) == 0
+
+
+async def test_rows_out_of_the_ring_still_count_as_buffered_until_written():
+    ring = EventRing(100, batch_size=5)
+    writer = EventWriter(ring, pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=_NoSpool(),
+                         metrics=Metrics(EventRing(1)), batch_size=5)
+    metrics = Metrics(ring, unwritten=lambda: writer.unwritten)
+    seen: list[float] = []
+
+    async def store(rows):
+        metrics.refresh()
+        seen.append(metrics.registry.get_sample_value("lectr_events_buffered"))
+
+    writer._store = store
+    for _ in range(3):
+        ring.append(event("openai", "gpt-4o-mini"))
+    writer.build_waiting()
+    metrics.refresh()
+    assert metrics.registry.get_sample_value("lectr_events_buffered") == 3  # one built, two in the ring
+    await writer.flush()
+    assert seen == [3]  # during the COPY
+    metrics.refresh()
+    assert metrics.registry.get_sample_value("lectr_events_buffered") == 0

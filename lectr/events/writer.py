@@ -53,6 +53,7 @@ class EventWriter:
         # and which of them still need their completion tokens counted.
         self._batch: list[tuple] = []
         self._to_measure: list[tuple[int, RequestEvent, Measure]] = []
+        self._storing = 0
         self._drops_recorded: Counter = Counter()
         self._background = Background()
 
@@ -74,6 +75,11 @@ class EventWriter:
                 raise
             except Exception:  # a bug here must not stop recording for good
                 log.exception("event writer failed; continuing")
+
+    @property
+    def unwritten(self) -> int:
+        """Events out of the ring and not yet written: the batch being gathered and the one being stored."""
+        return len(self._batch) + self._storing
 
     def build_waiting(self) -> bool:
         """Build the row of the oldest waiting event; False when there is none or a batch is built.
@@ -101,12 +107,16 @@ class EventWriter:
         while True:
             room = self.max_batch - len(self._batch)
             events = self.ring.drain(min(waiting, room)) if room > 0 else []
+            self._storing = len(events)  # out of the ring: still unwritten until stored
             # build_waiting may take some of them meanwhile: they are written with the rows built.
             waiting = min(waiting - len(events), len(self.ring))
-            rows = await self._build(events)
-            if rows:
-                await asyncio.sleep(0)  # between the last slice of rows and the first of the COPY
-                await self._store(rows)
+            try:
+                rows = await self._build(events)
+                if rows:
+                    await asyncio.sleep(0)  # between the last slice of rows and the first of the COPY
+                    await self._store(rows)
+            finally:
+                self._storing = 0
             if waiting <= 0:
                 break
         if self.database_up:
@@ -151,6 +161,7 @@ class EventWriter:
                 deadline = time.perf_counter() + self.slice_seconds
         rows, to_measure = self._batch, self._to_measure
         self._batch, self._to_measure = [], []
+        self._storing = len(rows)
         try:
             self.metrics.flush()  # observe() only collects; the metrics move once per batch
         except Exception:  # never worth the batch's rows
