@@ -1,4 +1,4 @@
-"""Model prices (cold path): ``model_pricing`` in memory, costs, and seeding from genai-prices.
+"""Model prices (cold path): ``model_pricing`` in memory, costs, and seeding (from genai-prices).
 
 An operator's rows (negotiated prices) win over seeded ones; a model with no row stays unpriced.
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -23,9 +23,6 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
 _MAX_PRICE = Decimal(10) ** 8  # numeric(14, 6) holds less than this
-# genai-prices provider id -> Lectr's provider name, for the providers Lectr serves.
-_GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "groq": "groq", "azure": "azure",
-                    "google": "gemini"}
 # Azure serves OpenAI's models under the same names, and genai-prices lists few of them for Azure.
 _FALLBACK_PROVIDER = {"azure": "openai"}
 # Version suffixes that pin a snapshot of a family: -2024-08-06, -20241022, @20250514, -0125 (MMDD),
@@ -185,76 +182,11 @@ async def load_pricing(conn: asyncpg.Connection) -> PricingTable:
     return PricingTable(PriceRow(*r) for r in records)
 
 
-# -- seed data from genai-prices ------------------------------------------------------------
-
-def _base(price) -> Decimal | None:
-    """A flat price, or a tiered price's base (the tier below any long-context threshold)."""
-    return getattr(price, "base", price)
-
-
-def _periods(model) -> Iterator[tuple[datetime, object]]:
-    """(effective_from, ModelPrice) for each price period of a genai-prices model."""
-    from genai_prices.types import StartDateConstraint
-
-    if not isinstance(model.prices, list):
-        yield EPOCH, model.prices
-        return
-    for i, conditional in enumerate(model.prices):
-        if i == 0:
-            # genai-prices falls back to the first price when none applies: it holds since ever.
-            yield EPOCH, conditional.prices
-        elif isinstance(conditional.constraint, StartDateConstraint):
-            yield datetime.combine(conditional.constraint.start_date, time(0), UTC), conditional.prices
-        # Other conditions (no constraint after the first, time of day) do not fit a dated row.
-
-
-def _exact_aliases(clause) -> Iterator[str]:
-    """Names a match clause accepts exactly: its ``equals``, also inside ``or``."""
-    from genai_prices.types import ClauseEquals, ClauseOr
-
-    if isinstance(clause, ClauseEquals):
-        yield clause.equals.lower()
-    elif isinstance(clause, ClauseOr):
-        for inner in clause.or_:
-            yield from _exact_aliases(inner)
-
-
-def _model_rows(provider: str, name: str, model, note: str) -> Iterator[SeedRow]:
-    for start, price in _periods(model):
-        input_price, output_price = _base(price.input_mtok), _base(price.output_mtok)
-        if input_price is None or output_price is None:
-            continue  # not priced by tokens both ways (images, audio, embeddings)
-        yield SeedRow(provider, name, input_price, output_price, _base(price.cache_read_mtok), start, note)
-
-
-def genai_price_rows() -> list[SeedRow]:
-    """Seed rows for Lectr's providers: each model's id and exact aliases, one row per price period."""
-    import genai_prices
-    from genai_prices import data
-
-    note = f"genai-prices {genai_prices.__version__}"
-    rows: dict[tuple[str, str, datetime], SeedRow] = {}  # one per key, or the upsert would fail
-    for source in data.providers:
-        provider = _GENAI_PROVIDERS.get(source.id)
-        if provider is None:
-            continue
-        # Ids before aliases, and a name belongs to the first model claiming it, so an alias never
-        # mixes its price periods into another model's own name.
-        names = [(m.id.lower(), m) for m in source.models]
-        names += [(alias, m) for m in source.models for alias in _exact_aliases(m.match)]
-        claimed: set[str] = set()
-        for name, model in names:
-            if name in claimed:
-                continue
-            claimed.add(name)
-            for row in _model_rows(provider, name, model, note):
-                rows.setdefault((row.provider, row.model, row.effective_from), row)
-    return list(rows.values())
-
-
 async def seed_pricing(conn: asyncpg.Connection) -> int:
     """Upsert the genai-prices rows as source 'seed' (operator rows untouched); return rows written."""
-    return await _upsert(conn, genai_price_rows(), 7, """
+    from lectr.price_seed import rows_from_child
+
+    return await _upsert(conn, await rows_from_child(), 7, """
         INSERT INTO model_pricing (provider, model, input_usd_per_mtok, output_usd_per_mtok,
                                    cached_input_usd_per_mtok, effective_from, source, note)
         SELECT p, m, i, o, c, e, 'seed', n

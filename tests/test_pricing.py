@@ -3,6 +3,7 @@ and seeding/operator prices against a real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import itertools
 from datetime import UTC, datetime, timedelta, timezone
@@ -13,9 +14,10 @@ import asyncpg
 import pytest
 
 from lectr import db
+from lectr.price_seed import genai_price_rows, rows_from_child
 from lectr.pricing import (
     EPOCH, PriceRow, PricingError, PricingTable, add_operator_price, compute_cost, downgrade_rows,
-    ensure_seeded, genai_price_rows, load_pricing, seed_downgrades, seed_pricing)
+    ensure_seeded, load_pricing, seed_downgrades, seed_pricing)
 
 MODEL_PRICES_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "model_prices.csv"
 DOWNGRADES_CSV = Path(__file__).resolve().parents[1] / "lectr" / "seeds" / "model_downgrades.csv"
@@ -369,3 +371,16 @@ async def test_ensure_seeded_fills_empty_tables_only(conn):
     await ensure_seeded(conn)  # not empty: an operator's deletions stand
     assert await conn.fetchval("SELECT count(*) FROM model_pricing WHERE source = 'seed'") < seeded
     assert not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM model_downgrades WHERE from_model = 'gpt-4o')")
+
+
+async def test_the_child_process_gives_the_same_rows_and_the_server_never_imports_genai_prices():
+    import sys
+
+    assert await rows_from_child() == genai_price_rows()
+    probe = ("import asyncio, sys; from lectr.price_seed import rows_from_child; "
+             "rows = asyncio.run(rows_from_child()); "
+             "print(len(rows), any(m.startswith('genai_prices') for m in sys.modules))")
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", probe, stdout=asyncio.subprocess.PIPE)
+    out, _ = await child.communicate()
+    count, imported = out.split()
+    assert int(count) > 100 and imported == b"False"
