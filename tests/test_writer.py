@@ -121,3 +121,32 @@ async def test_rows_out_of_the_ring_still_count_as_buffered_until_written():
     assert seen == [3]  # during the COPY
     metrics.refresh()
     assert metrics.registry.get_sample_value("lectr_events_buffered") == 0
+
+
+async def test_the_spool_directory_is_read_once_a_second_while_postgres_is_up_and_at_once_when_it_is_back():
+    class CountingSpool(_NoSpool):
+        looks = 0
+
+        def pending(self) -> bool:
+            CountingSpool.looks += 1
+            return False
+
+    ring = EventRing(1000)
+    writer = EventWriter(ring, pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=CountingSpool(),
+                         metrics=Metrics(EventRing(1)))
+
+    async def store(rows):
+        pass
+
+    writer._store = store
+    for _ in range(50):
+        ring.append(event("openai", "gpt-4o-mini"))
+        await writer.flush()
+    assert CountingSpool.looks == 1, "a listing per flush is hundreds a second under load"
+    writer.database_up = False
+    await writer.flush()
+    await writer.flush()
+    assert CountingSpool.looks == 3  # while Postgres is down, every flush looks
+    writer._database_back()
+    await writer.flush()
+    assert CountingSpool.looks == 4  # and the first one after it is back

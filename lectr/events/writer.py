@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 # Errors a batch can never recover from: retried row by row so only the bad rows are lost.
 _DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+SPOOL_LOOK_SECONDS = 1.0
 
 
 class EventWriter:
@@ -54,6 +55,7 @@ class EventWriter:
         self._batch: list[tuple] = []
         self._to_measure: list[tuple[int, RequestEvent, Measure]] = []
         self._storing = 0
+        self._next_spool_look = 0.0  # the first flush looks: a previous run may have left batches
         self._drops_recorded: Counter = Counter()
         self._background = Background()
 
@@ -101,7 +103,7 @@ class EventWriter:
         Only those waiting when it starts: events that arrive while a batch is written wait for
         the next one, or a steady trickle would keep the writer on COPYs of a row or two.
         """
-        if self.spool.pending():
+        if self._spool_due():
             await self.replay()
         waiting = len(self.ring)
         while True:
@@ -121,6 +123,18 @@ class EventWriter:
                 break
         if self.database_up:
             await self._record_drops()
+
+    def _spool_due(self) -> bool:
+        """Whether spooled batches wait: looked up at most once a second while Postgres is up.
+
+        Another worker (or an earlier run) may have spooled, so the directory must be read, but
+        not at every flush: that was a listing per COPY, hundreds a second under load.
+        """
+        now = time.monotonic()
+        if self.database_up and now < self._next_spool_look:
+            return False
+        self._next_spool_look = now + SPOOL_LOOK_SECONDS
+        return self.spool.pending() > 0
 
     async def _record_drops(self) -> None:
         """Write the drops counted since last time to ``event_drops``, for the dashboard's banner."""
@@ -250,4 +264,5 @@ class EventWriter:
     def _database_back(self) -> None:
         if not self.database_up:
             log.info("Postgres is reachable again; writing events")
+            self._next_spool_look = 0.0  # replay what was spooled meanwhile with the next flush
         self.database_up = True
