@@ -150,3 +150,64 @@ async def test_the_spool_directory_is_read_once_a_second_while_postgres_is_up_an
     writer._database_back()
     await writer.flush()
     assert CountingSpool.looks == 4  # and the first one after it is back
+
+
+async def test_the_writer_keeps_one_connection_and_replaces_it_when_it_breaks():
+    class Conn:
+        def __init__(self) -> None:
+            self.closed = False
+            self.copies = 0
+
+        def is_closed(self) -> bool:
+            return self.closed
+
+        def terminate(self) -> None:
+            self.closed = True
+
+        async def copy_records_to_table(self, table, *, records, columns, timeout):
+            if self.closed:
+                raise OSError("connection lost")
+            self.copies += 1
+
+    class Pool:
+        def __init__(self) -> None:
+            self.acquired: list[Conn] = []
+            self.released: list[Conn] = []
+
+        async def acquire(self, timeout):
+            self.acquired.append(Conn())
+            return self.acquired[-1]
+
+        async def release(self, conn):
+            self.released.append(conn)
+
+    class Spool(_NoSpool):
+        directory = "spool"
+        written = 0
+
+        def write(self, rows) -> bool:
+            Spool.written += len(rows)
+            return True
+
+    ring, pool = EventRing(1000), Pool()
+    writer = EventWriter(ring, pool=pool, rows=RowBuilder(PricingTable([PRICE])), spool=Spool(),
+                         metrics=Metrics(EventRing(1)))
+    for _ in range(5):
+        ring.append(event("openai", "gpt-4o-mini"))
+        await writer.flush()
+    assert len(pool.acquired) == 1 and pool.acquired[0].copies == 5 and not pool.released
+    pool.acquired[0].closed = True  # Postgres restarted under it
+    ring.append(event("openai", "gpt-4o-mini"))
+    await writer.flush()  # noticed before the COPY: a fresh connection
+    assert len(pool.acquired) == 2 and pool.released == [pool.acquired[0]] and pool.acquired[1].copies == 1
+
+    async def lost(*args, **kwargs):
+        raise OSError("connection lost")
+
+    pool.acquired[1].copy_records_to_table = lost
+    ring.append(event("openai", "gpt-4o-mini"))
+    await writer.flush()  # fails mid-COPY: closed, handed back, the rows spooled
+    assert pool.acquired[1].closed and pool.released[-1] is pool.acquired[1]
+    assert Spool.written == 1 and not writer.database_up
+    await writer.close()
+    assert writer._conn is None

@@ -9,6 +9,7 @@ once, as soon as it is back. Closing drains the ring completely.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -56,6 +57,7 @@ class EventWriter:
         self._to_measure: list[tuple[int, RequestEvent, Measure]] = []
         self._storing = 0
         self._next_spool_look = 0.0  # the first flush looks: a previous run may have left batches
+        self._conn: asyncpg.Connection | None = None
         self._drops_recorded: Counter = Counter()
         self._background = Background()
 
@@ -67,6 +69,7 @@ class EventWriter:
         await self._background.stop()
         while len(self.ring) or self._batch:
             await self.flush()
+        await self._let_go()
 
     async def _run(self) -> None:
         while True:
@@ -201,15 +204,42 @@ class EventWriter:
         for (index, event, _), count in zip(to_measure, counts, strict=True):
             rows[index] = self.rows.with_count(event, rows[index], count)
 
+    async def _connection(self) -> asyncpg.Connection:
+        """The writer's own connection, kept from batch to batch.
+
+        Taking one from the pool for every COPY cost a task (the acquire timeout) and the
+        pool's bookkeeping, hundreds of times a second under load.
+        """
+        conn = self._conn
+        if conn is not None:
+            try:
+                if not conn.is_closed():
+                    return conn
+            except asyncpg.InterfaceError:
+                pass  # it broke and the pool has taken it back
+            await self._let_go()
+        self._conn = conn = await self.pool.acquire(timeout=5)
+        return conn
+
+    async def _let_go(self, *, broken: bool = False) -> None:
+        """Give the kept connection back to the pool; a ``broken`` one is closed first, never reused."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        if broken:
+            with contextlib.suppress(asyncpg.InterfaceError):  # the pool may have taken it back already
+                conn.terminate()
+        await self.pool.release(conn)  # nothing to do when the pool has taken it back
+
     async def _store(self, rows: list[tuple]) -> None:
         started = time.perf_counter()
         try:
-            async with self.pool.acquire(timeout=5) as conn:
-                await self._copy(conn, rows)
+            await self._copy(await self._connection(), rows)
         except _DATA_ERRORS as exc:
             log.error("a batch was refused (%s); writing it row by row", exc)
             await self._store_one_by_one(rows)
         except Exception as exc:
+            await self._let_go(broken=True)
             self._database_down(exc)
             if not self.spool.write(rows):
                 for org_id, n in Counter(row[ORG_ID] for row in rows).items():
@@ -224,12 +254,12 @@ class EventWriter:
         self.metrics.events_written.inc(len(rows))
 
     async def _store_one_by_one(self, rows: list[tuple]) -> None:
-        async with self.pool.acquire(timeout=5) as conn:
-            for row in rows:
-                try:
-                    await self._copy(conn, [row])
-                except _DATA_ERRORS:
-                    self.ring.count_drop("invalid", owner=row[ORG_ID])
+        conn = await self._connection()
+        for row in rows:
+            try:
+                await self._copy(conn, [row])
+            except _DATA_ERRORS:
+                self.ring.count_drop("invalid", owner=row[ORG_ID])
 
     async def replay(self) -> int:
         """Write spooled batches, oldest first; each exactly once. Returns batches applied."""
