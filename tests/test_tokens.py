@@ -146,3 +146,10 @@ def test_import_has_no_side_effects():
             "print('tiktoken' in sys.modules, threading.active_count())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "1"]
+
+
+def test_the_python_copy_of_the_ranks_is_not_kept_and_decoding_still_works(counter):
+    encoding = counter.encoding("o200k_base")
+    assert not encoding._mergeable_ranks  # the Rust core holds them; the dict was 41 MB for both
+    assert encoding.decode(encoding.encode_ordinary("hello world")) == "hello world"
+    assert encoding.n_vocab > 199_000
