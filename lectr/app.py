@@ -12,13 +12,12 @@ import gc
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
 from lectr import db, partitions
 from lectr.analysis.aggregator import run_aggregator
 from lectr.analysis.housekeeping import run_housekeeping
 from lectr.analysis.schedule import Job, Scheduler
-from lectr.api.app import AdminServer, make_admin_app
-from lectr.api.state import AdminState
 from lectr.background import Background
 from lectr.caches import CacheLoader
 from lectr.config import Settings
@@ -33,6 +32,9 @@ from lectr.pricing import PricingTable, ensure_seeded
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer
 from lectr.proxy.upstream import UpstreamPools
+
+if TYPE_CHECKING:
+    from lectr.api.app import AdminServer
 
 log = logging.getLogger("lectr")
 
@@ -127,6 +129,10 @@ class Lectr:
         ctx = ProxyContext(loop=loop, limits=s.limits, base_urls=s.upstreams.base_urls,
                            directory=self.directory, upstream=self.upstream, ring=self.ring)
         if not self.worker_index:  # the single process, or worker 0 of several
+            # Imported here: the other workers never load aiohttp (about 14 MB each).
+            from lectr.api.app import AdminServer, make_admin_app
+            from lectr.api.state import AdminState
+
             state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,
                                admin_secret=s.admin.secret, session_hours=s.admin.session_hours)
             self.admin = AdminServer(make_admin_app(state), s.host, s.admin_port)

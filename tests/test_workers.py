@@ -33,6 +33,12 @@ def test_two_workers_share_the_port_record_everything_and_stop_cleanly(database_
             time.sleep(0.1)
         assert all(listening(w, port) for w in workers)  # each on the proxy port itself (SO_REUSEPORT)
         assert sum(listening(w, admin_port) for w in workers) == 1  # one admin listener
+
+        def loaded_aiohttp(worker) -> bool:
+            return any("aiohttp" in m.path for m in worker.memory_maps())
+
+        # Only the admin's worker loads aiohttp (about 14 MB).
+        assert [loaded_aiohttp(w) for w in workers] == [listening(w, admin_port) for w in workers]
         client = sdk_client(server.base_url, **{"X-Lectr-Key": key})
         for _ in range(60):
             client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
