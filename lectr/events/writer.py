@@ -1,9 +1,11 @@
 """The event writer: the one loop that moves events from the ring into Postgres.
 
 It wakes when a batch is waiting or the flush interval has passed, builds rows in short
-slices on the event loop (so no request waits behind it), and writes them with COPY. When
-Postgres is unavailable the rows go to the spool, and are replayed, oldest first and exactly
-once, as soon as it is back. Closing drains the ring completely.
+slices on the event loop (so no request waits behind it), and writes them with COPY over a
+connection it keeps. While the loop has time to spare, the busy poller's idle spins build rows
+ahead (``build_waiting``), so a flush at low load is only the COPY. When Postgres is
+unavailable the rows go to the spool, and are replayed, oldest first and exactly once, as soon
+as it is back. Closing drains the ring completely.
 """
 
 from __future__ import annotations
