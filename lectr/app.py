@@ -163,6 +163,8 @@ class Lectr:
         if self.upstream is not None:
             await self.upstream.close()
         if self.writer is not None:
+            if self.upstream is not None:
+                self.upstream.poller.idle = None  # the writer is closing: nothing to build ahead
             await self.writer.close()  # last: every completed request's event is written or spooled
             self.writer.tokenizer.close()
         if self.tokenizer is not None:

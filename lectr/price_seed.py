@@ -17,6 +17,7 @@ import orjson
 
 from lectr.pricing import EPOCH, SeedRow
 
+CHILD_TIMEOUT_SECONDS = 120.0
 # genai-prices provider id -> Lectr's provider name, for the providers Lectr serves.
 _GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "groq": "groq", "azure": "azure",
                     "google": "gemini"}
@@ -89,14 +90,24 @@ def genai_price_rows() -> list[SeedRow]:
 
 async def rows_from_child() -> list[SeedRow]:
     """``genai_price_rows()``, from a child process, so this one never imports genai-prices."""
+    # -P: the working directory is not searched, so a stray lectr/ there cannot stand in.
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lectr.price_seed", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await child.communicate()
+        sys.executable, "-P", "-m", "lectr.price_seed", stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        out, err = await asyncio.wait_for(child.communicate(), CHILD_TIMEOUT_SECONDS)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        raise RuntimeError(f"reading genai-prices took over {CHILD_TIMEOUT_SECONDS:.0f} s") from None
     if child.returncode:
         raise RuntimeError(f"could not read genai-prices: {err.decode(errors='replace').strip()[-500:]}")
-    return [SeedRow(provider, model, Decimal(i), Decimal(o), None if c is None else Decimal(c),
-                    datetime.fromisoformat(start), note)
-            for provider, model, i, o, c, start, note in orjson.loads(out)]
+    try:
+        return [SeedRow(provider, model, Decimal(i), Decimal(o), None if c is None else Decimal(c),
+                        datetime.fromisoformat(start), note)
+                for provider, model, i, o, c, start, note in orjson.loads(out)]
+    except (ValueError, TypeError) as exc:  # orjson's decode error is a ValueError
+        raise RuntimeError(f"unexpected output from the genai-prices reader: {exc}") from None
 
 
 def main() -> None:

@@ -58,6 +58,58 @@ class _NoSpool:
         return False
 
 
+class RecordingSpool(_NoSpool):
+    directory = "spool"
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+
+    def write(self, rows) -> bool:
+        self.rows.extend(rows)
+        return True
+
+
+class FakeConn:
+    """An asyncpg connection's part the writer uses; ``failures`` maps a COPY's number to its exception."""
+
+    def __init__(self, failures: dict[int, Exception] | None = None) -> None:
+        self.failures = failures or {}
+        self.closed = False
+        self.calls = self.copies = 0
+
+    def is_closed(self) -> bool:
+        return self.closed
+
+    def terminate(self) -> None:
+        self.closed = True
+
+    async def copy_records_to_table(self, table, *, records, columns, timeout):
+        self.calls += 1
+        if self.closed:
+            raise OSError("connection lost")
+        if self.calls in self.failures:
+            raise self.failures[self.calls]
+        self.copies += 1
+
+
+class FakePool:
+    def __init__(self, connect=FakeConn) -> None:
+        self.connect = connect
+        self.acquired: list[FakeConn] = []
+        self.released: list[FakeConn] = []
+
+    async def acquire(self, timeout):
+        self.acquired.append(self.connect())
+        return self.acquired[-1]
+
+    async def release(self, conn):
+        self.released.append(conn)
+
+
+def writer_on(ring: EventRing, **kwargs) -> EventWriter:
+    return EventWriter(ring, rows=RowBuilder(PricingTable([PRICE])), metrics=Metrics(EventRing(1)), **kwargs)
+
+
 async def test_a_flush_writes_what_was_waiting_and_leaves_later_events_for_the_next_batch():
     # Events keep arriving while a batch is written (as they do under load); a flush that chased
     # them would write a COPY per one or two events, for as long as the trickle lasts.
@@ -153,45 +205,8 @@ async def test_the_spool_directory_is_read_once_a_second_while_postgres_is_up_an
 
 
 async def test_the_writer_keeps_one_connection_and_replaces_it_when_it_breaks():
-    class Conn:
-        def __init__(self) -> None:
-            self.closed = False
-            self.copies = 0
-
-        def is_closed(self) -> bool:
-            return self.closed
-
-        def terminate(self) -> None:
-            self.closed = True
-
-        async def copy_records_to_table(self, table, *, records, columns, timeout):
-            if self.closed:
-                raise OSError("connection lost")
-            self.copies += 1
-
-    class Pool:
-        def __init__(self) -> None:
-            self.acquired: list[Conn] = []
-            self.released: list[Conn] = []
-
-        async def acquire(self, timeout):
-            self.acquired.append(Conn())
-            return self.acquired[-1]
-
-        async def release(self, conn):
-            self.released.append(conn)
-
-    class Spool(_NoSpool):
-        directory = "spool"
-        written = 0
-
-        def write(self, rows) -> bool:
-            Spool.written += len(rows)
-            return True
-
-    ring, pool = EventRing(1000), Pool()
-    writer = EventWriter(ring, pool=pool, rows=RowBuilder(PricingTable([PRICE])), spool=Spool(),
-                         metrics=Metrics(EventRing(1)))
+    ring, pool, spool = EventRing(1000), FakePool(), RecordingSpool()
+    writer = writer_on(ring, pool=pool, spool=spool)
     for _ in range(5):
         ring.append(event("openai", "gpt-4o-mini"))
         await writer.flush()
@@ -200,14 +215,73 @@ async def test_the_writer_keeps_one_connection_and_replaces_it_when_it_breaks():
     ring.append(event("openai", "gpt-4o-mini"))
     await writer.flush()  # noticed before the COPY: a fresh connection
     assert len(pool.acquired) == 2 and pool.released == [pool.acquired[0]] and pool.acquired[1].copies == 1
-
-    async def lost(*args, **kwargs):
-        raise OSError("connection lost")
-
-    pool.acquired[1].copy_records_to_table = lost
+    pool.acquired[1].failures[2] = OSError("connection lost")
     ring.append(event("openai", "gpt-4o-mini"))
     await writer.flush()  # fails mid-COPY: closed, handed back, the rows spooled
     assert pool.acquired[1].closed and pool.released[-1] is pool.acquired[1]
-    assert Spool.written == 1 and not writer.database_up
+    assert len(spool.rows) == 1 and not writer.database_up
     await writer.close()
     assert writer._conn is None
+
+
+async def test_closing_lets_a_flush_under_way_finish_instead_of_losing_its_rows():
+    import asyncio
+
+    ring = EventRing(1000, batch_size=5)
+    writer = EventWriter(ring, pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=_NoSpool(),
+                         metrics=Metrics(EventRing(1)), batch_size=5)
+    stored: list[int] = []
+    storing = asyncio.Event()
+
+    async def slow_store(rows):
+        storing.set()
+        await asyncio.sleep(0.2)
+        stored.append(len(rows))
+
+    async def let_go(**kwargs):
+        pass
+
+    writer._store, writer._let_go = slow_store, let_go
+    writer.start()
+    for _ in range(5):
+        ring.append(event("openai", "gpt-4o-mini"))
+    await asyncio.wait_for(storing.wait(), 5)
+    ring.append(event("openai", "gpt-4o-mini"))  # arrives while the batch is being written
+    await writer.close()
+    assert stored == [5, 1]
+
+
+async def test_the_buffered_count_never_counts_an_event_twice_while_a_batch_is_built():
+    import asyncio
+
+    ring = EventRing(100, batch_size=50)
+    writer = EventWriter(ring, pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=_NoSpool(),
+                         metrics=Metrics(EventRing(1)), slice_seconds=0)  # a yield after every row
+
+    async def store(rows):
+        await asyncio.sleep(0)
+
+    writer._store = store
+    for _ in range(10):
+        ring.append(event("openai", "gpt-4o-mini"))
+    flushing = asyncio.create_task(writer.flush())
+    seen: list[int] = []
+    while not flushing.done():  # what a metrics refresh would see at each turn of the loop
+        seen.append(len(ring) + writer.unwritten)
+        await asyncio.sleep(0)
+    assert len(seen) > 10 and set(seen) == {10}
+    assert writer.unwritten == 0
+
+
+async def test_a_connection_lost_while_retrying_a_refused_batch_spools_the_rows_not_yet_written():
+    import asyncpg
+
+    ring, spool = EventRing(100), RecordingSpool()
+    pool = FakePool(lambda: FakeConn({1: asyncpg.DataError("a bad row in the batch"), 3: OSError("connection lost")}))
+    writer = writer_on(ring, pool=pool, spool=spool)
+    for _ in range(3):
+        ring.append(event("openai", "gpt-4o-mini"))
+    await writer.flush()
+    # The batch was refused; row 1 went in alone, row 2 met the lost connection: rows 2 and 3 spooled.
+    assert writer.written == 1 and len(spool.rows) == 2
+    assert pool.acquired[0].closed and writer._conn is None and not writer.database_up

@@ -73,6 +73,11 @@ class EventRing(Generic[T]):
         """Remove and return the oldest event, or None when the ring is empty."""
         return self._items.popleft() if self._items else None
 
+    def wake(self) -> None:
+        """Make a ``wait`` under way return now (the consumer is closing)."""
+        if self._ready is not None:
+            self._ready.set()
+
     async def wait(self, timeout: float, *, taken: int = 0) -> None:
         """Return once a batch is waiting or ``timeout`` seconds have passed.
 

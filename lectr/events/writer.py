@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # Errors a batch can never recover from: retried row by row so only the bad rows are lost.
 _DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 SPOOL_LOOK_SECONDS = 1.0
+CLOSE_WAIT_SECONDS = 10.0
 
 
 class EventWriter:
@@ -61,20 +62,30 @@ class EventWriter:
         self._next_spool_look = 0.0  # the first flush looks: a previous run may have left batches
         self._conn: asyncpg.Connection | None = None
         self._drops_recorded: Counter = Counter()
+        self._closing = False
+        self._task: asyncio.Task | None = None
         self._background = Background()
 
     def start(self) -> None:
-        self._background.start(self._run(), "lectr-event-writer")
+        self._task = self._background.start(self._run(), "lectr-event-writer")
 
     async def close(self) -> None:
-        """Stop the loop and write out everything still in the ring (to the spool if need be)."""
+        """Let a flush under way finish, then write out everything still waiting (to the spool if need be).
+
+        The flush is not cancelled, or the rows it holds would be lost; one that hangs past
+        ``CLOSE_WAIT_SECONDS`` is.
+        """
+        self._closing = True
+        self.ring.wake()
+        if self._task is not None:
+            await asyncio.wait({self._task}, timeout=CLOSE_WAIT_SECONDS)
         await self._background.stop()
         while len(self.ring) or self._batch:
             await self.flush()
         await self._let_go()
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             await self.ring.wait(self.interval, taken=len(self._batch))
             try:
                 await self.flush()
@@ -114,7 +125,6 @@ class EventWriter:
         while True:
             room = self.max_batch - len(self._batch)
             events = self.ring.drain(min(waiting, room)) if room > 0 else []
-            self._storing = len(events)  # out of the ring: still unwritten until stored
             # build_waiting may take some of them meanwhile: they are written with the rows built.
             waiting = min(waiting - len(events), len(self.ring))
             try:
@@ -173,8 +183,10 @@ class EventWriter:
     async def _build(self, events: list[RequestEvent]) -> list[tuple]:
         """Build ``events`` in short slices, then take the whole gathered batch, measured and counted."""
         deadline = time.perf_counter() + self.slice_seconds
+        self._storing = len(events)  # out of the ring, not yet in the batch: still unwritten
         for event in events:
             self._add(event)
+            self._storing -= 1
             if time.perf_counter() > deadline:
                 await asyncio.sleep(0)  # let requests through between slices
                 deadline = time.perf_counter() + self.slice_seconds
@@ -239,13 +251,10 @@ class EventWriter:
             await self._copy(await self._connection(), rows)
         except _DATA_ERRORS as exc:
             log.error("a batch was refused (%s); writing it row by row", exc)
-            await self._store_one_by_one(rows)
+            if not await self._store_one_by_one(rows):
+                return
         except Exception as exc:
-            await self._let_go(broken=True)
-            self._database_down(exc)
-            if not self.spool.write(rows):
-                for org_id, n in Counter(row[ORG_ID] for row in rows).items():
-                    self.ring.count_drop("spool_full", n, owner=org_id)
+            await self._unwritten(rows, exc)
             return
         self._database_back()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -255,13 +264,25 @@ class EventWriter:
         self.written += len(rows)
         self.metrics.events_written.inc(len(rows))
 
-    async def _store_one_by_one(self, rows: list[tuple]) -> None:
-        conn = await self._connection()
-        for row in rows:
+    async def _store_one_by_one(self, rows: list[tuple]) -> bool:
+        """Write ``rows`` one COPY each, dropping (and counting) those refused; False if Postgres went away."""
+        for i, row in enumerate(rows):
             try:
-                await self._copy(conn, [row])
+                await self._copy(await self._connection(), [row])
             except _DATA_ERRORS:
                 self.ring.count_drop("invalid", owner=row[ORG_ID])
+            except Exception as exc:
+                await self._unwritten(rows[i:], exc)  # the rows before it are written: not again
+                return False
+        return True
+
+    async def _unwritten(self, rows: list[tuple], exc: BaseException) -> None:
+        """Postgres (or the connection) failed: spool ``rows``, counted as dropped if the spool is full."""
+        self._database_down(exc)
+        if not self.spool.write(rows):
+            for org_id, n in Counter(row[ORG_ID] for row in rows).items():
+                self.ring.count_drop("spool_full", n, owner=org_id)
+        await self._let_go(broken=True)  # after the spool, so the rows are safe whatever happens here
 
     async def replay(self) -> int:
         """Write spooled batches, oldest first; each exactly once. Returns batches applied."""

@@ -77,6 +77,6 @@ class BusyPoller:
             self.spinning = False  # a whole window with nothing: let the loop sleep
             self.idle_since = self.quiet_since
             return
+        self.loop.call_soon(self._spin)  # first: a failing idle step must not stop the spinning
         if self.idle is not None:
             self.idle()
-        self.loop.call_soon(self._spin)
