@@ -80,6 +80,35 @@ async def test_replay_is_exactly_once_even_after_a_crash_between_commit_and_dele
     assert spool.pending() == 0
 
 
+async def test_a_refused_row_in_a_spooled_batch_is_dropped_alone_and_the_spool_moves_on(conn, database_url, tmp_path):
+    spool = Spool(tmp_path, max_bytes=10_000_000)
+    bad = dict(zip(COLUMNS, row(2)), error_origin="nobody")  # fails the column's CHECK
+    spool.write([row(1), tuple(bad[c] for c in COLUMNS), row(3)])
+    spool.write([row(4)])
+    ring = EventRing(10)
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        writer = EventWriter(ring, pool, rows=None, spool=spool, metrics=Metrics(EventRing(1)))
+        assert await writer.replay() == 2 and writer.database_up
+    finally:
+        await pool.close()
+    assert sorted(r["feature"] for r in await conn.fetch("SELECT feature FROM request_logs")) == ["f1", "f3", "f4"]
+    assert ring.dropped == {"invalid": 1} and spool.pending() == 0
+
+
+def test_a_spool_the_disk_refuses_says_so_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    import os
+
+    spool = Spool(tmp_path, max_bytes=10_000_000)
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    assert spool.write([row(1)]) is False
+    assert spool.pending() == 0 and not list(tmp_path.glob(".*.tmp"))
+
+
 async def test_partitions_are_created_ahead_and_dropped_past_retention(conn):
     created = await partitions.ensure_partitions(conn, date(2031, 3, 10))
     assert "request_logs_20310310" in created and "request_logs_20310313" in created

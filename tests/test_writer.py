@@ -224,29 +224,38 @@ async def test_the_writer_keeps_one_connection_and_replaces_it_when_it_breaks():
     assert writer._conn is None
 
 
-async def test_closing_lets_a_flush_under_way_finish_instead_of_losing_its_rows():
+async def run_until_storing(writer: EventWriter, store, events: int) -> None:
+    """Start ``writer`` with ``store`` for its COPY; return once a batch of ``events`` is being stored."""
     import asyncio
 
-    ring = EventRing(1000, batch_size=5)
-    writer = EventWriter(ring, pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=_NoSpool(),
-                         metrics=Metrics(EventRing(1)), batch_size=5)
-    stored: list[int] = []
     storing = asyncio.Event()
 
-    async def slow_store(rows):
+    async def marked_store(rows):
         storing.set()
-        await asyncio.sleep(0.2)
-        stored.append(len(rows))
+        await store(rows)
 
     async def let_go(**kwargs):
         pass
 
-    writer._store, writer._let_go = slow_store, let_go
+    writer._store, writer._let_go = marked_store, let_go
     writer.start()
-    for _ in range(5):
-        ring.append(event("openai", "gpt-4o-mini"))
+    for _ in range(events):
+        writer.ring.append(event("openai", "gpt-4o-mini"))
     await asyncio.wait_for(storing.wait(), 5)
-    ring.append(event("openai", "gpt-4o-mini"))  # arrives while the batch is being written
+
+
+async def test_closing_lets_a_flush_under_way_finish_instead_of_losing_its_rows():
+    import asyncio
+
+    writer = writer_on(EventRing(1000, batch_size=5), pool=None, spool=_NoSpool(), batch_size=5)
+    stored: list[int] = []
+
+    async def slow_store(rows):
+        await asyncio.sleep(0.2)
+        stored.append(len(rows))
+
+    await run_until_storing(writer, slow_store, 5)
+    writer.ring.append(event("openai", "gpt-4o-mini"))  # arrives while the batch is being written
     await writer.close()
     assert stored == [5, 1]
 
@@ -285,3 +294,20 @@ async def test_a_connection_lost_while_retrying_a_refused_batch_spools_the_rows_
     # The batch was refused; row 1 went in alone, row 2 met the lost connection: rows 2 and 3 spooled.
     assert writer.written == 1 and len(spool.rows) == 2
     assert pool.acquired[0].closed and writer._conn is None and not writer.database_up
+
+
+async def test_a_shutdown_whose_flush_hangs_spools_the_rows_it_held(monkeypatch):
+    import asyncio
+
+    from lectr.events import writer as writer_module
+
+    monkeypatch.setattr(writer_module, "CLOSE_WAIT_SECONDS", 0.1)
+    spool = RecordingSpool()
+    writer = writer_on(EventRing(1000, batch_size=3), pool=None, spool=spool, batch_size=3)
+
+    async def hang(rows):
+        await asyncio.sleep(3600)  # Postgres stopped answering
+
+    await run_until_storing(writer, hang, 3)
+    await asyncio.wait_for(writer.close(), 5)
+    assert len(spool.rows) == 3  # cancelled after 0.1 s: what the flush held is on disk

@@ -63,7 +63,7 @@ class Spool:
         return len(self._files())
 
     def write(self, rows: list[tuple]) -> bool:
-        """Append one batch; False when the spool is full (the caller counts the drop)."""
+        """Append one batch; False when the spool is full or the disk refuses (the caller counts the drop)."""
         data = _encode(uuid.uuid4(), rows)
         if self.size() + len(data) > self.max_bytes:
             return False
@@ -71,11 +71,16 @@ class Spool:
         # keep names unique.
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):06d}{_SUFFIX}"
         tmp = self.directory / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(self.directory / name)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            tmp.rename(self.directory / name)
+        except OSError as exc:  # a full or read-only disk: the batch is lost, and counted
+            log.error("could not spool %d events to %s: %s", len(rows), self.directory, exc)
+            tmp.unlink(missing_ok=True)
+            return False
         self._size += len(data)
         return True
 

@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 # Errors a batch can never recover from: retried row by row so only the bad rows are lost.
 _DATA_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 SPOOL_LOOK_SECONDS = 1.0
+_STATEMENT_TIMEOUT = 60.0
 CLOSE_WAIT_SECONDS = 10.0
 
 
@@ -59,6 +60,7 @@ class EventWriter:
         self._batch: list[tuple] = []
         self._to_measure: list[tuple[int, RequestEvent, Measure]] = []
         self._storing = 0
+        self._in_hand: list[tuple] = []  # rows taken from the batch and not yet written or spooled
         self._next_spool_look = 0.0  # the first flush looks: a previous run may have left batches
         self._conn: asyncpg.Connection | None = None
         self._drops_recorded: Counter = Counter()
@@ -81,7 +83,11 @@ class EventWriter:
             await asyncio.wait({self._task}, timeout=CLOSE_WAIT_SECONDS)
         await self._background.stop()
         while len(self.ring) or self._batch:
-            await self.flush()
+            try:
+                await self.flush()
+            except Exception:  # never hang or abort the shutdown over the last events
+                log.exception("could not write the last %d events", len(self.ring) + len(self._batch))
+                break
         await self._let_go()
 
     async def _run(self) -> None:
@@ -132,8 +138,14 @@ class EventWriter:
                 if rows:
                     await asyncio.sleep(0)  # between the last slice of rows and the first of the COPY
                     await self._store(rows)
+            except asyncio.CancelledError:
+                # Only a shutdown whose flush hung cancels it: keep what it held on disk.
+                if self._in_hand:
+                    self._spool(self._in_hand)
+                raise
             finally:
                 self._storing = 0
+                self._in_hand = []
             if waiting <= 0:
                 break
         if self.database_up:
@@ -145,6 +157,8 @@ class EventWriter:
         Another worker (or an earlier run) may have spooled, so the directory must be read, but
         not at every flush: that was a listing per COPY, hundreds a second under load.
         """
+        if self._closing:
+            return False  # spooled batches wait for the next start: a shutdown must not hang on them
         now = time.monotonic()
         if self.database_up and now < self._next_spool_look:
             return False
@@ -161,7 +175,7 @@ class EventWriter:
                 await conn.executemany(
                     "INSERT INTO event_drops (minute, org_id, reason, count) "
                     "VALUES (date_trunc('minute', now()), $1, $2, $3)",
-                    [(org_id, reason, n) for (org_id, reason), n in new.items()])
+                    [(org_id, reason, n) for (org_id, reason), n in new.items()], timeout=_STATEMENT_TIMEOUT)
         except Exception as exc:
             self._database_down(exc)
             return
@@ -184,15 +198,21 @@ class EventWriter:
         """Build ``events`` in short slices, then take the whole gathered batch, measured and counted."""
         deadline = time.perf_counter() + self.slice_seconds
         self._storing = len(events)  # out of the ring, not yet in the batch: still unwritten
-        for event in events:
+        for i, event in enumerate(events, 1):
             self._add(event)
             self._storing -= 1
             if time.perf_counter() > deadline:
-                await asyncio.sleep(0)  # let requests through between slices
+                try:
+                    await asyncio.sleep(0)  # let requests through between slices
+                except asyncio.CancelledError:
+                    for rest in events[i:]:  # into the batch, which the shutdown then writes
+                        self._add(rest)
+                    raise
                 deadline = time.perf_counter() + self.slice_seconds
         rows, to_measure = self._batch, self._to_measure
         self._batch, self._to_measure = [], []
         self._storing = len(rows)
+        self._in_hand = rows
         try:
             self.metrics.flush()  # observe() only collects; the metrics move once per batch
         except Exception:  # never worth the batch's rows
@@ -260,13 +280,14 @@ class EventWriter:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
     async def _copy(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
-        await conn.copy_records_to_table("request_logs", records=rows, columns=COLUMNS, timeout=60)
+        await conn.copy_records_to_table("request_logs", records=rows, columns=COLUMNS, timeout=_STATEMENT_TIMEOUT)
         self.written += len(rows)
         self.metrics.events_written.inc(len(rows))
 
     async def _store_one_by_one(self, rows: list[tuple]) -> bool:
         """Write ``rows`` one COPY each, dropping (and counting) those refused; False if Postgres went away."""
         for i, row in enumerate(rows):
+            self._in_hand = rows[i:]  # what a cancelled shutdown would spool: not the rows written
             try:
                 await self._copy(await self._connection(), [row])
             except _DATA_ERRORS:
@@ -279,10 +300,14 @@ class EventWriter:
     async def _unwritten(self, rows: list[tuple], exc: BaseException) -> None:
         """Postgres (or the connection) failed: spool ``rows``, counted as dropped if the spool is full."""
         self._database_down(exc)
+        self._spool(rows)
+        await self._let_go(broken=True)  # after the spool, so the rows are safe whatever happens here
+
+    def _spool(self, rows: list[tuple]) -> None:
+        """Put ``rows`` in the spool, or count them dropped if it is full (or cannot be written)."""
         if not self.spool.write(rows):
             for org_id, n in Counter(row[ORG_ID] for row in rows).items():
                 self.ring.count_drop("spool_full", n, owner=org_id)
-        await self._let_go(broken=True)  # after the spool, so the rows are safe whatever happens here
 
     async def replay(self) -> int:
         """Write spooled batches, oldest first; each exactly once. Returns batches applied."""
@@ -294,11 +319,12 @@ class EventWriter:
             while (batch := self.spool.oldest()) is not None:
                 try:
                     async with self.pool.acquire(timeout=5) as conn, conn.transaction():
-                        done = await conn.fetchval("SELECT 1 FROM event_batches WHERE batch_id = $1", batch.batch_id)
+                        done = await conn.fetchval("SELECT 1 FROM event_batches WHERE batch_id = $1",
+                                                   batch.batch_id, timeout=_STATEMENT_TIMEOUT)
                         if not done:
-                            await self._copy(conn, batch.rows)
+                            await self._replay_batch(conn, batch.rows)
                             await conn.execute("INSERT INTO event_batches (batch_id, rows) VALUES ($1, $2)",
-                                               batch.batch_id, len(batch.rows))
+                                               batch.batch_id, len(batch.rows), timeout=_STATEMENT_TIMEOUT)
                 except Exception as exc:
                     self._database_down(exc)
                     return applied
@@ -308,6 +334,24 @@ class EventWriter:
         if applied:
             log.info("replayed %d spooled batches", applied)
         return applied
+
+    async def _replay_batch(self, conn: asyncpg.Connection, rows: list[tuple]) -> None:
+        """COPY a spooled batch; one Postgres refuses is written row by row, each under a savepoint.
+
+        Otherwise one bad row would stop every later batch from being replayed, for good.
+        """
+        try:
+            async with conn.transaction():
+                await self._copy(conn, rows)
+            return
+        except _DATA_ERRORS as exc:
+            log.error("a spooled batch was refused (%s); writing it row by row", exc)
+        for row in rows:
+            try:
+                async with conn.transaction():
+                    await self._copy(conn, [row])
+            except _DATA_ERRORS:
+                self.ring.count_drop("invalid", owner=row[ORG_ID])
 
     def _database_down(self, exc: BaseException) -> None:
         if self.database_up:
