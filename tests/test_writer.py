@@ -311,3 +311,17 @@ async def test_a_shutdown_whose_flush_hangs_spools_the_rows_it_held(monkeypatch)
     await run_until_storing(writer, hang, 3)
     await asyncio.wait_for(writer.close(), 5)
     assert len(spool.rows) == 3  # cancelled after 0.1 s: what the flush held is on disk
+
+
+async def test_a_shutdown_with_postgres_away_spools_at_once():
+    class AwayPool(FakePool):
+        async def acquire(self, timeout):
+            raise AssertionError("no connection attempt once Postgres is known to be away")
+
+    ring, spool = EventRing(5000), RecordingSpool()
+    writer = writer_on(ring, pool=AwayPool(), spool=spool, max_batch=1000)
+    writer.database_up = False
+    for _ in range(2500):
+        ring.append(event("openai", "gpt-4o-mini"))
+    await writer.close()
+    assert len(spool.rows) == 2500 and len(ring) == 0

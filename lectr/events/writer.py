@@ -266,6 +266,9 @@ class EventWriter:
         await self.pool.release(conn)  # nothing to do when the pool has taken it back
 
     async def _store(self, rows: list[tuple]) -> None:
+        if self._closing and not self.database_up:
+            self._spool(rows)  # shutting down with Postgres away: not 5 s of acquire timeout a batch
+            return
         started = time.perf_counter()
         try:
             await self._copy(await self._connection(), rows)
