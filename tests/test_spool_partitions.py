@@ -13,7 +13,7 @@ from lectr import db, partitions
 from lectr.events.ring import EventRing
 from lectr.events.rows import COLUMNS
 from lectr.events.spool import Spool
-from lectr.events.writer import EventWriter
+from lectr.events.store import RowStore
 from lectr.metrics import Metrics
 
 
@@ -72,8 +72,8 @@ async def test_replay_is_exactly_once_even_after_a_crash_between_commit_and_dele
     spool.write([row(3)])
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
-        writer = EventWriter(EventRing(10), pool, rows=None, spool=spool, metrics=Metrics(EventRing(1)))
-        assert await writer.replay() == 2
+        store = RowStore(pool, spool, EventRing(10), Metrics(EventRing(1)))
+        assert await store.replay() == 2
     finally:
         await pool.close()
     assert sorted(r["feature"] for r in await conn.fetch("SELECT feature FROM request_logs")) == ["f1", "f2", "f3"]
@@ -88,8 +88,8 @@ async def test_a_refused_row_in_a_spooled_batch_is_dropped_alone_and_the_spool_m
     ring = EventRing(10)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
-        writer = EventWriter(ring, pool, rows=None, spool=spool, metrics=Metrics(EventRing(1)))
-        assert await writer.replay() == 2 and writer.database_up
+        store = RowStore(pool, spool, ring, Metrics(EventRing(1)))
+        assert await store.replay() == 2 and store.database_up
     finally:
         await pool.close()
     assert sorted(r["feature"] for r in await conn.fetch("SELECT feature FROM request_logs")) == ["f1", "f3", "f4"]

@@ -195,11 +195,11 @@ async def test_the_spool_directory_is_read_once_a_second_while_postgres_is_up_an
         ring.append(event("openai", "gpt-4o-mini"))
         await writer.flush()
     assert CountingSpool.looks == 1, "a listing per flush is hundreds a second under load"
-    writer.database_up = False
+    writer.store.database_up = False
     await writer.flush()
     await writer.flush()
     assert CountingSpool.looks == 3  # while Postgres is down, every flush looks
-    writer._database_back()
+    writer.store._database_back()
     await writer.flush()
     assert CountingSpool.looks == 4  # and the first one after it is back
 
@@ -221,7 +221,7 @@ async def test_the_writer_keeps_one_connection_and_replaces_it_when_it_breaks():
     assert pool.acquired[1].closed and pool.released[-1] is pool.acquired[1]
     assert len(spool.rows) == 1 and not writer.database_up
     await writer.close()
-    assert writer._conn is None
+    assert writer.store._conn is None
 
 
 async def run_until_storing(writer: EventWriter, store, events: int) -> None:
@@ -237,7 +237,7 @@ async def run_until_storing(writer: EventWriter, store, events: int) -> None:
     async def let_go(**kwargs):
         pass
 
-    writer._store, writer._let_go = marked_store, let_go
+    writer._store, writer.store.release = marked_store, let_go
     writer.start()
     for _ in range(events):
         writer.ring.append(event("openai", "gpt-4o-mini"))
@@ -293,7 +293,7 @@ async def test_a_connection_lost_while_retrying_a_refused_batch_spools_the_rows_
     await writer.flush()
     # The batch was refused; row 1 went in alone, row 2 met the lost connection: rows 2 and 3 spooled.
     assert writer.written == 1 and len(spool.rows) == 2
-    assert pool.acquired[0].closed and writer._conn is None and not writer.database_up
+    assert pool.acquired[0].closed and writer.store._conn is None and not writer.database_up
 
 
 async def test_a_shutdown_whose_flush_hangs_spools_the_rows_it_held(monkeypatch):
@@ -320,7 +320,7 @@ async def test_a_shutdown_with_postgres_away_spools_at_once():
 
     ring, spool = EventRing(5000), RecordingSpool()
     writer = writer_on(ring, pool=AwayPool(), spool=spool, max_batch=1000)
-    writer.database_up = False
+    writer.store.database_up = False
     for _ in range(2500):
         ring.append(event("openai", "gpt-4o-mini"))
     await writer.close()
