@@ -6,6 +6,7 @@ deadlines come from LECTR_* variables; h11 judges every response.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
@@ -16,6 +17,7 @@ from lectr.config import ProxyLimits
 from lectr.directory import Directory, Org
 from lectr.keys import hash_key, new_org_key
 from lectr.proxy import protocol
+from lectr.proxy.flow import FlowControl
 from tests.conftest import ProxyHarness, create_org, lectr_env, start_lectr, stop_lectr
 from tests.httpcheck import connect, exchange, is_closed, read_replies, request
 
@@ -379,3 +381,58 @@ def test_a_client_that_stops_reading_is_cut_and_recorded_as_its_fault(slow_reade
             pass  # cut, as it should be
     finally:
         sock.close()
+
+
+class _Reader:
+    """The upstream side of the flow-control contract: it only notes what it is told."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+def test_the_write_deadline_counts_one_uninterrupted_pause_only():
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        fired: list[float] = []
+        upstream = _Reader()
+        flow = FlowControl(_Reader(), loop, 0.2, lambda: fired.append(loop.time()))
+        flow.follow(upstream)
+        for _ in range(4):  # paused longer than the deadline in total, but draining in between
+            flow.pause_writing()
+            assert flow.paused_since > 0
+            await asyncio.sleep(0.1)
+            flow.resume_writing()
+            assert flow.paused_since == 0.0
+        assert fired == []
+        assert upstream.calls == ["pause", "resume"] * 4
+        flow.pause_writing()
+        paused = flow.paused_since
+        while not fired:
+            await asyncio.sleep(0.02)
+        assert fired[0] - paused >= 0.2 - 0.005
+        flow.release()
+        assert flow.paused_since == 0.0
+
+    asyncio.run(run())
+
+
+def test_the_http2_prior_knowledge_preface_is_505(harness):
+    with connect(harness.port) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00")
+        [reply] = read_replies(sock, ["GET"])
+        assert reply.status == 505
+        assert is_closed(sock)
+
+
+def test_the_client_write_timeout_is_configured_from_the_environment():
+    from lectr.config import ConfigError, Settings
+    assert Settings.from_env({}).limits.client_write_timeout == 60.0
+    assert Settings.from_env({"LECTR_CLIENT_WRITE_TIMEOUT": "2.5"}).limits.client_write_timeout == 2.5
+    with pytest.raises(ConfigError):
+        Settings.from_env({"LECTR_CLIENT_WRITE_TIMEOUT": "0"})

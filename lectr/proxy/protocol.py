@@ -65,7 +65,7 @@ class ProxyProtocol(asyncio.Protocol):
         "timer", "timer_at", "peer_gone", "fresh", "tunnel", "held",
         # per request, while it is being parsed
         "_url", "_headers", "_head", "_header_bytes", "_progress", "_stalled", "_body", "_body_bytes",
-        "in_message", "read_since", "_upgrade", "_chunk_open", "_chunk_at", "_new_chunk", "_tail",
+        "in_message", "read_since", "_http11", "_upgrade", "_chunk_open", "_chunk_at", "_new_chunk", "_tail",
     )
 
     def __init__(self, ctx: ProxyContext) -> None:
@@ -103,6 +103,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._body_bytes = 0
         self.in_message = False  # between a request's first byte and its last
         self.read_since = 0.0  # when the current request's clock started
+        self._http11 = True
         self._upgrade: tuple | None = None  # the head of a request that asked to upgrade
         self._chunk_open = False  # inside a chunk's data (chunked request bodies only)
         self._chunk_at = 0  # body bytes before the open chunk
@@ -171,6 +172,8 @@ class ProxyProtocol(asyncio.Protocol):
                 reason = _parser_reason(exc)
                 if reason == "Invalid HTTP version":  # llhttp knows 0.9, 1.0, 1.1 and 2.0 only
                     self._fail(R.VERSION_NOT_SUPPORTED, "unknown version")
+                elif reason == "Pause on PRI/Upgrade":  # HTTP/2 with prior knowledge
+                    self._fail(R.VERSION_NOT_SUPPORTED, "HTTP/2")
                 else:
                     self._fail(R.BAD_REQUEST, reason)
                 return
@@ -219,6 +222,7 @@ class ProxyProtocol(asyncio.Protocol):
         self._progress = True
         self._head = headers = ClientHeaders(self._headers)
         version = self.parser.get_http_version()
+        self._http11 = version == "1.1"
         if version[0] != "1":
             raise _Reject(R.VERSION_NOT_SUPPORTED, "HTTP/" + version)
         if headers.hosts != 1 and (headers.hosts or version == "1.1"):
@@ -265,7 +269,7 @@ class ProxyProtocol(asyncio.Protocol):
         cycle = RequestCycle(
             self.ctx, self, parser.get_method(), self._url, self._head, body,
             keep_alive=parser.should_keep_alive() and not self.ctx.draining,
-            http11=parser.get_http_version() == "1.1",
+            http11=self._http11,
         )
         self._body = []
         self._enqueue(cycle)
@@ -498,6 +502,8 @@ class ProxyProtocol(asyncio.Protocol):
         self.timer = None
         if self.peer_gone or self.closing or self.phase == BUSY:
             return
+        if self.phase == READING and self.flow.read_paused:
+            return  # Lectr stopped reading (pipelined requests queued): cycle_done restarts the clock
         if self.loop.time() < self.deadline:
             self._arm(self.deadline)
         elif self.phase == READING:
