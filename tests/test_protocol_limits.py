@@ -16,7 +16,7 @@ import pytest
 from lectr.config import ProxyLimits
 from lectr.directory import Directory, Org
 from lectr.keys import hash_key, new_org_key
-from lectr.proxy import protocol
+from lectr.proxy import upgrades
 from lectr.proxy.flow import FlowControl
 from tests.conftest import ProxyHarness, create_org, lectr_env, start_lectr, stop_lectr
 from tests.httpcheck import connect, exchange, is_closed, read_replies, request
@@ -329,13 +329,13 @@ class _EchoTunnel:
 
 
 def test_upgrade_to_tunnel_hands_over_every_byte_after_the_head(harness, monkeypatch):
-    monkeypatch.setattr(protocol, "RequestCycle", _EchoTunnel)
+    monkeypatch.setattr(upgrades, "RequestCycle", _EchoTunnel)
     with connect(harness.port) as sock:
         sock.sendall(b"GET /v1/realtime HTTP/1.1\r\nHost: lectr\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
                      b"early bytes")
         data = b""
-        while b"EARLY BYTES" not in data:
-            data += sock.recv(65536)
+        while b"EARLY BYTES" not in data and (chunk := sock.recv(65536)):
+            data += chunk
         assert data == b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" \
                        b"EARLY BYTES"
         sock.sendall(b"GET / HTTP/1.1\r\n\r\n")  # not parsed: tunnel bytes

@@ -10,11 +10,8 @@ first byte of each later one, else 408 (a connection that sent nothing is closed
 answer); between requests an idle keep-alive connection is closed after the idle timeout; a
 client that stops taking a response is cut after the client write timeout (``flow.py``).
 
-Upgrades: an ``Upgrade: h2c`` (or any protocol but WebSocket) is ignored and the request is
-answered in HTTP/1.1 on a connection that stays usable. A WebSocket upgrade request goes to its
-cycle with the connection's reading paused; the cycle either calls ``upgrade_to_tunnel`` after
-writing a 101, or finishes, after which the bytes that followed the request are parsed as the
-next request.
+Upgrade requests (h2c ignored, WebSocket handed to its cycle with a tunnel seam, CONNECT
+refused) are decided in ``upgrades.py``.
 """
 
 from __future__ import annotations
@@ -28,8 +25,10 @@ import httptools
 
 from lectr.proxy import responses as R
 from lectr.proxy.flow import FlowControl
+from lectr.proxy.framing import chunk_size, header_name, parser_reason
 from lectr.proxy.handler import FixedResponse, RequestCycle
 from lectr.proxy.headers import ClientHeaders
+from lectr.proxy.upgrades import UpgradeSupport
 
 if TYPE_CHECKING:
     from lectr.proxy.server import ProxyContext
@@ -38,7 +37,6 @@ log = logging.getLogger(__name__)
 
 # Connection phases, for the one deadline each connection carries.
 IDLE, READING, BUSY = 0, 1, 2
-_WEBSOCKET = b"websocket"
 # Past this many unanswered pipelined requests, stop reading from the client.
 MAX_PIPELINE = 16
 # Bytes of framing (request line, CRLFs, colons) beyond what the header limit counts.
@@ -54,7 +52,7 @@ class _Reject(Exception):
         self.detail = detail
 
 
-class ProxyProtocol(asyncio.Protocol):
+class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
     """The proxy's side of one client TCP connection."""
 
     __slots__ = (
@@ -62,7 +60,7 @@ class ProxyProtocol(asyncio.Protocol):
         "ctx", "loop", "limits", "poller", "max_header_bytes", "_shortest",
         # per connection
         "transport", "flow", "parser", "cycles", "active", "closing", "phase", "deadline",
-        "timer", "timer_at", "peer_gone", "fresh", "tunnel", "held",
+        "timer", "timer_at", "peer_gone", "fresh", "tunnel", "held", "upgrading",
         # per request, while it is being parsed
         "_url", "_headers", "_head", "_header_bytes", "_progress", "_stalled", "_body", "_body_bytes",
         "in_message", "read_since", "_http11", "_upgrade", "_chunk_open", "_chunk_at", "_new_chunk", "_tail",
@@ -92,6 +90,7 @@ class ProxyProtocol(asyncio.Protocol):
         self.fresh = True  # no request has begun on this connection yet
         self.tunnel: Callable[[bytes], None] | None = None  # after upgrade_to_tunnel
         self.held: bytearray | None = None  # bytes after a WebSocket upgrade request, unparsed
+        self.upgrading: RequestCycle | None = None  # the cycle of that request
 
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -169,7 +168,7 @@ class ProxyProtocol(asyncio.Protocol):
                     self._fail(R.INTERNAL_ERROR, None)
                 return
             except httptools.HttpParserError as exc:
-                reason = _parser_reason(exc)
+                reason = parser_reason(exc)
                 if reason == "Invalid HTTP version":  # llhttp knows 0.9, 1.0, 1.1 and 2.0 only
                     self._fail(R.VERSION_NOT_SUPPORTED, "unknown version")
                 elif reason == "Pause on PRI/Upgrade":  # HTTP/2 with prior knowledge
@@ -229,7 +228,7 @@ class ProxyProtocol(asyncio.Protocol):
             # RFC 9112 §3.2: exactly one Host in HTTP/1.1; never two, whatever the version.
             raise _Reject(R.BAD_HOST, "no Host header" if not headers.hosts else "more than one Host header")
         if headers.repeated is not None:
-            raise _Reject(R.REPEATED_LECTR_HEADER, _header_name(headers.repeated))
+            raise _Reject(R.REPEATED_LECTR_HEADER, header_name(headers.repeated))
         if headers.content_length is not None:
             limit = self.limits.max_body_bytes
             if int(headers.content_length) > limit:  # httptools has already validated it
@@ -358,76 +357,11 @@ class ProxyProtocol(asyncio.Protocol):
         if self.transport is not None and not self.peer_gone:
             self.transport.abort()
 
-    def upgrade_to_tunnel(self, on_data: Callable[[bytes], None]) -> None:
-        """Make this connection a raw byte tunnel, once the active cycle has written a 101.
-
-        Only for the cycle of a WebSocket upgrade request (``upgrade_requested`` is True while
-        it is active). Bytes the client sent after the request's head are passed to ``on_data``
-        at once, and every later read goes to it unparsed. The protocol's own deadlines stop;
-        ``write``/``flow`` work as before; the client going away cancels the cycle
-        (``cycle.cancel()``), and the cycle finishing (``cycle_done``) closes the connection.
-        Raises RuntimeError when the connection holds no upgrade request.
-        """
-        held = self.held
-        if held is None or self.active is None:
-            raise RuntimeError("no upgrade request is waiting on this connection")
-        self.held = None
-        self.tunnel = on_data
-        self.phase = BUSY
-        self.flow.resume_reading()
-        if held:
-            on_data(bytes(held))
-
-    @property
-    def upgrade_requested(self) -> bool:
-        """True while the active cycle's request asked to upgrade to WebSocket and awaits a decision."""
-        return self.held is not None
-
     def shutdown(self) -> None:
         """Planned stop: close now if idle, otherwise after the response in progress."""
         self.closing = True
         if self.active is None and not self.cycles and self.transport is not None:
             self.transport.close()
-
-    # -- upgrades ---------------------------------------------------------------------------------
-
-    def _upgraded(self, rest: bytes) -> bytes:
-        """Decide an upgrade request the parser stopped at; return bytes still to be parsed.
-
-        The parser that stopped is replaced: the next request starts on a fresh one.
-        """
-        method, url, version, raw, headers, keep_alive = self._upgrade
-        self._upgrade = None
-        self.parser = httptools.HttpRequestParser(self)
-        if method == b"CONNECT":
-            self._fail(R.CONNECT_NOT_ALLOWED, None)
-            return b""
-        tokens = {t.strip().lower() for t in (headers.upgrade or b"").split(b",")}
-        if _WEBSOCKET in tokens and method == b"GET" and not headers.chunked \
-                and headers.content_length in (None, b"0"):
-            # Hold what follows until the cycle has answered: after a 101 it is tunnel bytes,
-            # after anything else the next request.
-            self.held = bytearray(rest)
-            self.flow.pause_reading()
-            self._enqueue(RequestCycle(self.ctx, self, method, url, headers, b"",
-                                       keep_alive=keep_alive and not self.ctx.draining, http11=version == "1.1"))
-            return b""
-        # Any other upgrade (h2c, which `curl --http2` asks for) is ignored, as RFC 9110 §7.8
-        # allows: the same request is parsed again without its Upgrade field, body and all,
-        # and answered in HTTP/1.1 on a connection that stays usable.
-        lines = [b"%s %s HTTP/%s\r\n" % (method, url, version.encode())]
-        lines += [b"%s: %s\r\n" % (name, value) for name, value in raw if name.lower() != b"upgrade"]
-        lines.append(b"\r\n")
-        self.fresh = True  # the clock that started at its first byte keeps running
-        return b"".join(lines) + rest
-
-    def _parse_held(self) -> None:
-        held, self.held = self.held, None
-        if held is None or self.closing or self.peer_gone:
-            return
-        self.flow.resume_reading()
-        if held:
-            self.data_received(bytes(held))
 
     # -- limits and deadlines ------------------------------------------------------------------
 
@@ -441,12 +375,7 @@ class ProxyProtocol(asyncio.Protocol):
             if lf >= 0 and data[lf] == 10:  # b"\n"; else the chunk's data is complete already
                 start = data.rfind(b"\n", 0, lf) + 1
                 line = data[start:lf] if start else self._tail + data[:lf]
-                digits = line.split(b";", 1)[0].strip(b" \t\r").lstrip(b"0")
-                try:
-                    size = int(digits, 16) if 0 < len(digits) <= 16 else len(digits) and 1 << 64
-                except ValueError:
-                    size = 0  # a trailer line after the last chunk, not a size
-                if size > self.limits.max_body_bytes - self._chunk_at:
+                if chunk_size(line) > self.limits.max_body_bytes - self._chunk_at:
                     raise _Reject(R.BODY_TOO_LARGE, self.limits.max_body_bytes)
         # A size line can arrive over several reads: keep the part after the last line break.
         if self._chunk_open:
@@ -465,7 +394,6 @@ class ProxyProtocol(asyncio.Protocol):
         if isinstance(active, RequestCycle):
             active.client_write_timeout()
         self.abort()
-
 
     def _count_stalled(self, n: int) -> None:
         # httptools hands a header (or trailer) over only once its line ends, and keeps it until
@@ -510,13 +438,3 @@ class ProxyProtocol(asyncio.Protocol):
             self._fail(R.REQUEST_TIMEOUT, None)
         else:
             self.transport.close()
-
-
-def _header_name(lname: bytes) -> str:
-    """``x-lectr-key`` as ``X-Lectr-Key``, for a message."""
-    return "-".join(part.capitalize() for part in lname.decode("latin-1").split("-"))
-
-
-def _parser_reason(exc: httptools.HttpParserError) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text[:200]
