@@ -1,28 +1,22 @@
-"""The client side of the proxy connection under hostile or unusual input (issue 12, issue 11 §2).
-
-Raw sockets against the in-process harness, and against a real ``lectr serve`` where the
-deadlines come from LECTR_* variables; h11 judges every response.
+"""The client side of the proxy connection under hostile or unusual input (issue 12, issue 11 §2):
+chunk sizes, repeated X-Lectr-* headers, Host and version, upgrades. Raw sockets against the
+in-process harness; h11 judges every response. Deadlines are in test_protocol_deadlines.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 
 import orjson
 import pytest
 
-from lectr.config import ProxyLimits
 from lectr.directory import Directory, Org
 from lectr.keys import hash_key, new_org_key
 from lectr.proxy import upgrades
-from lectr.proxy.flow import FlowControl
-from tests.conftest import ProxyHarness, create_org, lectr_env, start_lectr, stop_lectr
 from tests.httpcheck import connect, exchange, is_closed, read_replies, request
 
 CHAT = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}'
-HEADER_TIMEOUT, IDLE_TIMEOUT = 2.0, 6.0
 
 
 def error_code(reply) -> str:
@@ -38,104 +32,6 @@ def nothing_more(sock: socket.socket, wait: float = 0.3) -> bool:
         return sock.recv(65536) is None
     except socket.timeout:
         return True
-
-
-# -- deadlines on a real `lectr serve` (12.1) -------------------------------------------------
-
-@pytest.fixture(scope="module")
-def served(database_url, mock, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("limits")
-    env = lectr_env(database_url, mock, tmp, LECTR_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
-                    LECTR_IDLE_TIMEOUT=str(IDLE_TIMEOUT))
-    create_org(env, "limits")
-    server = start_lectr(env, tmp / "serve.log")
-    yield server
-    stop_lectr(server)
-
-
-def trickle(sock: socket.socket, data: bytes, every: float = 0.5) -> float:
-    """Send ``data`` a byte at a time until the server answers; seconds from the first byte."""
-    started = time.monotonic()
-    for byte in data:
-        try:
-            sock.sendall(bytes([byte]))
-        except OSError:
-            break
-        sock.settimeout(every)
-        try:
-            if sock.recv(1, socket.MSG_PEEK):
-                break
-        except socket.timeout:
-            continue
-    return time.monotonic() - started
-
-
-SLOW_HEAD = b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nX-Lectr-Feature: " + b"a" * 40
-
-
-def test_a_head_sent_a_byte_at_a_time_gets_408_at_the_header_timeout(served):
-    with connect(served.port) as sock:
-        elapsed = trickle(sock, SLOW_HEAD)
-        [reply] = read_replies(sock, ["POST"])
-        assert reply.status == 408 and error_code(reply) == "request_timeout"
-        assert is_closed(sock)
-    assert HEADER_TIMEOUT - 0.5 <= elapsed < IDLE_TIMEOUT - 1, f"408 after {elapsed:.1f}s, not before the idle timeout"
-
-
-def test_a_later_keep_alive_request_gets_its_own_header_timeout(served):
-    with connect(served.port) as sock:
-        sock.sendall(request("GET", "/healthz"))
-        assert read_replies(sock, ["GET"])[0].status == 200
-        elapsed = trickle(sock, SLOW_HEAD)
-        [reply] = read_replies(sock, ["POST"])
-        assert reply.status == 408
-    assert HEADER_TIMEOUT - 0.5 <= elapsed < IDLE_TIMEOUT - 1, f"408 after {elapsed:.1f}s, not before the idle timeout"
-
-
-def test_a_hundred_slow_connections_are_all_let_go_at_the_header_timeout(served):
-    socks = [connect(served.port) for _ in range(100)]
-    try:
-        started = time.monotonic()
-        for i, sock in enumerate(socks):
-            # Half send part of a head, half send nothing at all.
-            if i % 2:
-                sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHo")
-        for i, sock in enumerate(socks):
-            sock.settimeout(IDLE_TIMEOUT)
-            data = b""
-            try:
-                while chunk := sock.recv(65536):
-                    data += chunk
-            except ConnectionResetError:
-                pass
-            assert data.startswith(b"HTTP/1.1 408 ") if i % 2 else data == b""
-        elapsed = time.monotonic() - started
-        assert elapsed < IDLE_TIMEOUT - 1, f"connections held for {elapsed:.1f}s, past the header timeout"
-    finally:
-        for sock in socks:
-            sock.close()
-    [reply] = exchange(served.port, request("GET", "/healthz"))
-    assert reply.status == 200
-
-
-def test_an_idle_keep_alive_connection_lasts_the_idle_timeout_not_the_header_one(served):
-    with connect(served.port) as sock:
-        sock.sendall(request("GET", "/healthz"))
-        read_replies(sock, ["GET"])
-        idle_since = time.monotonic()
-        assert not is_closed(sock, timeout=HEADER_TIMEOUT + 1)
-        assert is_closed(sock, timeout=IDLE_TIMEOUT)
-        assert time.monotonic() - idle_since >= IDLE_TIMEOUT - 0.5
-
-
-def test_a_body_sent_too_slowly_is_408_at_the_header_timeout(served):
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nContent-Length: 100\r\n\r\n"
-    with connect(served.port) as sock:
-        sock.sendall(head)
-        elapsed = trickle(sock, b"x" * 100)
-        [reply] = read_replies(sock, ["POST"])
-        assert reply.status == 408
-    assert elapsed < IDLE_TIMEOUT - 1
 
 
 # -- chunk sizes (12.6), on the in-process harness (body limit 1,000,000 bytes) ---------------
@@ -260,6 +156,14 @@ def test_http_10_without_host_is_still_served(harness):
     assert data.startswith(b"HTTP/1.1 200 ")
 
 
+def test_the_http2_prior_knowledge_preface_is_505(harness):
+    with connect(harness.port) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00")
+        [reply] = read_replies(sock, ["GET"])
+        assert reply.status == 505
+        assert is_closed(sock)
+
+
 # -- upgrades: one answer per request (issue 11 §2) -------------------------------------------
 
 H2C = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"}
@@ -347,92 +251,24 @@ def test_upgrade_to_tunnel_hands_over_every_byte_after_the_head(harness, monkeyp
         assert is_closed(sock)
 
 
-# -- client write deadline (12.4, the client's half) ------------------------------------------
+# -- the pure pieces ----------------------------------------------------------------------------
 
-@pytest.fixture
-def slow_reader_harness(mock):
-    h = ProxyHarness(mock, ProxyLimits(max_body_bytes=1_000_000, max_header_bytes=8192, header_timeout=5.0,
-                                       idle_timeout=5.0, client_write_timeout=0.5))
-    h.start()
-    yield h
-    h.stop()
-
-
-def test_a_client_that_stops_reading_is_cut_and_recorded_as_its_fault(slow_reader_harness):
-    h = slow_reader_harness
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", h.port))
-    try:
-        body = b'{"model":"gpt-4o-mini","stream":true,"messages":[]}'
-        sock.sendall(request("POST", "/v1/chat/completions",
-                             {"X-Lectr-Key": h.key, "x-mock-chunks": "100000"}, body))
-        deadline = time.monotonic() + 10
-        while not (events := h.events()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        [event] = events
-        assert (event.error_type, event.error_origin) == ("client_write_timeout", "client")
-        assert event.status_code == 200  # the provider's answer was fine
-        sock.settimeout(5)
-        try:
-            while sock.recv(1 << 20):
-                pass
-        except ConnectionResetError:
-            pass  # cut, as it should be
-    finally:
-        sock.close()
+def test_client_headers_name_the_first_repeated_lectr_header():
+    from lectr.proxy.headers import ClientHeaders
+    assert ClientHeaders([(b"X-Lectr-Key", b"a"), (b"Host", b"x")]).repeated is None
+    assert ClientHeaders([(b"X-Lectr-Key", b""), (b"x-lectr-KEY", b"b")]).repeated == b"x-lectr-key"
+    assert ClientHeaders([(b"X-Lectr-Task", b"a"), (b"X-Lectr-Feature", b"f"), (b"x-lectr-feature", b"g"),
+                          (b"X-Lectr-Task", b"b")]).repeated == b"x-lectr-feature"
+    assert ClientHeaders([(b"X-Lectr-Provider-Key-Groq", b"1"), (b"x-lectr-provider-key-groq", b"2")]).repeated \
+        == b"x-lectr-provider-key-groq"
+    two_hosts = ClientHeaders([(b"Host", b"a"), (b"HOST", b"b"), (b"Transfer-Encoding", b"chunked")])
+    assert (two_hosts.hosts, two_hosts.chunked, two_hosts.forward) == (2, True, [])
 
 
-class _Reader:
-    """The upstream side of the flow-control contract: it only notes what it is told."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def pause_reading(self) -> None:
-        self.calls.append("pause")
-
-    def resume_reading(self) -> None:
-        self.calls.append("resume")
-
-
-def test_the_write_deadline_counts_one_uninterrupted_pause_only():
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        fired: list[float] = []
-        upstream = _Reader()
-        flow = FlowControl(_Reader(), loop, 0.2, lambda: fired.append(loop.time()))
-        flow.follow(upstream)
-        for _ in range(4):  # paused longer than the deadline in total, but draining in between
-            flow.pause_writing()
-            assert flow.paused_since > 0
-            await asyncio.sleep(0.1)
-            flow.resume_writing()
-            assert flow.paused_since == 0.0
-        assert fired == []
-        assert upstream.calls == ["pause", "resume"] * 4
-        flow.pause_writing()
-        paused = flow.paused_since
-        while not fired:
-            await asyncio.sleep(0.02)
-        assert fired[0] - paused >= 0.2 - 0.005
-        flow.release()
-        assert flow.paused_since == 0.0
-
-    asyncio.run(run())
-
-
-def test_the_http2_prior_knowledge_preface_is_505(harness):
-    with connect(harness.port) as sock:
-        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00")
-        [reply] = read_replies(sock, ["GET"])
-        assert reply.status == 505
-        assert is_closed(sock)
-
-
-def test_the_client_write_timeout_is_configured_from_the_environment():
-    from lectr.config import ConfigError, Settings
-    assert Settings.from_env({}).limits.client_write_timeout == 60.0
-    assert Settings.from_env({"LECTR_CLIENT_WRITE_TIMEOUT": "2.5"}).limits.client_write_timeout == 2.5
-    with pytest.raises(ConfigError):
-        Settings.from_env({"LECTR_CLIENT_WRITE_TIMEOUT": "0"})
+@pytest.mark.parametrize("line,size", [
+    (b"0", 0), (b"1a", 26), (b"0000000000000000000000000001", 1), (b"ffffffffffffffff", 2**64 - 1),
+    (b"1" + b"0" * 16, 2**64), (b"f4240;name=value", 1_000_000), (b"A \t", 10), (b"X-Trailer: 1", 0),
+])
+def test_chunk_size_lines(line, size):
+    from lectr.proxy.framing import chunk_size
+    assert chunk_size(line) == size
