@@ -9,6 +9,7 @@ import asyncio
 import socket
 import time
 
+import asyncpg
 import orjson
 import pytest
 
@@ -32,9 +33,11 @@ def error_code(reply) -> str:
 def served(database_url, mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("limits")
     env = lectr_env(database_url, mock, tmp, LECTR_HEADER_TIMEOUT=str(HEADER_TIMEOUT),
-                    LECTR_IDLE_TIMEOUT=str(IDLE_TIMEOUT))
-    create_org(env, "limits")
+                    LECTR_IDLE_TIMEOUT=str(IDLE_TIMEOUT), LECTR_CLIENT_WRITE_TIMEOUT="1",
+                    LECTR_UPSTREAM_READ_TIMEOUT="30", LECTR_FLUSH_INTERVAL="0.2")
+    key = create_org(env, "limits")
     server = start_lectr(env, tmp / "serve.log")
+    server.extra["key"] = key
     yield server
     stop_lectr(server)
 
@@ -126,6 +129,42 @@ def test_a_body_sent_too_slowly_is_408_at_the_header_timeout(served):
 
 # -- client write deadline (12.4, the client's half) ------------------------------------------
 
+def slow_reader(port: int, key: str) -> socket.socket:
+    """A client that asks for a long stream and never reads it, with a small receive buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    body = b'{"model":"gpt-4o-mini","stream":true,"messages":[]}'
+    sock.sendall(request("POST", "/v1/chat/completions", {"X-Lectr-Key": key, "x-mock-chunks": "100000"}, body))
+    return sock
+
+
+def read_until_cut(sock: socket.socket) -> None:
+    sock.settimeout(10)
+    try:
+        while sock.recv(1 << 20):
+            pass
+    except ConnectionResetError:
+        pass  # cut, as it should be
+
+
+def test_a_served_client_that_stops_reading_is_recorded_as_its_fault(served, database_url):
+    async def rows():
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetch("SELECT status_code, error_type, error_origin FROM request_logs "
+                                    "WHERE error_type = 'client_write_timeout'")
+        finally:
+            await conn.close()
+
+    with slow_reader(served.port, served.extra["key"]) as sock:
+        deadline = time.monotonic() + 20
+        while not (found := asyncio.run(rows())) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert [tuple(r) for r in found] == [(200, "client_write_timeout", "client")]
+        read_until_cut(sock)
+
+
 @pytest.fixture
 def slow_reader_harness(mock):
     h = ProxyHarness(mock, ProxyLimits(max_body_bytes=1_000_000, max_header_bytes=8192, header_timeout=5.0,
@@ -137,27 +176,14 @@ def slow_reader_harness(mock):
 
 def test_a_client_that_stops_reading_is_cut_and_recorded_as_its_fault(slow_reader_harness):
     h = slow_reader_harness
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", h.port))
-    try:
-        body = b'{"model":"gpt-4o-mini","stream":true,"messages":[]}'
-        sock.sendall(request("POST", "/v1/chat/completions",
-                             {"X-Lectr-Key": h.key, "x-mock-chunks": "100000"}, body))
+    with slow_reader(h.port, h.key) as sock:
         deadline = time.monotonic() + 10
         while not (events := h.events()) and time.monotonic() < deadline:
             time.sleep(0.05)
         [event] = events
         assert (event.error_type, event.error_origin) == ("client_write_timeout", "client")
         assert event.status_code == 200  # the provider's answer was fine
-        sock.settimeout(5)
-        try:
-            while sock.recv(1 << 20):
-                pass
-        except ConnectionResetError:
-            pass  # cut, as it should be
-    finally:
-        sock.close()
+        read_until_cut(sock)
 
 
 class _Reader:
