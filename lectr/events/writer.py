@@ -5,6 +5,11 @@ slices on the event loop (so no request waits behind it), and hands them to the 
 (``store.py``: COPY over a kept connection, the spool when Postgres is away). While the loop
 has time to spare, the busy poller's idle spins build rows ahead (``build_waiting``), so a
 flush at low load is only the COPY. Closing drains the ring completely.
+
+Streams that reported no usage need their completion counted by the tokeniser process. No
+other row waits for that: such rows go to a bounded queue that a second task counts, a bounded
+request at a time, and join a later batch. Past the queue's bound a row is written at once
+without a count (``usage_note`` 'not_counted', and ``lectr_unmeasured_events_total``).
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 
 import asyncpg
 
 from lectr.background import Background
 from lectr.events.record import RequestEvent
 from lectr.events.ring import EventRing
-from lectr.events.rows import PRICING_ID, PROVIDER, TOKEN_SOURCE, Measure, RowBuilder
+from lectr.events.encodings import encoding_label
+from lectr.events.rows import (
+    PRICING_ID, PROVIDER, TOKEN_SOURCE, TRUNCATED, UNDECODABLE, USAGE_NOTE, Measure, RowBuilder,
+)
 from lectr.events.spool import Spool
 from lectr.events.store import RowStore
 from lectr.events.tokenizer_service import TokenizerClient
@@ -28,6 +36,15 @@ from lectr.metrics import Metrics
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_SECONDS = 10.0
+# Text counted per stream: more than the default capture can hold, so a captured stream is
+# counted whole; past it the count is a lower bound (usage_note 'truncated').
+MEASURE_TEXT_CHARS = 4 * 1024 * 1024
+# Text waiting for the tokeniser, all streams together: what bounds the writer's memory, and
+# the tokeniser's, when big streams without usage arrive faster than they are counted.
+MEASURE_QUEUE_CHARS = 32 * 1024 * 1024
+MEASURE_QUEUE_ROWS = 10_000
+# Text sent to the tokeniser in one request (at least one stream's).
+MEASURE_REQUEST_CHARS = 1024 * 1024
 
 
 class EventWriter:
@@ -50,7 +67,10 @@ class EventWriter:
         # The batch being gathered: rows built (by build_waiting or a flush) and not yet written,
         # and which of them still need their completion tokens counted.
         self._batch: list[tuple] = []
-        self._to_measure: list[tuple[int, RequestEvent, Measure]] = []
+        # Rows waiting for their completion count, with the text to count; a bounded queue.
+        self._to_measure: deque[tuple[tuple, Measure]] = deque()
+        self._measure_chars = 0
+        self._measure_wanted = asyncio.Event()
         self._storing = 0
         self._closing = False
         self._task: asyncio.Task | None = None
@@ -58,6 +78,7 @@ class EventWriter:
 
     def start(self) -> None:
         self._task = self._background.start(self._run(), "lectr-event-writer")
+        self._background.start(self._measure_loop(), "lectr-event-measurer")
 
     async def close(self) -> None:
         """Let a flush under way finish, then write out everything still waiting (to the spool if need be).
@@ -70,6 +91,12 @@ class EventWriter:
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=CLOSE_WAIT_SECONDS)
         await self._background.stop()
+        if self._to_measure:
+            try:
+                await asyncio.wait_for(self.measure_waiting(), CLOSE_WAIT_SECONDS)
+            except TimeoutError:
+                pass
+            self._give_up_measuring("shutdown")
         while len(self.ring) or self._batch:
             try:
                 await self.flush()
@@ -98,8 +125,9 @@ class EventWriter:
 
     @property
     def unwritten(self) -> int:
-        """Events out of the ring and not yet written: the batch being gathered and the one being stored."""
-        return len(self._batch) + self._storing
+        """Events out of the ring and not yet written: the batch being gathered, the one being
+        stored, and the rows waiting for their count."""
+        return len(self._batch) + self._storing + len(self._to_measure)
 
     def build_waiting(self) -> bool:
         """Build the row of the oldest waiting event; False when there is none or a batch is built.
@@ -157,8 +185,31 @@ class EventWriter:
             self.ring.count_drop("invalid", owner=event.org_id)
             return
         if measure is not None:
-            self._to_measure.append((len(self._batch), event, measure))
+            row = self._queue_measure(row, measure)
+            if row is None:
+                return
+        elif row[USAGE_NOTE] == UNDECODABLE:
+            self.metrics.undecodable.labels(encoding_label(event.content_encoding)).inc()
         self._batch.append(row)
+
+    def _queue_measure(self, row: tuple, measure: Measure) -> tuple | None:
+        """Queue ``row`` to be counted (None), or return it to be written now, uncounted."""
+        name, text = measure
+        if len(text) > MEASURE_TEXT_CHARS:
+            text = text[:MEASURE_TEXT_CHARS]
+            row = self.rows.with_count(row, 0, note=TRUNCATED)  # the count that follows is a lower bound
+        if self.tokenizer is None:
+            reason = "no_tokenizer"
+        elif (self._measure_chars + len(text) > MEASURE_QUEUE_CHARS
+              or len(self._to_measure) >= MEASURE_QUEUE_ROWS):
+            reason = "queue_full"
+        else:
+            self._to_measure.append((row, (name, text)))
+            self._measure_chars += len(text)
+            self._measure_wanted.set()
+            return None
+        self.metrics.unmeasured.labels(reason).inc()
+        return self.rows.unmeasured(row)
 
     async def _build(self, events: list[RequestEvent]) -> list[tuple]:
         """Build ``events`` in short slices, then take the whole gathered batch, measured and counted."""
@@ -175,34 +226,64 @@ class EventWriter:
                         self._add(rest)
                     raise
                 deadline = time.perf_counter() + self.slice_seconds
-        rows, to_measure = self._batch, self._to_measure
-        self._batch, self._to_measure = [], []
+        rows, self._batch = self._batch, []
         self._storing = len(rows)
         self.store.in_hand = rows
         try:
             self.metrics.flush()  # observe() only collects; the metrics move once per batch
         except Exception:  # never worth the batch's rows
             log.exception("could not update the request metrics")
-        if to_measure:
-            await self._measure(rows, to_measure)
         unpriced = Counter(row[PROVIDER] for row in rows if row[PRICING_ID] is None and row[TOKEN_SOURCE] != "none")
         for provider, n in unpriced.items():
             self.metrics.unpriced.labels(provider).inc(n)
         return rows
 
-    async def _measure(self, rows: list[tuple], to_measure: list[tuple[int, RequestEvent, Measure]]) -> None:
-        """Count the completions of streams that reported no usage, the whole batch in one call."""
-        try:
-            if self.tokenizer is None:
-                raise OSError("no tokeniser configured")
-            counts = await self.tokenizer.count([measure for _, _, measure in to_measure])
-        except OSError as exc:
-            log.warning("could not measure %d streamed completions: %s", len(to_measure), exc)
-            for index, _, _ in to_measure:
-                rows[index] = self.rows.unmeasured(rows[index])
-            return
-        for (index, event, _), count in zip(to_measure, counts, strict=True):
-            rows[index] = self.rows.with_count(event, rows[index], count)
+    async def _measure_loop(self) -> None:
+        while True:
+            await self._measure_wanted.wait()
+            self._measure_wanted.clear()
+            try:
+                await self.measure_waiting()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop measuring for good
+                log.exception("measuring streamed completions failed; continuing")
+
+    async def measure_waiting(self) -> None:
+        """Count the queued completions, one bounded tokeniser request at a time; each counted row
+        joins the batch being gathered (an uncountable one joins it without a count)."""
+        queue = self._to_measure
+        while queue:
+            taken: list[tuple[tuple, Measure]] = []
+            chars = 0
+            for item in queue:
+                if taken and chars + len(item[1][1]) > MEASURE_REQUEST_CHARS:
+                    break
+                taken.append(item)
+                chars += len(item[1][1])
+            try:
+                counts = await self.tokenizer.count([measure for _, measure in taken])
+            except OSError as exc:
+                log.warning("could not measure %d streamed completions: %s", len(taken), exc)
+                self.metrics.unmeasured.labels("tokenizer_unavailable").inc(len(taken))
+                rows = [self.rows.unmeasured(row) for row, _ in taken]
+            else:
+                rows = [self.rows.with_count(row, count) for (row, _), count in zip(taken, counts, strict=True)]
+            # Removed only now: a shutdown that cancels the count finds them still queued.
+            for _ in taken:
+                queue.popleft()
+            self._measure_chars -= chars
+            self._batch.extend(rows)
+            self.ring.wake()
+
+    def _give_up_measuring(self, reason: str) -> None:
+        """Move every queued row into the batch without a count."""
+        if self._to_measure:
+            self.metrics.unmeasured.labels(reason).inc(len(self._to_measure))
+        while self._to_measure:
+            row, _ = self._to_measure.popleft()
+            self._batch.append(self.rows.unmeasured(row))
+        self._measure_chars = 0
 
     async def _store(self, rows: list[tuple]) -> None:
         await self.store.write(rows)
