@@ -10,6 +10,7 @@ asks for one); a path ending in ``/models`` lists models. Request headers script
 - ``x-mock-gzip: 1``  gzip the JSON body (``content-encoding: gzip``)
 - ``x-mock-chunked: 1``  send a JSON body chunked instead of with a length
 - ``x-mock-close: 1``  close the connection without answering
+- ``x-mock-reply: NAME``  answer with the body registered by ``add_reply(NAME, ...)``, as it is
 
 Streams carry a final usage chunk only when ``stream_options.include_usage`` is true, as
 OpenAI's do. Every request is recorded (method, target, headers, body) for tests to inspect.
@@ -164,6 +165,7 @@ class MockProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._canned: dict[bytes, bytes] = {}
+        self._replies: dict[bytes, bytes] = {}
         self.streams_cut = 0  # streams whose client left before the end
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -209,6 +211,17 @@ class MockProvider:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
+    def add_reply(self, name: str, parts: list[bytes], *, content_type: bytes = _JSON,
+                  headers: tuple[bytes, ...] = ()) -> None:
+        """Answer requests carrying ``x-mock-reply: NAME`` with ``parts`` as the body, one chunk each.
+
+        ``headers`` are extra header lines without CRLF (``b"content-encoding: zstd"``); the
+        body is sent exactly as given, so a test can script any shape a provider sends.
+        """
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts if part)
+        extra = [line + b"\r\n" for line in headers] + [b"transfer-encoding: chunked\r\n"]
+        self._replies[name.encode()] = _head(200, content_type, extra) + framed + b"0\r\n\r\n"
+
     def url(self, prefix: str = "/v1") -> str:
         return f"http://127.0.0.1:{self.port}{prefix}"
 
@@ -233,6 +246,10 @@ class MockProvider:
             err = orjson.dumps({"error": {"message": f"mock error {status}", "type": "mock_error",
                                           "param": None, "code": f"mock_{status}"}})
             transport.write(_head(status, _JSON, [b"content-length: %d\r\n" % len(err)]) + err)
+            return
+        scripted = self._replies.get(headers.get(b"x-mock-reply", b""))
+        if scripted is not None:
+            transport.write(scripted)
             return
         if path.endswith(b"/models"):
             doc = orjson.dumps({"object": "list", "data": [
