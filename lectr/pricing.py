@@ -14,6 +14,9 @@ from decimal import Decimal, InvalidOperation
 from importlib import resources
 from typing import TYPE_CHECKING, NamedTuple
 
+import orjson
+
+from lectr.providers import anthropic
 from lectr.providers.registry import PROVIDER_NAMES
 
 if TYPE_CHECKING:
@@ -41,9 +44,32 @@ class PricingError(ValueError):
     """An operator's price was rejected; the message is one line, fit for a CLI or API reply."""
 
 
+class PriceTier(NamedTuple):
+    """Prices for requests whose whole input is above ``start`` tokens; None: the row's own price."""
+
+    start: int
+    input_per_mtok: Decimal | None = None
+    output_per_mtok: Decimal | None = None
+    cached_input_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+    reasoning_per_mtok: Decimal | None = None
+
+
+# PriceTier's price fields <-> the keys of a tier in ``model_pricing.tiers`` (named like the columns).
+_TIER_KEYS = {"input_per_mtok": "input_usd_per_mtok", "output_per_mtok": "output_usd_per_mtok",
+              "cached_input_per_mtok": "cached_input_usd_per_mtok",
+              "cache_write_per_mtok": "cache_write_usd_per_mtok", "reasoning_per_mtok": "reasoning_usd_per_mtok"}
+
+
 @dataclass(frozen=True, slots=True)
 class PriceRow:
-    """One ``model_pricing`` row; prices are USD per million tokens."""
+    """One ``model_pricing`` row; prices are USD per million tokens.
+
+    ``cached_input_per_mtok`` prices cache reads and ``cache_write_per_mtok`` cache writes (both
+    input tokens; the input price when None); ``reasoning_per_mtok`` prices reasoning tokens (part
+    of the completion; the output price when None). ``tiers``, by ascending start: long-context
+    prices (see ``compute_cost``).
+    """
 
     id: int
     provider: str
@@ -53,10 +79,13 @@ class PriceRow:
     cached_input_per_mtok: Decimal | None
     effective_from: datetime
     source: str  # "seed" or "operator"
+    cache_write_per_mtok: Decimal | None = None
+    reasoning_per_mtok: Decimal | None = None
+    tiers: tuple[PriceTier, ...] = ()
 
 
 class SeedRow(NamedTuple):
-    """A row to seed from genai-prices, in ``model_pricing`` column order."""
+    """A row to seed from genai-prices."""
 
     provider: str
     model: str
@@ -65,6 +94,48 @@ class SeedRow(NamedTuple):
     cached_input_per_mtok: Decimal | None
     effective_from: datetime
     note: str
+    cache_write_per_mtok: Decimal | None = None
+    tiers: tuple[PriceTier, ...] = ()
+
+
+def tiers_to_json(tiers: Iterable[PriceTier]) -> str:
+    """``tiers`` as ``model_pricing.tiers`` holds them: prices as strings, so they stay exact."""
+    return orjson.dumps([{"start": t.start, **{key: str(getattr(t, field)) for field, key in _TIER_KEYS.items()
+                                               if getattr(t, field) is not None}} for t in tiers]).decode()
+
+
+def tiers_from_json(value: object) -> tuple[PriceTier, ...]:
+    """``model_pricing.tiers`` (JSON text, as asyncpg returns jsonb, or a list) as ``PriceTier``s, by start.
+
+    Raises PricingError when a tier is not ``{"start": int >= 0, <price key>: number, ...}`` with
+    known keys, valid prices and distinct starts.
+    """
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes)):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise PricingError("tiers must be a JSON array") from None
+    if not isinstance(value, list):
+        raise PricingError("tiers must be an array of {start, <price>...} objects")
+    tiers = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise PricingError("each tier must be an object")
+        start = item.get("start")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise PricingError(f"a tier's start must be a non-negative integer (input tokens), got {start!r}")
+        unknown = set(item) - {"start", *_TIER_KEYS.values()}
+        if unknown:
+            raise PricingError(f"unknown tier field {sorted(unknown)[0]!r}: expected start, "
+                               f"{', '.join(_TIER_KEYS.values())}")
+        tiers.append(PriceTier(start, **{field: _price(f"tier {key}", item.get(key), required=False)
+                                         for field, key in _TIER_KEYS.items()}))
+    tiers.sort(key=lambda t: t.start)
+    if len({t.start for t in tiers}) != len(tiers):
+        raise PricingError("two tiers start at the same number of tokens")
+    return tuple(tiers)
 
 
 def normalize_model(model: str) -> str:
@@ -151,51 +222,114 @@ class PricingTable:
         return None
 
 
+# Providers whose reported prompt count leaves cache reads and writes out: the whole input is theirs to say.
+_TOTAL_INPUT = {anthropic.ANTHROPIC.name: anthropic.total_input_tokens}
+
+
 def compute_cost(row: PriceRow, *, prompt_tokens: int | None, completion_tokens: int | None,
-                 cached_tokens: int | None) -> tuple[Decimal | None, bool]:
-    """(cost in USD, partial): partial when only one side's tokens are known."""
+                 cached_tokens: int | None, reasoning_tokens: int | None = None,
+                 cache_write_tokens: int | None = None) -> tuple[Decimal | None, bool]:
+    """(cost in USD, partial) of one request's tokens at ``row``'s prices, as genai-prices computes it.
+
+    Counts are as the provider reported them. ``prompt_tokens`` INCLUDES ``cached_tokens`` (cache
+    reads) and ``cache_write_tokens`` for OpenAI, Azure, Gemini and Groq (their ``prompt_tokens``
+    counts the whole input); for Anthropic it EXCLUDES them (its ``input_tokens`` is only what
+    follows the last cache breakpoint, ``cache_read_input_tokens`` and
+    ``cache_creation_input_tokens`` come apart), see ``lectr.providers.anthropic.total_input_tokens``.
+    ``reasoning_tokens`` are part of ``completion_tokens`` for every provider.
+
+    Cached tokens pay the cached price, cache writes the cache-write price, the rest of the input
+    the input price; reasoning tokens the reasoning price and the rest of the completion the
+    output price (each falls back to the input or output price when the row has none). Long
+    context: when the whole input is above a tier's ``start``, the highest such tier prices every
+    token of the request, input and output alike (genai-prices' threshold model).
+
+    ``partial`` is True when one side's tokens are unknown and that side is priced above zero
+    (an embedding's absent completion costs nothing, so its cost is complete). No tokens at all:
+    (None, False). Negative counts are read as zero; parts are clamped to the whole they belong to.
+    """
     if prompt_tokens is None and completion_tokens is None:
         return None, False
-    # The same Decimal operations in the same order as ever (results keep their exponents);
-    # only the constant zero and the clamping are cheaper than Decimal(0) and min(max()).
-    cost = _ZERO
+    input_price, output_price = row.input_per_mtok, row.output_per_mtok
+    cached_price, write_price, reasoning_price = (row.cached_input_per_mtok, row.cache_write_per_mtok,
+                                                  row.reasoning_per_mtok)
+    cached = cached_tokens if cached_tokens is not None and cached_tokens > 0 else 0
+    written = cache_write_tokens if cache_write_tokens is not None and cache_write_tokens > 0 else 0
+    total_input = None
     if prompt_tokens is not None:
-        # Cached tokens are part of the prompt, billed at the cached price when there is one.
-        cached = cached_tokens or 0
-        if cached < 0:
-            cached = 0
-        if cached > prompt_tokens:
-            cached = prompt_tokens
-        cached_price = row.input_per_mtok if row.cached_input_per_mtok is None else row.cached_input_per_mtok
-        cost += (prompt_tokens - cached) * row.input_per_mtok + cached * cached_price
+        total = _TOTAL_INPUT.get(row.provider)
+        total_input = max(prompt_tokens, 0) if total is None else total(max(prompt_tokens, 0), cached, written)
+        if row.tiers:
+            for tier in reversed(row.tiers):
+                if total_input > tier.start:
+                    input_price = _or(tier.input_per_mtok, input_price)
+                    output_price = _or(tier.output_per_mtok, output_price)
+                    cached_price = _or(tier.cached_input_per_mtok, cached_price)
+                    write_price = _or(tier.cache_write_per_mtok, write_price)
+                    reasoning_price = _or(tier.reasoning_per_mtok, reasoning_price)
+                    break
+    # Terms of zero tokens are left out, so a cost keeps the exponent its nonzero terms give it.
+    cost = _ZERO
+    if total_input is not None:
+        if cached > total_input:
+            cached = total_input
+        if written > total_input - cached:
+            written = total_input - cached
+        cost += (total_input - cached - written) * input_price
+        if cached:
+            cost += cached * (input_price if cached_price is None else cached_price)
+        if written:
+            cost += written * (input_price if write_price is None else write_price)
     if completion_tokens is not None:
-        cost += completion_tokens * row.output_per_mtok
-    return cost / _MTOK, prompt_tokens is None or completion_tokens is None
+        reasoning = reasoning_tokens if reasoning_tokens is not None and reasoning_tokens > 0 else 0
+        if reasoning_price is None or not reasoning:
+            cost += completion_tokens * output_price
+        else:
+            if reasoning > completion_tokens:
+                reasoning = completion_tokens
+            cost += (completion_tokens - reasoning) * output_price + reasoning * reasoning_price
+    partial = ((prompt_tokens is None and _can_cost(row, "input_per_mtok"))
+               or (completion_tokens is None and _can_cost(row, "output_per_mtok")))
+    return cost / _MTOK, partial
+
+
+def _or(price: Decimal | None, default: Decimal | None) -> Decimal | None:
+    return default if price is None else price
+
+
+def _can_cost(row: PriceRow, side: str) -> bool:
+    """Whether tokens of one side (input or output) could cost anything under ``row``."""
+    return bool(getattr(row, side)) or any(getattr(tier, side) for tier in row.tiers)
 
 
 async def load_pricing(conn: asyncpg.Connection) -> PricingTable:
     """Every ``model_pricing`` row, as a table."""
     records = await conn.fetch("""
         SELECT id, provider, model, input_usd_per_mtok, output_usd_per_mtok,
-               cached_input_usd_per_mtok, effective_from, source
+               cached_input_usd_per_mtok, effective_from, source, cache_write_usd_per_mtok,
+               reasoning_usd_per_mtok, tiers
         FROM model_pricing""")
-    return PricingTable(PriceRow(*r) for r in records)
+    return PricingTable(PriceRow(*r[:10], tiers_from_json(r[10])) for r in records)
 
 
 async def seed_pricing(conn: asyncpg.Connection) -> int:
     """Upsert the genai-prices rows as source 'seed' (operator rows untouched); return rows written."""
     from lectr.price_seed import rows_from_child
 
-    return await _upsert(conn, await rows_from_child(), 7, """
+    rows = [(*r[:-1], tiers_to_json(r.tiers)) for r in await rows_from_child()]
+    return await _upsert(conn, rows, 9, """
         INSERT INTO model_pricing (provider, model, input_usd_per_mtok, output_usd_per_mtok,
-                                   cached_input_usd_per_mtok, effective_from, source, note)
-        SELECT p, m, i, o, c, e, 'seed', n
+                                   cached_input_usd_per_mtok, effective_from, source, note,
+                                   cache_write_usd_per_mtok, tiers)
+        SELECT p, m, i, o, c, e, 'seed', n, w, tj::jsonb
         FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
-                    $6::timestamptz[], $7::text[]) AS t(p, m, i, o, c, e, n)
+                    $6::timestamptz[], $7::text[], $8::numeric[], $9::text[]) AS t(p, m, i, o, c, e, n, w, tj)
         ON CONFLICT (provider, model, source, effective_from) DO UPDATE SET
             input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,
             output_usd_per_mtok = EXCLUDED.output_usd_per_mtok,
             cached_input_usd_per_mtok = EXCLUDED.cached_input_usd_per_mtok,
+            cache_write_usd_per_mtok = EXCLUDED.cache_write_usd_per_mtok,
+            tiers = EXCLUDED.tiers,
             note = EXCLUDED.note""")
 
 
@@ -222,9 +356,15 @@ def _price(name: str, value: object, *, required: bool = True) -> Decimal | None
 
 async def add_operator_price(conn: asyncpg.Connection, *, provider: str, model: str,
                              input_per_mtok: object, output_per_mtok: object,
-                             cached_input_per_mtok: object = None,
+                             cached_input_per_mtok: object = None, cache_write_per_mtok: object = None,
+                             reasoning_per_mtok: object = None, tiers: object = None,
                              effective_from: datetime | None = None, note: str | None = None) -> int:
-    """Record an operator's (negotiated) price, which wins over seeded ones; return its id."""
+    """Record an operator's (negotiated) price, which wins over seeded ones; return its id.
+
+    Prices are USD per million tokens (numbers or numeric strings); the optional ones fall back
+    as ``compute_cost`` says. ``tiers``: a list of ``{"start": N, "input_usd_per_mtok": …, …}``
+    (keys named like the columns; see ``tiers_from_json``). Raises PricingError, one line.
+    """
     import asyncpg  # here, not at the top: importing pricing must not pull in the database driver
 
     if provider not in PROVIDER_NAMES:
@@ -233,14 +373,18 @@ async def add_operator_price(conn: asyncpg.Connection, *, provider: str, model: 
     if not model:
         raise PricingError("model must not be empty")
     prices = (_price("input price", input_per_mtok), _price("output price", output_per_mtok),
-              _price("cached input price", cached_input_per_mtok, required=False))
+              _price("cached input price", cached_input_per_mtok, required=False),
+              _price("cache write price", cache_write_per_mtok, required=False),
+              _price("reasoning price", reasoning_per_mtok, required=False))
+    tier_json = tiers_to_json(tiers_from_json(tiers))
     start = _utc(effective_from) if effective_from is not None else None
     try:
         return await conn.fetchval("""
             INSERT INTO model_pricing (provider, model, input_usd_per_mtok, output_usd_per_mtok,
-                                       cached_input_usd_per_mtok, effective_from, source, note)
-            VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()), 'operator', $7)
-            RETURNING id""", provider, model, *prices, start, note)
+                                       cached_input_usd_per_mtok, cache_write_usd_per_mtok,
+                                       reasoning_usd_per_mtok, tiers, effective_from, source, note)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, COALESCE($9, now()), 'operator', $10)
+            RETURNING id""", provider, model, *prices, tier_json, start, note)
     except asyncpg.UniqueViolationError:
         when = start.isoformat() if start else "this instant"
         raise PricingError(f"an operator price for {provider} {model} already starts at {when}") from None
@@ -280,8 +424,10 @@ async def list_prices(conn: asyncpg.Connection, *, provider: str | None = None, 
     """``model_pricing`` rows, newest version first, optionally for one provider or model."""
     rows = await conn.fetch("""
         SELECT id, provider, model, input_usd_per_mtok, output_usd_per_mtok, cached_input_usd_per_mtok,
-               effective_from, source, note
+               cache_write_usd_per_mtok, reasoning_usd_per_mtok, tiers, effective_from, source, note
         FROM model_pricing
         WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR model = $2)
         ORDER BY provider, model, effective_from DESC, source LIMIT $3""", provider, model, limit)
-    return [dict(r) for r in rows]
+    # Tiers as objects with numeric prices, like the columns beside them.
+    return [{**r, "tiers": [{"start": t["start"], **{k: Decimal(v) for k, v in t.items() if k != "start"}}
+                            for t in orjson.loads(r["tiers"])]} for r in rows]
