@@ -79,7 +79,7 @@ class RowBuilder:
             price = self.pricing.lookup_utc(provider, model_used, created_at)
             if price is not None:  # an unpriced model gets no cost, never a guess
                 cost, partial = compute_cost(price, prompt_tokens=prompt, completion_tokens=completion,
-                                             cached_tokens=cached)
+                                             cached_tokens=cached, reasoning_tokens=reasoning)
                 pricing_id = price.id
         # RequestEvent.latency_ms and .ttfb_ms, from the fields at hand: the two properties cost
         # 0.15 µs a row. tests/test_rows.py holds them equal.
@@ -121,5 +121,6 @@ class RowBuilder:
             return None, False, None
         cost, partial = compute_cost(row, prompt_tokens=usage.prompt_tokens,
                                      completion_tokens=usage.completion_tokens,
-                                     cached_tokens=usage.cached_tokens)
+                                     cached_tokens=usage.cached_tokens,
+                                     reasoning_tokens=usage.reasoning_tokens)
         return cost, partial, row.id
