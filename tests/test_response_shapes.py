@@ -144,8 +144,8 @@ CODINGS = [
 @pytest.mark.parametrize("encoding,encode", CODINGS)
 def test_json_usage_is_read_in_every_coding(counter, encoding, encode):
     body = encode(COMPLETION)
-    usage, note, served = response_values("openai", "gpt-4o-mini", False, 200, JSON, encoding,
-                                          [body[:5], body[5:]], None, counter)
+    usage, note, served, _ = response_values("openai", "gpt-4o-mini", False, 200, JSON, encoding,
+                                             [body[:5], body[5:]], None, counter)
     assert (tuple(usage), note, served) == ((120, 45, 64, 30, "provider"), None, "gpt-4o-mini-2024-07-18")
 
 
@@ -165,7 +165,7 @@ def test_stream_usage_is_read_in_every_coding(counter, encoding):
 ])
 def test_a_body_that_cannot_be_decoded_says_so(counter, encoding, body):
     assert response_values("openai", "gpt-4o-mini", False, 200, JSON, encoding, [body], None, counter) == \
-        (NO_USAGE, "undecodable", None)
+        (NO_USAGE, "undecodable", None, None)
 
 
 # -- Anthropic's native API --------------------------------------------------------------------
@@ -186,36 +186,56 @@ def anthropic_stream(usage_start: dict, usage_end: dict) -> list[bytes]:
     )
 
 
+# Counts stay in Anthropic's terms (input_tokens leaves the cache reads and writes out), as
+# compute_cost expects them: (prompt, completion, cached reads, cache writes).
 @pytest.mark.parametrize("usage_start,usage_end,expected", [
-    ({"input_tokens": 31, "output_tokens": 1}, {"output_tokens": 17}, (31, 17, None)),
+    ({"input_tokens": 31, "output_tokens": 1}, {"output_tokens": 17}, (31, 17, None, None)),
     ({"input_tokens": 31, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 1},
-     {"output_tokens": 17}, (31, 17, 0)),
+     {"output_tokens": 17}, (31, 17, 0, 0)),
     ({"input_tokens": 5, "cache_creation_input_tokens": 6, "cache_read_input_tokens": 20, "output_tokens": 1},
-     {"output_tokens": 17}, (31, 17, 20)),
+     {"output_tokens": 17}, (5, 17, 20, 6)),
     # Newer streams repeat the whole usage, cumulative, in message_delta.
     ({"input_tokens": 31, "output_tokens": 1},
-     {"input_tokens": 31, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 17},
-     (31, 17, 0)),
+     {"input_tokens": 31, "cache_creation_input_tokens": 2, "cache_read_input_tokens": 0, "output_tokens": 17},
+     (31, 17, 0, 2)),
 ])
 def test_anthropic_native_stream_usage(counter, usage_start, usage_end, expected):
-    usage, note, served = response_values("anthropic", "claude-sonnet-4-5", True, 200, SSE, None,
-                                          anthropic_stream(usage_start, usage_end), None, counter)
-    assert (tuple(usage), note, served) == ((*expected, None, "provider"), None, "claude-sonnet-4-5-20250929")
+    usage, note, served, written = response_values("anthropic", "claude-sonnet-4-5", True, 200, SSE, None,
+                                                   anthropic_stream(usage_start, usage_end), None, counter)
+    prompt, completion, cached, writes = expected
+    assert (tuple(usage), note, served, written) == \
+        ((prompt, completion, cached, None, "provider"), None, "claude-sonnet-4-5-20250929", writes)
 
 
 @pytest.mark.parametrize("usage,expected", [
-    ({"input_tokens": 31, "output_tokens": 17}, (31, 17, None)),
+    ({"input_tokens": 31, "output_tokens": 17}, (31, 17, None, None)),
     ({"input_tokens": 10, "cache_creation_input_tokens": 4, "cache_read_input_tokens": 100, "output_tokens": 7},
-     (114, 7, 100)),
+     (10, 7, 100, 4)),
     ({"input_tokens": 10, "cache_creation_input_tokens": None, "cache_read_input_tokens": 3, "output_tokens": 7},
-     (13, 7, 3)),
+     (10, 7, 3, None)),
 ])
 def test_anthropic_native_json_usage(counter, usage, expected):
     body = orjson.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-3-5-haiku-20241022",
                          "content": [{"type": "text", "text": "Hi"}], "usage": usage})
-    assert extract_usage(provider="anthropic", model="claude-3-5-haiku-latest", stream=False, status_code=200,
-                         content_type=JSON, content_encoding=None, chunks=[body], counter=counter) == \
-        Usage(*expected, None, "provider")
+    usage, note, served, written = response_values("anthropic", "claude-3-5-haiku-latest", False, 200, JSON, None,
+                                                   [body], None, counter)
+    prompt, completion, cached, writes = expected
+    assert (tuple(usage), written, served) == \
+        ((prompt, completion, cached, None, "provider"), writes, "claude-3-5-haiku-20241022")
+
+
+def test_anthropic_cache_reads_and_writes_are_priced_as_such():
+    since = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    haiku = PriceRow(9, "anthropic", "claude-3-5-haiku", Decimal("0.8"), Decimal("4"), Decimal("0.08"), since, "seed",
+                     cache_write_per_mtok=Decimal("1"))
+    body = orjson.dumps({"model": "claude-3-5-haiku-20241022", "usage": {
+        "input_tokens": 10, "cache_creation_input_tokens": 1000, "cache_read_input_tokens": 2000, "output_tokens": 7}})
+    row = columns(RowBuilder(PricingTable([haiku])).build(
+        event([body], model="claude-3-5-haiku-latest", provider="anthropic"))[0])
+    assert (row["prompt_tokens"], row["cached_tokens"], row["pricing_id"]) == (10, 2000, 9)
+    # 10 input at $0.80, 2,000 cache reads at $0.08, 1,000 cache writes at $1, 7 output at $4 per million.
+    assert row["cost_usd"] == (Decimal(10 * 0.8 + 2000 * 0.08 + 1000 * 1 + 7 * 4) / 1_000_000).quantize(
+        row["cost_usd"])
 
 
 # -- the model that served the request ----------------------------------------------------------
@@ -290,12 +310,12 @@ def long_stream(chunks: int, *, usage: dict | None) -> list[bytes]:
 def test_a_long_streams_usage_at_its_end_is_read(counter):
     head, tail = cut(long_stream(30_000, usage={"prompt_tokens": 50, "completion_tokens": 30_000}), 1_000_000)
     assert response_values("openai", "gpt-4o-mini", True, 200, SSE, None, head, tail, counter) == \
-        ((50, 30_000, None, None, "provider"), None, "gpt-4o-mini-2024-07-18")
+        ((50, 30_000, None, None, "provider"), None, "gpt-4o-mini-2024-07-18", None)
 
 
 def test_a_long_stream_without_usage_is_counted_as_far_as_kept_and_says_so(counter):
     head, tail = cut(long_stream(30_000, usage=None), 1_000_000)
-    usage, note, _ = response_values("openai", "gpt-4o-mini", True, 200, SSE, None, head, tail, counter)
+    usage, note, _, _ = response_values("openai", "gpt-4o-mini", True, 200, SSE, None, head, tail, counter)
     assert usage[4] == "measured" and note == "truncated"
     assert 0 < usage[1] < 30_000  # a lower bound: the middle of the stream was not kept
 
@@ -310,13 +330,14 @@ def test_a_long_responses_api_stream_with_usage_in_a_huge_final_event(counter):
                   "output_tokens_details": {"reasoning_tokens": 0}}, "metadata": {}}})
     head, tail = cut(sse(*docs), 50_000)
     assert response_values("openai", "gpt-4.1", True, 200, SSE, None, head, tail, counter) == \
-        ((12, 200_000, 0, 0, "provider"), None, "gpt-4.1-2025-04-14")
+        ((12, 200_000, 0, 0, "provider"), None, "gpt-4.1-2025-04-14", None)
 
 
 @pytest.mark.parametrize("provider,usage,expected", [
     ("openai", {"prompt_tokens": 50, "completion_tokens": 30_000, "prompt_tokens_details": {"cached_tokens": 10}},
      (50, 30_000, 10, None)),
-    ("anthropic", {"input_tokens": 50, "cache_read_input_tokens": 0, "output_tokens": 30_000}, (50, 30_000, 0, None)),
+    ("anthropic", {"input_tokens": 50, "cache_read_input_tokens": 0, "cache_creation_input_tokens": 5,
+                   "output_tokens": 30_000}, (50, 30_000, 0, None)),
 ])
 def test_a_long_json_bodys_usage_is_read_from_its_tail(counter, provider, usage, expected):
     body = orjson.dumps({"id": "x", "model": "gpt-4o-mini-2024-07-18",
@@ -324,11 +345,12 @@ def test_a_long_json_bodys_usage_is_read_from_its_tail(counter, provider, usage,
                          "usage": usage, "system_fingerprint": "fp_1"})
     parts = [body[i:i + 65536] for i in range(0, len(body), 65536)]
     head, tail = cut(parts, 1_000_000)
-    assert response_values(provider, "gpt-4o-mini", False, 200, JSON, None, head, tail, counter) == \
+    assert response_values(provider, "gpt-4o-mini", False, 200, JSON, None, head, tail, counter)[:3] == \
         ((*expected, "provider"), None, "gpt-4o-mini-2024-07-18")
 
 
 def test_a_long_json_body_whose_usage_is_lost_says_so(counter):
     body = orjson.dumps({"model": "m", "choices": [{"message": {"content": "x" * 2_000_000}}]})
     head, tail = cut([body[i:i + 65536] for i in range(0, len(body), 65536)], 1_000_000)
-    assert response_values("openai", "m", False, 200, JSON, None, head, tail, counter) == (NO_USAGE, "truncated", "m")
+    assert response_values("openai", "m", False, 200, JSON, None, head, tail, counter) == \
+        (NO_USAGE, "truncated", "m", None)

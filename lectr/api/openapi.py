@@ -88,9 +88,13 @@ REQUEST_ROW = _obj(
     provider_unknown=_BOOL, bytes_in=_INT, bytes_out=_INT)
 ORG = _obj(["id", "name"], id=_INT, name=_STR, key_hint=_STR_N, created_at=_TIME,
            azure={"type": ["object", "null"], "properties": {"endpoint": _STR, "api_version": _STR}})
-PRICE = _obj(["id", "provider", "model", "input_usd_per_mtok", "output_usd_per_mtok", "source"], id=_INT,
+# A long-context tier: above ``start`` input tokens these prices apply to the whole request.
+PRICE_TIER = _obj(["start"], start=_INT, input_usd_per_mtok=_NUM, output_usd_per_mtok=_NUM,
+                  cached_input_usd_per_mtok=_NUM, cache_write_usd_per_mtok=_NUM, reasoning_usd_per_mtok=_NUM)
+PRICE = _obj(["id", "provider", "model", "input_usd_per_mtok", "output_usd_per_mtok", "tiers", "source"], id=_INT,
              provider=_STR, model=_STR, input_usd_per_mtok=_NUM, output_usd_per_mtok=_NUM,
-             cached_input_usd_per_mtok=_NUM_N, effective_from=_TIME, source=_STR, note=_STR_N)
+             cached_input_usd_per_mtok=_NUM_N, cache_write_usd_per_mtok=_NUM_N, reasoning_usd_per_mtok=_NUM_N,
+             tiers={"type": "array", "items": PRICE_TIER}, effective_from=_TIME, source=_STR, note=_STR_N)
 
 _PERIOD = Param("period", "query", {"type": "string", "enum": PERIODS, "default": "last_24h"}, "Which period.")
 _PROVIDER = Param("provider", "query", {"type": "string", "enum": list(PROVIDER_NAMES)}, "Only this provider.")
@@ -146,7 +150,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "operator", _obj(["id"], id=_INT), status=201,
              body=_obj(["provider", "model", "input_usd_per_mtok", "output_usd_per_mtok"], provider=_STR, model=_STR,
                        input_usd_per_mtok=_NUM, output_usd_per_mtok=_NUM, cached_input_usd_per_mtok=_NUM_N,
-                       effective_from=_TIME, note=_STR_N)),
+                       cache_write_usd_per_mtok=_NUM_N, reasoning_usd_per_mtok=_NUM_N,
+                       tiers={"type": "array", "items": PRICE_TIER}, effective_from=_TIME, note=_STR_N)),
 )
 
 

@@ -109,6 +109,8 @@ async def add_price(request: web.Request) -> web.Response:
     row_id = await _run(request, lambda conn: pricing.add_operator_price(
         conn, provider=_string(body, "provider"), model=_string(body, "model"),
         input_per_mtok=body.get("input_usd_per_mtok"), output_per_mtok=body.get("output_usd_per_mtok"),
-        cached_input_per_mtok=body.get("cached_input_usd_per_mtok"), effective_from=effective_from,
-        note=body.get("note")))
+        cached_input_per_mtok=body.get("cached_input_usd_per_mtok"),
+        cache_write_per_mtok=body.get("cache_write_usd_per_mtok"),
+        reasoning_per_mtok=body.get("reasoning_usd_per_mtok"), tiers=body.get("tiers"),
+        effective_from=effective_from, note=body.get("note")))
     return json({"id": row_id}, status=201)

@@ -10,6 +10,7 @@ asks for one); a path ending in ``/models`` lists models. Request headers script
 - ``x-mock-gzip: 1``  gzip the JSON body (``content-encoding: gzip``)
 - ``x-mock-chunked: 1``  send a JSON body chunked instead of with a length
 - ``x-mock-close: 1``  close the connection without answering
+- ``x-mock-usage: {"prompt_tokens": 250000, ...}``  the ``usage`` object of a JSON completion
 - ``x-mock-reply: NAME``  answer with the body registered by ``add_reply(NAME, ...)``, as it is
 
 Streams carry a final usage chunk only when ``stream_options.include_usage`` is true, as
@@ -61,16 +62,18 @@ class RecordedRequest:
         return [k.lower() for k, _ in self.headers]
 
 
-def completion_body(model: str, prompt_tokens: int = 12, completion_tokens: int = 9) -> bytes:
-    """A chat completion in OpenAI's shape, with usage."""
+def completion_body(model: str, prompt_tokens: int = 12, completion_tokens: int = 9,
+                    usage: dict | None = None) -> bytes:
+    """A chat completion in OpenAI's shape, with usage (``usage`` replaces the default one)."""
     return orjson.dumps({
         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1767225600, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock provider."},
                      "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens,
-                  "prompt_tokens_details": {"cached_tokens": 0},
-                  "completion_tokens_details": {"reasoning_tokens": 0}},
+        "usage": usage if usage is not None else {
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0}},
     })
 
 
@@ -269,7 +272,8 @@ class MockProvider:
     async def _complete(self, transport, model: str, headers: dict) -> None:
         gz = bool(headers.get(b"x-mock-gzip"))
         chunked = bool(headers.get(b"x-mock-chunked"))
-        if not gz and not chunked:
+        usage = headers.get(b"x-mock-usage")
+        if not gz and not chunked and usage is None:
             cached = self._canned.get(model.encode())
             if cached is None:
                 doc = completion_body(model)
@@ -278,7 +282,7 @@ class MockProvider:
                     self._canned[model.encode()] = cached
             transport.write(cached)
             return
-        doc = completion_body(model)
+        doc = completion_body(model, usage=None if usage is None else orjson.loads(usage))
         extra = []
         if gz:
             doc = gzip.compress(doc, mtime=0)

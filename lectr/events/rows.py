@@ -75,7 +75,7 @@ class RowBuilder:
          content_type, content_encoding, chunks, tail) = _EVENT_FIELDS(event)
         later = self._later
         later.wanted = None
-        (prompt, completion, cached, reasoning, source), note, served = response_values(
+        (prompt, completion, cached, reasoning, source), note, served, written = response_values(
             provider, model_used, stream, status_code, content_type, content_encoding, chunks, tail, later)
         created_at = _fromtimestamp(created_at, _UTC)
         cost = pricing_id = None
@@ -87,7 +87,8 @@ class RowBuilder:
             price = self._price_row(provider, model_used, routed, created_at)
             if price is not None:  # an unpriced model gets no cost, never a guess
                 cost, partial = compute_cost(price, prompt_tokens=prompt, completion_tokens=completion,
-                                             cached_tokens=cached)
+                                             cached_tokens=cached, reasoning_tokens=reasoning,
+                                             cache_write_tokens=written)
                 pricing_id = price.id
         # RequestEvent.latency_ms and .ttfb_ms, from the fields at hand: the two properties cost
         # 0.15 µs a row. tests/test_rows.py holds them equal.

@@ -36,8 +36,8 @@ _new_usage = tuple.__new__
 
 UNDECODABLE = "undecodable"
 TRUNCATED = "truncated"
-_NOTHING = (NO_USAGE, None, None)
-_UNREADABLE = (NO_USAGE, UNDECODABLE, None)
+_NOTHING = (NO_USAGE, None, None, None)
+_UNREADABLE = (NO_USAGE, UNDECODABLE, None, None)
 # Strings in a streamed delta that the model generated and the provider bills as completion:
 # the answer, reasoning (DeepSeek's reasoning_content, OpenRouter's and vLLM's reasoning), a refusal.
 _DELTA_TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
@@ -76,9 +76,11 @@ def usage_values(provider: str, model: str | None, stream: bool, status_code: in
 
 def response_values(provider: str, model: str | None, stream: bool, status_code: int, content_type: str | None,
                     content_encoding: str | None, chunks: list[bytes] | None, tail: list[bytes] | None,
-                    counter: TokenCounter) -> tuple[tuple, str | None, str | None]:
-    """``(usage, note, served_model)``: the usage as a tuple in ``Usage``'s field order, why it is
-    incomplete (``UNDECODABLE``, ``TRUNCATED`` or None), and the model the response names (or None).
+                    counter: TokenCounter) -> tuple[tuple, str | None, str | None, int | None]:
+    """``(usage, note, served_model, cache_write_tokens)``: the usage as a tuple in ``Usage``'s
+    field order, why it is incomplete (``UNDECODABLE``, ``TRUNCATED`` or None), the model the
+    response names (or None), and the tokens written to the prompt cache (Anthropic's
+    ``cache_creation_input_tokens``, reported beside its ``input_tokens``), or None.
 
     ``model`` (the requested model) chooses the tokeniser when the response names none.
     """
@@ -97,7 +99,7 @@ def response_values(provider: str, model: str | None, stream: bool, status_code:
         else:
             tail_body = b"".join(tail) if truncated else b""
         if not body and not tail_body:
-            return (NO_USAGE, TRUNCATED, None) if truncated else _NOTHING
+            return (NO_USAGE, TRUNCATED, None, None) if truncated else _NOTHING
         kind = _MIME_KINDS.get(content_type, _UNKNOWN)  # is_event_stream, inline: this runs for every event
         if kind is _UNKNOWN:
             kind = _remember_mime_kind(content_type)
@@ -105,18 +107,22 @@ def response_values(provider: str, model: str | None, stream: bool, status_code:
             return _from_event_stream(body, tail_body if truncated else None, provider, model, counter)
         if truncated:
             # The body's end holds its usage (OpenAI, Anthropic and the Responses API put it last).
-            values = _counts(last_usage_object(tail_body), provider)
+            found = last_usage_object(tail_body)
+            values = _counts(found, provider)
             match = _MODEL_FIELD.search(body, 0, _MODEL_SEARCH_BYTES)
             served = match.group(1).decode("utf-8", "replace") if match else None
-            return (values, None, served) if values else (NO_USAGE, TRUNCATED, served)
+            return (values, None, served, _cache_writes(found)) if values else (NO_USAGE, TRUNCATED, served, None)
         doc = orjson.loads(body)  # usage_from_json_body, inline for the same reason
         if type(doc) is not dict:
             return _NOTHING
-        values = _counts(doc.get("usage"), provider)
+        found = doc.get("usage")
+        values = _counts(found, provider)
         served = doc.get("model")
         if type(served) is not str or not served or len(served) > _MODEL_NAME_MAX:
             served = None
-        return values or NO_USAGE, None, served
+        if values is None:
+            return NO_USAGE, None, served, None
+        return values, None, served, _cache_writes(found)
     except Exception:  # a broken body (or tokeniser) costs this event its usage, never the worker
         return _NOTHING
 
@@ -151,10 +157,11 @@ def usage_from_event_stream(body: bytes, provider: str, model: str | None, count
 
 
 def _from_event_stream(body: bytes, tail: bytes | None, provider: str, model: str | None,
-                       counter: TokenCounter) -> tuple[tuple, str | None, str | None]:
+                       counter: TokenCounter) -> tuple[tuple, str | None, str | None, int | None]:
     """``response_values`` of an SSE body (``tail``: the kept end of one that outgrew the capture)."""
     usage: tuple | None = None
     served: str | None = None
+    written: int | None = None
     texts: list[str] = []
     for part in (body, tail):
         if not part:
@@ -162,23 +169,29 @@ def _from_event_stream(body: bytes, tail: bytes | None, provider: str, model: st
         for doc in _sse_json_documents(part):
             if served is None:
                 served = _served_model(doc)
-            found = _counts(_chunk_usage(doc), provider)
+            reported = _chunk_usage(doc)
+            found = _counts(reported, provider)
             if found is not None:
                 # Field by field, the last value reported: Gemini repeats its usage on several
                 # chunks, Anthropic reports the input in message_start and the output in message_delta.
                 usage = found if usage is None else _merge_counts(usage, found)
+                writes = _cache_writes(reported)
+                if writes is not None:
+                    written = writes
             _collect_texts(doc, texts)
     if usage is None and tail:
         # An event longer than the tail window (a Responses API response.completed repeats the
         # whole output) still ends with its usage.
-        usage = _counts(last_usage_object(tail), provider)
+        reported = last_usage_object(tail)
+        usage = _counts(reported, provider)
+        written = _cache_writes(reported)
     note = TRUNCATED if tail is not None else None
     if usage is not None:
-        return usage, None, served
+        return usage, None, served, written
     text = "".join(texts)
     if not text:
-        return NO_USAGE, note, served
-    return (None, counter.count(text, served or model, provider), None, None, "measured"), note, served
+        return NO_USAGE, note, served, None
+    return (None, counter.count(text, served or model, provider), None, None, "measured"), note, served, None
 
 
 def _merge_counts(earlier: tuple, later: tuple) -> tuple:
@@ -356,8 +369,10 @@ def _counts(usage: object, provider: str) -> tuple[int | None, int | None, int |
                                  ("output_tokens_details", "reasoning_tokens"))
     if provider == "gemini":
         completion = gemini_billed_completion(prompt, completion, _count(usage, "total_tokens"))
-    if "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage:
-        prompt, cached = anthropic_prompt(usage, prompt, cached)
+    if cached is None:
+        # Anthropic's cache reads, reported beside its input_tokens (which leave them out, as
+        # compute_cost knows): kept in the provider's own terms, like every count here.
+        cached = _count(usage, "cache_read_input_tokens")
     if prompt is None and completion is None and cached is None and reasoning is None:
         return None
     return prompt, completion, cached, reasoning, "provider"
@@ -371,20 +386,9 @@ def gemini_billed_completion(prompt: int | None, completion: int | None, total: 
     return total - prompt
 
 
-def anthropic_prompt(usage: dict, prompt: int | None, cached: int | None) -> tuple[int | None, int | None]:
-    """Anthropic's prompt as OpenAI counts it, and its cached part.
-
-    Anthropic's ``input_tokens`` leaves out the tokens read from and written to the prompt cache
-    (``cache_read_input_tokens``, ``cache_creation_input_tokens``); OpenAI's ``prompt_tokens``
-    includes its ``cached_tokens``. A usage in OpenAI's names is left as it is.
-    """
-    if "prompt_tokens" in usage:
-        return prompt, cached
-    read = _count(usage, "cache_read_input_tokens")
-    written = _count(usage, "cache_creation_input_tokens")
-    if prompt is None and read is None and written is None:
-        return prompt, cached
-    return (prompt or 0) + (read or 0) + (written or 0), read if read is not None else cached
+def _cache_writes(usage: object) -> int | None:
+    """Anthropic's ``cache_creation_input_tokens``: the prompt tokens written to its cache."""
+    return _count(usage, "cache_creation_input_tokens") if type(usage) is dict else None
 
 
 def _first_count(mapping: dict, *paths: tuple[str, ...]) -> int | None:

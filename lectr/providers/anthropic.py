@@ -11,3 +11,13 @@ ANTHROPIC = Provider(
     default_base_url="https://api.anthropic.com/v1",
     auth_header=b"x-api-key",
 )
+
+
+def total_input_tokens(input_tokens: int, cache_read_tokens: int, cache_write_tokens: int) -> int:
+    """All the input tokens of an Anthropic request, as prices apply to them.
+
+    Anthropic's ``input_tokens`` counts only the tokens after the last cache breakpoint; the ones
+    read from the cache (``cache_read_input_tokens``) and written to it
+    (``cache_creation_input_tokens``) are reported beside it, not inside it as OpenAI does.
+    """
+    return input_tokens + cache_read_tokens + cache_write_tokens
