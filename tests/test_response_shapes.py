@@ -354,3 +354,11 @@ def test_a_long_json_body_whose_usage_is_lost_says_so(counter):
     head, tail = cut([body[i:i + 65536] for i in range(0, len(body), 65536)], 1_000_000)
     assert response_values("openai", "m", False, 200, JSON, None, head, tail, counter) == \
         (NO_USAGE, "truncated", "m", None)
+
+
+def test_rows_whose_usage_could_not_be_read_are_said_beside_the_unpriced_ones():
+    from lectr.api.pages import coverage_notes
+
+    [note] = coverage_notes({"unread_requests": 3})
+    assert note.startswith("3 requests have usage Lectr could not read in full")
+    assert coverage_notes({"unread_requests": 0}) == []
