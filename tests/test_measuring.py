@@ -136,3 +136,31 @@ def test_long_texts_are_counted_a_slice_at_a_time_to_the_same_count(encoding):
     assert len(text) > 10 * SLICE_CHARS
     whole = len(counter.encoding(encoding).encode_ordinary(text))
     assert count_tokens(counter.encoding(encoding), text) == whole
+
+
+def big_stream_event(chunks: int) -> RequestEvent:
+    events = stream_events("gpt-4o-mini", chunks, include_usage=False)
+    return stream_event(chunks)._replace(response_chunks=events, bytes_out=sum(map(len, events)))
+
+
+async def test_big_responses_are_built_aside_and_measured_after_the_rest(monkeypatch):
+    monkeypatch.setattr(writer_module, "BIG_RESPONSE_BYTES", 10_000)
+    process = TokenizerProcess()
+    await process.start()
+    writer = EventWriter(EventRing(10), pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=None,
+                         metrics=Metrics(EventRing(1)), tokenizer=TokenizerClient(process.path))
+    try:
+        big = big_stream_event(900)
+        assert big.bytes_out > 10_000
+        at_once = await writer._build([big, plain_event(), big, plain_event()])
+        assert [column(row, "token_source") for row in at_once] == ["provider", "provider"]
+        assert len(writer._set_aside) == 2 and writer.unwritten == 2 + len(at_once)
+        await writer.build_set_aside()
+        await writer.measure_waiting()
+        later = await writer._build([])
+    finally:
+        writer.tokenizer.close()
+        await process.stop()
+    expected = TokenCounter().count("".join(["Hello", " from", " the", " mock", " provider", ".", " It", " streams",
+                                             " words"]) * 100, "gpt-4o-mini", "openai")
+    assert [(column(r, "token_source"), column(r, "completion_tokens")) for r in later] == [("measured", expected)] * 2

@@ -9,7 +9,10 @@ flush at low load is only the COPY. Closing drains the ring completely.
 Streams that reported no usage need their completion counted by the tokeniser process. No
 other row waits for that: such rows go to a bounded queue that a second task counts, a bounded
 request at a time, and join a later batch. Past the queue's bound a row is written at once
-without a count (``usage_note`` 'not_counted', and ``lectr_unmeasured_events_total``).
+without a count (``usage_note`` 'not_counted', and ``lectr_unmeasured_events_total``). Big
+responses are set aside the same way before their row is built: parsing megabytes of stream
+takes a tenth of a second each, so the second task builds them in a thread, one at a time,
+while the rows of everything else go on being written.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ MEASURE_QUEUE_CHARS = 32 * 1024 * 1024
 MEASURE_QUEUE_ROWS = 10_000
 # Text sent to the tokeniser in one request (at least one stream's).
 MEASURE_REQUEST_CHARS = 1024 * 1024
+# Responses this big have their rows built aside, in a thread; set aside at most this many bytes
+# of them (they are in memory already: this only bounds how long they can wait there).
+BIG_RESPONSE_BYTES = 256 * 1024
+SET_ASIDE_BYTES = 128 * 1024 * 1024
 
 
 class EventWriter:
@@ -70,6 +77,9 @@ class EventWriter:
         # Rows waiting for their completion count, with the text to count; a bounded queue.
         self._to_measure: deque[tuple[tuple, Measure]] = deque()
         self._measure_chars = 0
+        # Events of big responses, whose rows are built aside (``_build_set_aside``).
+        self._set_aside: deque[RequestEvent] = deque()
+        self._set_aside_bytes = 0
         self._measure_wanted = asyncio.Event()
         self._storing = 0
         self._closing = False
@@ -91,6 +101,9 @@ class EventWriter:
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=CLOSE_WAIT_SECONDS)
         await self._background.stop()
+        while self._set_aside:  # built here and now: nothing else is left to wait for them
+            event = self._set_aside.popleft()
+            self._place(event, *self._build_row(event, self.rows))
         if self._to_measure:
             try:
                 await asyncio.wait_for(self.measure_waiting(), CLOSE_WAIT_SECONDS)
@@ -126,8 +139,8 @@ class EventWriter:
     @property
     def unwritten(self) -> int:
         """Events out of the ring and not yet written: the batch being gathered, the one being
-        stored, and the rows waiting for their count."""
-        return len(self._batch) + self._storing + len(self._to_measure)
+        stored, the big ones set aside, and the rows waiting for their count."""
+        return len(self._batch) + self._storing + len(self._set_aside) + len(self._to_measure)
 
     def build_waiting(self) -> bool:
         """Build the row of the oldest waiting event; False when there is none or a batch is built.
@@ -176,13 +189,32 @@ class EventWriter:
             await self.store.record_drops()
 
     def _add(self, event: RequestEvent) -> None:
-        """Build ``event``'s row onto the batch being gathered; an event that cannot be is dropped."""
+        """Build ``event``'s row onto the batch being gathered (or set a big one aside)."""
         try:
             self.metrics.observe(event)
-            row, measure = self.rows.build(event)
         except Exception:
             log.exception("could not record an event; dropping it")
             self.ring.count_drop("invalid", owner=event.org_id)
+            return
+        if (event.bytes_out > BIG_RESPONSE_BYTES and event.response_chunks and event.status_code < 400
+                and self._set_aside_bytes + event.bytes_out <= SET_ASIDE_BYTES):
+            self._set_aside.append(event)
+            self._set_aside_bytes += event.bytes_out
+            self._measure_wanted.set()
+            return
+        self._place(event, *self._build_row(event, self.rows))
+
+    def _build_row(self, event: RequestEvent, rows: RowBuilder) -> tuple[tuple | None, Measure | None]:
+        try:
+            return rows.build(event)
+        except Exception:
+            log.exception("could not record an event; dropping it")
+            self.ring.count_drop("invalid", owner=event.org_id)
+            return None, None
+
+    def _place(self, event: RequestEvent, row: tuple | None, measure: Measure | None) -> None:
+        """Put a built row on the batch being gathered, or in the queue to be counted."""
+        if row is None:
             return
         if measure is not None:
             row = self._queue_measure(row, measure)
@@ -243,11 +275,25 @@ class EventWriter:
             await self._measure_wanted.wait()
             self._measure_wanted.clear()
             try:
+                await self.build_set_aside()
                 await self.measure_waiting()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not stop measuring for good
                 log.exception("measuring streamed completions failed; continuing")
+
+    async def build_set_aside(self) -> None:
+        """Build the rows of the big responses set aside, one at a time in a thread, so that the
+        loop goes on serving requests and writing other rows meanwhile."""
+        while self._set_aside:
+            event = self._set_aside[0]
+            # A builder of its own: the loop's one keeps per-row state between its calls.
+            built = await asyncio.to_thread(self._build_row, event, RowBuilder(self.rows.pricing))
+            self._set_aside.popleft()  # only now: a shutdown that cancels the build finds it still here
+            self._set_aside_bytes -= event.bytes_out
+            self._place(event, *built)
+            if len(self._batch) >= self.batch_size:
+                self.ring.wake()
 
     async def measure_waiting(self) -> None:
         """Count the queued completions, one bounded tokeniser request at a time; each counted row
