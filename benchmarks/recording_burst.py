@@ -108,7 +108,8 @@ async def _poll_rows(db_url: str, stop: asyncio.Event, delays: list[float], big:
                 elif row["feature"] == "burst-big":
                     big["rows"] = big.get("rows", 0) + 1
                     big["last_seen"] = seen
-            if stop.is_set() and big.get("rows", 0) >= big["expected"]:
+            if (stop.is_set() and big.get("rows", 0) >= big["expected"]
+                    and len(delays) >= big.get("ordinary_sent", float("inf"))):
                 return
             await asyncio.sleep(POLL_SECONDS)
     finally:
@@ -133,7 +134,7 @@ async def _run(stack: Stack, db_url: str, args) -> dict:
         streams_done = time.time()
         await asyncio.sleep(2)  # ordinary traffic goes on while the big streams are counted
         stop.set()
-        sent = await ordinary
+        sent = big["ordinary_sent"] = await ordinary
     await asyncio.wait_for(poller, 600)
     sampler.stop()
     conn = await asyncpg.connect(db_url)

@@ -362,3 +362,25 @@ def test_rows_whose_usage_could_not_be_read_are_said_beside_the_unpriced_ones():
     [note] = coverage_notes({"unread_requests": 3})
     assert note.startswith("3 requests have usage Lectr could not read in full")
     assert coverage_notes({"unread_requests": 0}) == []
+
+
+def run_steps(steps) -> tuple[object, int]:
+    pauses = 0
+    try:
+        while True:
+            next(steps)
+            pauses += 1
+    except StopIteration as done:
+        return done.value, pauses
+
+
+@pytest.mark.parametrize("chunks,stream,min_pauses", [
+    (long_stream(2000, usage=None), True, 5),
+    (long_stream(2000, usage={"prompt_tokens": 5, "completion_tokens": 2000}), True, 5),
+    ([COMPLETION], False, 0),
+])
+def test_building_in_steps_pauses_on_long_streams_and_builds_the_same_row(chunks, stream, min_pauses):
+    builder = RowBuilder(PricingTable([MINI]))
+    e = event(chunks, model="gpt-4o-mini", stream=stream)
+    built, pauses = run_steps(builder.build_steps(e))
+    assert pauses >= min_pauses and built == builder.build(e)

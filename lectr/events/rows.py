@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from datetime import datetime, timezone
 from operator import itemgetter
 
 from lectr.events.record import RequestEvent
 from lectr.events.tokens import encoding_name
-from lectr.events.usage import response_values
+from lectr.events.usage import response_steps, response_values
 from lectr.pricing import PriceRow, PricingTable, compute_cost
 
 # The order of ``request_logs`` columns in every row and every COPY.
@@ -54,10 +55,15 @@ _UTC = timezone.utc
 # The event's fields a row needs, read in one C call: each ``event.field`` of a NamedTuple goes
 # through a generic descriptor lookup (about 25 ns, not specialised by CPython 3.11), and a row
 # needs twenty of them. Picked by name, so RequestEvent's field order may change freely.
-_EVENT_FIELDS = itemgetter(*map(RequestEvent._fields.index, (
+_FIELD_NAMES = (
     "created_at", "org_id", "provider", "model", "model_used", "feature", "task", "status_code", "error_type",
     "error_origin", "stream", "t_start", "t_first_byte", "t_end", "overhead_s", "provider_unknown", "rule_id",
-    "bytes_in", "bytes_out", "content_type", "content_encoding", "response_chunks", "response_tail")))
+    "bytes_in", "bytes_out", "content_type", "content_encoding", "response_chunks", "response_tail")
+_EVENT_FIELDS = itemgetter(*map(RequestEvent._fields.index, _FIELD_NAMES))
+# response_values' arguments, from those fields.
+_USAGE_ARGS = itemgetter(*map(_FIELD_NAMES.index, (
+    "provider", "model_used", "stream", "status_code", "content_type", "content_encoding", "response_chunks",
+    "response_tail")))
 
 
 class RowBuilder:
@@ -70,13 +76,25 @@ class RowBuilder:
 
     def build(self, event: RequestEvent) -> tuple[tuple, Measure | None]:
         """One row, in ``COLUMNS`` order, and the text still to count when the tokens are measured."""
-        (created_at, org_id, provider, model, model_used, feature, task, status_code, error_type, error_origin,
-         stream, t_start, t_first_byte, t_end, overhead_s, provider_unknown, rule_id, bytes_in, bytes_out,
-         content_type, content_encoding, chunks, tail) = _EVENT_FIELDS(event)
+        fields = _EVENT_FIELDS(event)
         later = self._later
         later.wanted = None
-        (prompt, completion, cached, reasoning, source), note, served, written = response_values(
-            provider, model_used, stream, status_code, content_type, content_encoding, chunks, tail, later)
+        facts = response_values(*_USAGE_ARGS(fields), later)
+        return self._row(fields, facts, later)
+
+    def build_steps(self, event: RequestEvent) -> Generator[None, None, tuple[tuple, Measure | None]]:
+        """``build`` as a generator that yields now and then while it parses a long stream, and
+        returns what ``build`` returns. Any number may be under way at once."""
+        fields = _EVENT_FIELDS(event)
+        later = _CountLater()
+        facts = yield from response_steps(*_USAGE_ARGS(fields), later)
+        return self._row(fields, facts, later)
+
+    def _row(self, fields: tuple, facts: tuple, later: _CountLater) -> tuple[tuple, Measure | None]:
+        (created_at, org_id, provider, model, model_used, feature, task, status_code, error_type, error_origin,
+         stream, t_start, t_first_byte, t_end, overhead_s, provider_unknown, rule_id, bytes_in, bytes_out,
+         _, _, _, _) = fields
+        (prompt, completion, cached, reasoning, source), note, served, written = facts
         created_at = _fromtimestamp(created_at, _UTC)
         cost = pricing_id = None
         partial = False

@@ -10,7 +10,7 @@ limit and only its head and tail were kept: a measured count is then a lower bou
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import NamedTuple
 
 import orjson
@@ -43,6 +43,8 @@ _MODEL_NAME_MAX = 200
 # The top-level "model" of a JSON body whose head alone was kept; providers put it near the start.
 _MODEL_FIELD = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
 _MODEL_SEARCH_BYTES = 64 * 1024
+# About a millisecond of parsing between two yields of response_steps.
+_EVENTS_PER_STEP = 200
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
 # Content type -> True (SSE), False (JSON) or None (neither); providers send a handful of them.
 _MIME_KINDS: dict[str | None, bool | None] = {}
@@ -83,24 +85,18 @@ def response_values(provider: str, model: str | None, stream: bool, status_code:
     if chunks is None or status_code >= 400:
         return _NOTHING
     try:
-        body = b"".join(chunks)
         truncated = tail is not None
-        if content_encoding:
-            try:
-                body = decode_body(body, content_encoding)
-            except UndecodableBody:
-                return _UNREADABLE
-            # The tail of a compressed body cannot be decoded without what came before it.
-            tail_body = b"".join(tail) if truncated and content_encoding.strip().lower() == "identity" else b""
-        else:
-            tail_body = b"".join(tail) if truncated else b""
+        try:
+            body, tail_body = _readable(chunks, tail, content_encoding)
+        except UndecodableBody:
+            return _UNREADABLE
         if not body and not tail_body:
             return (NO_USAGE, TRUNCATED, None, None) if truncated else _NOTHING
         kind = _MIME_KINDS.get(content_type, _UNKNOWN)  # is_event_stream, inline: this runs for every event
         if kind is _UNKNOWN:
             kind = _remember_mime_kind(content_type)
         if stream if kind is None else kind:
-            return _from_event_stream(body, tail_body if truncated else None, provider, model, counter)
+            return _finish(_event_stream_steps(body, tail_body if truncated else None, provider, model, counter))
         if truncated:
             # The body's end holds its usage (OpenAI, Anthropic and the Responses API put it last).
             found = last_usage_object(tail_body)
@@ -121,6 +117,47 @@ def response_values(provider: str, model: str | None, stream: bool, status_code:
         return values, None, served, _cache_writes(found)
     except Exception:  # a broken body (or tokeniser) costs this event its usage, never the worker
         return _NOTHING
+
+
+def response_steps(provider: str, model: str | None, stream: bool, status_code: int, content_type: str | None,
+                   content_encoding: str | None, chunks: list[bytes] | None, tail: list[bytes] | None,
+                   counter: TokenCounter) -> Generator[None, None, tuple]:
+    """``response_values`` as a generator that yields every few hundred events while it parses a
+    stream, and returns what ``response_values`` returns: for a caller that must not hold its
+    event loop for the tenth of a second a stream of megabytes takes."""
+    if chunks is None or status_code >= 400 or not is_event_stream(stream, content_type):
+        return response_values(provider, model, stream, status_code, content_type, content_encoding, chunks, tail,
+                               counter)
+    try:
+        try:
+            body, tail_body = _readable(chunks, tail, content_encoding)
+        except UndecodableBody:
+            return _UNREADABLE
+        if not body and not tail_body:
+            return (NO_USAGE, TRUNCATED, None, None) if tail is not None else _NOTHING
+        return (yield from _event_stream_steps(body, tail_body if tail is not None else None, provider, model,
+                                               counter))
+    except Exception:  # as response_values: never raises
+        return _NOTHING
+
+
+def _readable(chunks: list[bytes], tail: list[bytes] | None, content_encoding: str | None) -> tuple[bytes, bytes]:
+    """The captured body decoded, and its kept tail (b"" when none, or when it cannot be decoded)."""
+    body = b"".join(chunks)
+    if not content_encoding:
+        return body, b"".join(tail) if tail is not None else b""
+    body = decode_body(body, content_encoding)
+    # The tail of a compressed body cannot be decoded without what came before it.
+    return body, b"".join(tail) if tail is not None and content_encoding.strip().lower() == "identity" else b""
+
+
+def _finish(steps: Generator[None, None, tuple]) -> tuple:
+    """Run ``steps`` to the end, without pausing; its result."""
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
 
 
 def is_event_stream(stream: bool, content_type: str | None) -> bool:
@@ -148,13 +185,14 @@ def usage_from_json_body(body: bytes, provider: str) -> Usage:
 
 def usage_from_event_stream(body: bytes, provider: str, model: str | None, counter: TokenCounter) -> Usage:
     """The usage the stream reported; without one, the streamed completion counted."""
-    usage = _from_event_stream(body, None, provider, model, counter)[0]
+    usage = _finish(_event_stream_steps(body, None, provider, model, counter))[0]
     return usage if type(usage) is Usage else _new_usage(Usage, usage)
 
 
-def _from_event_stream(body: bytes, tail: bytes | None, provider: str, model: str | None,
-                       counter: TokenCounter) -> tuple[tuple, str | None, str | None, int | None]:
-    """``response_values`` of an SSE body (``tail``: the kept end of one that outgrew the capture)."""
+def _event_stream_steps(body: bytes, tail: bytes | None, provider: str, model: str | None,
+                        counter: TokenCounter) -> Generator[None, None, tuple]:
+    """``response_values`` of an SSE body (``tail``: the kept end of one that outgrew the capture),
+    yielding every ``_EVENTS_PER_STEP`` events."""
     usage: tuple | None = None
     served: str | None = None
     written: int | None = None
@@ -162,7 +200,9 @@ def _from_event_stream(body: bytes, tail: bytes | None, provider: str, model: st
     for part in (body, tail):
         if not part:
             continue
-        for doc in _sse_json_documents(part):
+        for i, doc in enumerate(_sse_json_documents(part), 1):
+            if not i % _EVENTS_PER_STEP:
+                yield
             if served is None:
                 served = _served_model(doc)
             reported = _chunk_usage(doc)
@@ -250,8 +290,9 @@ def _object_end(body: bytes, start: int) -> int | None:
 
 def _sse_json_documents(body: bytes) -> Iterator[dict]:
     """Each event's ``data`` parsed as a JSON object; ``[DONE]`` and unparsable events are skipped."""
-    normalised = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    for event in normalised.split(b"\n\n"):
+    if b"\r" in body:  # two copies of a body of megabytes, for the few servers that send CRs
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    for event in body.split(b"\n\n"):
         data = b"\n".join(_field_value(line) for line in event.split(b"\n") if line.startswith(b"data:"))
         if not data.strip() or data.strip() == b"[DONE]":
             continue
