@@ -11,6 +11,7 @@ counted by the tokeniser) while ordinary non-streamed requests keep flowing, and
 - when the big streams' rows were all written, and how many were measured or left uncounted.
 
     python -m benchmarks.recording_burst [--streams 20] [--chunks 21000] [--ordinary 5000]
+    python -m benchmarks.recording_burst --chunk-chars 1000 --chunks 3300   # text-heavy streams
 """
 
 from __future__ import annotations
@@ -67,9 +68,9 @@ class RssSampler:
             time.sleep(0.02)
 
 
-async def _big_stream(session: aiohttp.ClientSession, url: str, key: str, chunks: int) -> int:
+async def _big_stream(session: aiohttp.ClientSession, url: str, key: str, chunks: int, chunk_chars: int) -> int:
     headers = {"X-Lectr-Key": key, "X-Lectr-Feature": "burst-big", "x-mock-chunks": str(chunks),
-               "Authorization": "Bearer sk-bench"}
+               "x-mock-chunk-chars": str(chunk_chars), "Authorization": "Bearer sk-bench"}
     async with session.post(url, json={"model": "gpt-4o-mini", "stream": True}, headers=headers) as response:
         size = 0
         async for block in response.content.iter_chunked(65536):
@@ -129,7 +130,7 @@ async def _run(stack: Stack, db_url: str, args) -> dict:
     connector = aiohttp.TCPConnector(limit=args.streams + ORDINARY_CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
         ordinary = asyncio.create_task(_ordinary(session, url, stack.key, args.ordinary, stop))
-        sizes = await asyncio.gather(*(_big_stream(session, url, stack.key, args.chunks)
+        sizes = await asyncio.gather(*(_big_stream(session, url, stack.key, args.chunks, args.chunk_chars)
                                        for _ in range(args.streams)))
         streams_done = time.time()
         await asyncio.sleep(2)  # ordinary traffic goes on while the big streams are counted
@@ -139,8 +140,12 @@ async def _run(stack: Stack, db_url: str, args) -> dict:
     sampler.stop()
     conn = await asyncpg.connect(db_url)
     try:
-        outcome = await conn.fetch("SELECT token_source, usage_note, count(*) AS n FROM request_logs "
-                                   "WHERE feature = 'burst-big' GROUP BY 1, 2")
+        try:
+            outcome = await conn.fetch("SELECT token_source, usage_note, count(*) AS n FROM request_logs "
+                                       "WHERE feature = 'burst-big' GROUP BY 1, 2")
+        except asyncpg.UndefinedColumnError:  # a Lectr from before usage_note, for comparison
+            outcome = await conn.fetch("SELECT token_source, NULL AS usage_note, count(*) AS n FROM request_logs "
+                                       "WHERE feature = 'burst-big' GROUP BY 1")
     finally:
         await conn.close()
     delays.sort()
@@ -152,7 +157,7 @@ async def _run(stack: Stack, db_url: str, args) -> dict:
         role = _role(entry["cmd"])
         peaks[f"{role}_vmhwm"] = max(peaks.get(f"{role}_vmhwm", 0.0), entry["peak_rss_mb"])
     return {
-        "big_streams": args.streams, "big_stream_mb": round(sizes[0] / 2**20, 2),
+        "big_streams": args.streams, "big_stream_mb": round(sizes[0] / 2**20, 2), "chunk_chars": args.chunk_chars,
         "ordinary_requests": sent, "ordinary_rows_seen": len(delays),
         "ordinary_delay_max_s": round(delays[-1], 3) if delays else None,
         "ordinary_delay_p99_s": round(delays[int(len(delays) * 0.99) - 1], 3) if delays else None,
@@ -167,6 +172,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=20)
     parser.add_argument("--chunks", type=int, default=21000, help="content chunks per stream (~190 bytes each)")
+    parser.add_argument("--chunk-chars", type=int, default=0,
+                        help="characters of text per chunk (default one word; 1000 with --chunks 3300 makes "
+                             "the same 3.9 MB streams carry 3.3 M characters to count each)")
     parser.add_argument("--ordinary", type=int, default=5000, help="most ordinary requests to send")
     args = parser.parse_args()
     stack = Stack(lectr_cores=None, client_cores=None, workers=1, peers=[])

@@ -51,7 +51,7 @@ MEASURE_REQUEST_CHARS = 1024 * 1024
 # Responses this big have their rows built aside, in a thread; set aside at most this many bytes
 # of them (they are in memory already: this only bounds how long they can wait there).
 BIG_RESPONSE_BYTES = 256 * 1024
-SET_ASIDE_BYTES = 128 * 1024 * 1024
+SET_ASIDE_BYTES = 64 * 1024 * 1024
 
 
 class EventWriter:
@@ -275,24 +275,39 @@ class EventWriter:
             await self._measure_wanted.wait()
             self._measure_wanted.clear()
             try:
-                await self.build_set_aside()
-                await self.measure_waiting()
+                await self.work_through()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug here must not stop measuring for good
                 log.exception("measuring streamed completions failed; continuing")
 
+    async def work_through(self) -> None:
+        """Build the big responses set aside and count the queued streams, until neither is left.
+
+        A big response is built only while the counting queue is at most half full, so a burst
+        of big streams waits, already in memory, for its turn rather than finding the queue full.
+        """
+        while self._set_aside or self._to_measure:
+            if self._set_aside and (self._measure_chars <= MEASURE_QUEUE_CHARS // 2 or not self._to_measure):
+                await self._build_next_set_aside()
+            else:
+                await self._measure_next()
+
     async def build_set_aside(self) -> None:
-        """Build the rows of the big responses set aside, one at a time and in slices, so that the
-        loop goes on serving requests and writing other rows meanwhile."""
+        """Build the rows of every big response set aside (see ``_build_next_set_aside``)."""
         while self._set_aside:
-            event = self._set_aside[0]
-            built = await self._build_in_slices(event)
-            self._set_aside.popleft()  # only now: a shutdown that cancels the build finds it still here
-            self._set_aside_bytes -= event.bytes_out
-            self._place(event, *built)
-            if len(self._batch) >= self.batch_size:
-                self.ring.wake()
+            await self._build_next_set_aside()
+
+    async def _build_next_set_aside(self) -> None:
+        """Build the row of the oldest big response set aside, in slices, so that the loop goes on
+        serving requests and writing other rows meanwhile."""
+        event = self._set_aside[0]
+        built = await self._build_in_slices(event)
+        self._set_aside.popleft()  # only now: a shutdown that cancels the build finds it still here
+        self._set_aside_bytes -= event.bytes_out
+        self._place(event, *built)
+        if len(self._batch) >= self.batch_size:
+            self.ring.wake()
 
     async def _build_in_slices(self, event: RequestEvent) -> tuple[tuple | None, Measure | None]:
         # Not a thread: a thread parsing for a tenth of a second would hold the GIL against the
@@ -313,31 +328,37 @@ class EventWriter:
             return None, None
 
     async def measure_waiting(self) -> None:
-        """Count the queued completions, one bounded tokeniser request at a time; each counted row
+        """Count every queued completion (see ``_measure_next``)."""
+        while self._to_measure:
+            await self._measure_next()
+
+    async def _measure_next(self) -> None:
+        """Count the oldest queued completions, one bounded tokeniser request; each counted row
         joins the batch being gathered (an uncountable one joins it without a count)."""
         queue = self._to_measure
-        while queue:
-            taken: list[tuple[tuple, Measure]] = []
-            chars = 0
-            for item in queue:
-                if taken and chars + len(item[1][1]) > MEASURE_REQUEST_CHARS:
-                    break
-                taken.append(item)
-                chars += len(item[1][1])
-            try:
-                counts = await self.tokenizer.count([measure for _, measure in taken])
-            except OSError as exc:
-                log.warning("could not measure %d streamed completions: %s", len(taken), exc)
-                self.metrics.unmeasured.labels("tokenizer_unavailable").inc(len(taken))
-                rows = [self.rows.unmeasured(row) for row, _ in taken]
-            else:
-                rows = [self.rows.with_count(row, count) for (row, _), count in zip(taken, counts, strict=True)]
-            # Removed only now: a shutdown that cancels the count finds them still queued.
-            for _ in taken:
-                queue.popleft()
-            self._measure_chars -= chars
-            self._batch.extend(rows)
-            self.ring.wake()
+        if not queue:
+            return
+        taken: list[tuple[tuple, Measure]] = []
+        chars = 0
+        for item in queue:
+            if taken and chars + len(item[1][1]) > MEASURE_REQUEST_CHARS:
+                break
+            taken.append(item)
+            chars += len(item[1][1])
+        try:
+            counts = await self.tokenizer.count([measure for _, measure in taken])
+        except OSError as exc:
+            log.warning("could not measure %d streamed completions: %s", len(taken), exc)
+            self.metrics.unmeasured.labels("tokenizer_unavailable").inc(len(taken))
+            rows = [self.rows.unmeasured(row) for row, _ in taken]
+        else:
+            rows = [self.rows.with_count(row, count) for (row, _), count in zip(taken, counts, strict=True)]
+        # Removed only now: a shutdown that cancels the count finds them still queued.
+        for _ in taken:
+            queue.popleft()
+        self._measure_chars -= chars
+        self._batch.extend(rows)
+        self.ring.wake()
 
     def _give_up_measuring(self, reason: str) -> None:
         """Move every queued row into the batch without a count."""
