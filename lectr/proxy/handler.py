@@ -37,6 +37,9 @@ _HEALTH_OK = b'{"status":"ok"}'
 _NOT_READY = b'{"status":"starting"}'
 _DRAINING = b'{"status":"draining"}'
 _BODYLESS_METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
+# RFC 9110 §9.2.2: requests a client may repeat, so Lectr may too, when a kept-alive
+# connection fails before any answer. Anything else is sent again only if none of it left.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _new_tuple = tuple.__new__
 
 
@@ -220,7 +223,8 @@ class RequestCycle:
     def _exchange(self, upstream: UpstreamConnection) -> None:
         self.upstream = upstream
         self.conn.flow.follow(upstream)
-        upstream.start(self, self.request, head_only=self.method == b"HEAD")
+        method = self.method
+        upstream.start(self, self.request, head_only=method == b"HEAD", idempotent=method in IDEMPOTENT_METHODS)
 
     def _release_upstream(self, discard: bool) -> None:
         upstream, self.upstream = self.upstream, None
@@ -231,6 +235,12 @@ class RequestCycle:
 
     def _upstream_error(self, exc: UpstreamError) -> None:
         self.t_upstream_done = time.perf_counter()
+        if exc.sent:
+            # The provider took the request and dropped the connection without a word: its
+            # failure, and not Lectr's to repeat (it may have been processed and billed).
+            self.error_type, self.error_origin = "upstream_closed", "provider"
+            self._reply_error(R.UPSTREAM_CLOSED, exc.reason)
+            return
         self.error_type = "upstream_timeout" if exc.status == 504 else "upstream_unreachable"
         self.error_origin = "lectr"
         self._reply_error(R.UPSTREAM_TIMEOUT if exc.status == 504 else R.UPSTREAM_UNREACHABLE, exc.reason)
@@ -290,8 +300,9 @@ class RequestCycle:
     def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None:
         self._release_upstream(discard=True)
         if self.t_first_byte is None:
-            # A kept-alive connection the provider had just closed: nothing was processed, so
-            # the request goes once more, on another connection.
+            # A kept-alive connection the provider had just closed, and a request that cannot
+            # have been processed (nothing of it sent, or an idempotent method): it goes once
+            # more, on another connection.
             if retryable and self.attempts == 1:
                 self._send()
             else:
