@@ -17,10 +17,12 @@ from typing import TYPE_CHECKING
 
 from lectr.directory import Org
 from lectr.events.record import RequestEvent
+from lectr.providers.base import PathRefused
 from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
 from lectr.proxy import responses as R
 from lectr.proxy.body import read_body_facts
 from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead
+from lectr.proxy.paths import normalise_path
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -162,6 +164,17 @@ class RequestCycle:
         if headers.task is not None:
             self.task = headers.task_tag()
 
+        # Paths stay under /v1/ (and so under the provider's base): dot segments resolved here,
+        # in every spelling, so no server resolves them differently later.
+        try:
+            path = normalise_path(path)
+            if not path.startswith(b"/v1/"):
+                raise PathRefused("it leaves /v1/")
+        except PathRefused as exc:
+            self.error_type, self.error_origin = "invalid_path", "lectr"
+            self._reply_error(R.BAD_PATH, exc)
+            return False
+
         # Detect.
         facts = read_body_facts(self.body, headers.content_type)
         self.model = facts.model
@@ -174,7 +187,13 @@ class RequestCycle:
             self._reply_error(R.AZURE_NOT_CONFIGURED)
             return False
         provider = PROVIDERS[self.provider]
-        origin, target = provider.route(self.ctx.origins.get(self.provider), path[4:], query, facts.model, org.azure)
+        try:
+            origin, target = provider.route(self.ctx.origins.get(self.provider), path[4:], query, facts.model,
+                                            org.azure)
+        except PathRefused as exc:
+            self.error_type, self.error_origin = "invalid_path", "lectr"
+            self._reply_error(R.BAD_PATH, exc)
+            return False
         auth = provider.auth(headers.authorization) if headers.authorization is not None else None
         self.request = upstream_request(self.method, target, origin.host_header, headers.forward, auth, self.body)
         self.pool = self.ctx.upstream.pool(origin)
