@@ -35,4 +35,5 @@ def azure_route(rest: bytes, query: bytes, model: str | None, azure: AzureTarget
     return origin, path + b"?" + _with_api_version(query, azure.api_version)
 
 
-AZURE = Provider(name="azure", default_base_url="", auth_header=b"api-key", build_route=azure_route)
+AZURE = Provider(name="azure", default_base_url="", auth_header=b"api-key", build_route=azure_route,
+                 credential_headers=frozenset({b"api-key"}))

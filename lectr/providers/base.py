@@ -96,6 +96,12 @@ class Provider:
     default_base_url: str
     auth_header: bytes | None = None
     build_route: Callable[[bytes, bytes, str | None, AzureTarget | None], Route] | None = None
+    # Paths under /v1/ that only this provider serves (``b"messages"`` covers ``messages`` and
+    # ``messages/...``): requests to them go here whatever their body holds.
+    native_paths: tuple[bytes, ...] = ()
+    # Request headers (lower-cased) that carry a key for this provider and no other. Lectr
+    # forwards them to this provider only, so a key never reaches a provider it was not for.
+    credential_headers: frozenset[bytes] = frozenset()
 
     def route(self, base: Origin | None, rest: bytes, query: bytes, model: str | None,
               azure: AzureTarget | None) -> Route:

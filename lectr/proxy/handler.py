@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 from lectr.directory import Org
 from lectr.events.record import RequestEvent
 from lectr.providers.base import PathRefused
-from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
+from lectr.providers.registry import (DEFAULT_PROVIDER, PROVIDERS, credentials_for, may_hold_credentials,
+                                      provider_for_path)
 from lectr.proxy import responses as R
 from lectr.proxy.body import read_body_facts
 from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead
@@ -179,7 +180,7 @@ class RequestCycle:
         facts = read_body_facts(self.body, headers.content_type)
         self.model = facts.model
         self.stream = facts.stream
-        self.provider = self._choose_provider(headers.provider, facts.model)
+        self.provider = self._choose_provider(headers.provider, path[4:], facts.model)
 
         # Route.
         if self.provider == "azure" and org.azure is None:
@@ -195,22 +196,34 @@ class RequestCycle:
             self._reply_error(R.BAD_PATH, exc)
             return False
         auth = provider.auth(headers.authorization) if headers.authorization is not None else None
-        self.request = upstream_request(self.method, target, origin.host_header, headers.forward, auth, self.body)
+        forward = headers.forward
+        if may_hold_credentials(forward):
+            # Another provider's key header never leaves for this one; this provider's own,
+            # when the client sent it, is the key it gets (never two keys in one request).
+            forward, own = credentials_for(provider, forward)
+            if own:
+                auth = None
+        self.request = upstream_request(self.method, target, origin.host_header, forward, auth, self.body)
         self.pool = self.ctx.upstream.pool(origin)
         return True
 
-    def _choose_provider(self, override: bytes | None, model: str | None) -> str:
+    def _choose_provider(self, override: bytes | None, rest: bytes, model: str | None) -> str:
+        # X-Lectr-Provider, then a provider's native path (whatever the body holds), then the
+        # model; with none of them the default provider serves it, marked provider_unknown.
         if override is not None:
             name = override.decode("latin-1").strip().lower()
             if name in PROVIDERS:
                 return name
             self.ctx.note_invalid_provider(name)
             return DEFAULT_PROVIDER
+        native = provider_for_path(rest)
+        if native is not None:
+            return native
         if model:
             detected = self.ctx.registry.detect(model)
             if detected is not None:
                 return detected
-            self.provider_unknown = True
+        self.provider_unknown = True
         return DEFAULT_PROVIDER
 
     # -- Forward -------------------------------------------------------------------------------
