@@ -4,7 +4,8 @@ Unlike the mock provider it parses nothing it does not have to: each request's r
 header lines and body are kept as raw bytes, in arrival order, with the connection they came
 on. What it answers is scripted per request by a ``behave(request)`` function returning bytes
 to send (the connection stays open), or ``RESET`` (read the request whole, then reset the
-connection with SO_LINGER 0), or ``CLOSE`` (close it without answering).
+connection with SO_LINGER 0), or ``CLOSE`` (close it without answering), or a callable that
+takes the socket over (a slow stream, a WebSocket tunnel) and after which it is closed.
 
     with RawUpstream(behave) as upstream:
         ... point Lectr's LECTR_UPSTREAM_OPENAI at upstream.url("/v1") ...
@@ -149,8 +150,9 @@ class RawUpstream:
                     return
                 if isinstance(action, (bytes, bytearray)):
                     conn.sendall(action)
-                else:  # a callable taking the socket: streams, tunnels, slow answers
+                else:  # a callable taking the socket over (streams, tunnels); then it closes
                     action(conn)
+                    return
         except OSError:
             return
         finally:

@@ -21,9 +21,10 @@ from lectr.providers.base import PathRefused
 from lectr.providers.registry import (DEFAULT_PROVIDER, PROVIDERS, credentials_for, may_hold_credentials,
                                       provider_for_path)
 from lectr.proxy import responses as R
-from lectr.proxy.body import read_body_facts
+from lectr.proxy.body import BodyFacts, read_body_facts
 from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead
 from lectr.proxy.paths import normalise_path
+from lectr.proxy.tunnel import UPGRADE_FIELDS, Tunnel, model_in_query, negotiated_extensions
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class RequestCycle:
         "t_start", "org", "provider", "model", "feature", "task", "stream", "provider_unknown",
         "status", "error_type", "error_origin", "t_first_byte", "t_upstream", "t_upstream_done",
         "bytes_out", "captured", "capture_left", "content_type", "content_encoding", "chunked",
-        "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
+        "pool", "request", "upstream", "waiter", "attempts", "out", "finished", "upgrade", "tunnel",
     )
 
     def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
@@ -131,6 +132,8 @@ class RequestCycle:
         self.attempts = 0
         self.out: list[bytes] = []  # response bytes gathered during one upstream read
         self.finished = False
+        self.upgrade = False  # a WebSocket upgrade request: tunnelled after the provider's 101
+        self.tunnel: Tunnel | None = None
 
     # -- the steps -------------------------------------------------------------------------
 
@@ -178,6 +181,13 @@ class RequestCycle:
 
         # Detect.
         facts = read_body_facts(self.body, headers.content_type)
+        forward = headers.forward
+        if self.method == b"GET" and self.conn.upgrade_requested:
+            # A WebSocket (OpenAI's Realtime API): the model is in the query, and this hop's
+            # Connection/Upgrade fields are what the provider must see to answer 101.
+            self.upgrade = True
+            facts = BodyFacts(model_in_query(query), False)
+            forward = forward + UPGRADE_FIELDS
         self.model = facts.model
         self.stream = facts.stream
         self.provider = self._choose_provider(headers.provider, path[4:], facts.model)
@@ -196,7 +206,6 @@ class RequestCycle:
             self._reply_error(R.BAD_PATH, exc)
             return False
         auth = provider.auth(headers.authorization) if headers.authorization is not None else None
-        forward = headers.forward
         if may_hold_credentials(forward):
             # Another provider's key header never leaves for this one; this provider's own,
             # when the client sent it, is the key it gets (never two keys in one request).
@@ -256,7 +265,8 @@ class RequestCycle:
         self.upstream = upstream
         self.conn.flow.follow(upstream)
         method = self.method
-        upstream.start(self, self.request, head_only=method == b"HEAD", idempotent=method in IDEMPOTENT_METHODS)
+        upstream.start(self, self.request, head_only=method == b"HEAD", idempotent=method in IDEMPOTENT_METHODS,
+                       upgrade=self.upgrade)
 
     def _release_upstream(self, discard: bool) -> None:
         upstream, self.upstream = self.upstream, None
@@ -349,11 +359,40 @@ class RequestCycle:
         self.conn.abort()
         self._finish()
 
+    # -- a WebSocket tunnel, after the provider's 101 ----------------------------------------------
+
+    def upstream_switched(self, head: bytes, rest: bytes, transport: asyncio.Transport) -> None:
+        """The provider answered 101: relay its head unchanged and tunnel both ways from here."""
+        self.status = 101
+        self.t_first_byte = time.perf_counter()
+        self.upstream = None  # out of its pool for good; its transport is the tunnel's now
+        conn = self.conn
+        conn.flow.unfollow()
+        self.tunnel = tunnel = Tunnel(self, conn, transport, self.pool.read_timeout, self.capture_left)
+        transport.set_protocol(tunnel)
+        self.content_encoding = negotiated_extensions(head)  # how the cold path reads the frames
+        conn.write(head)
+        conn.flow.follow(tunnel)
+        conn.upgrade_to_tunnel(tunnel.from_client)
+        if rest:
+            tunnel.data_received(rest)
+
+    def tunnel_closed(self, timed_out: bool) -> None:
+        """Either side closed the tunnel (or it sat silent for the read timeout): record it, once."""
+        self.t_upstream_done = time.perf_counter()
+        self.conn.flow.unfollow()
+        if timed_out:
+            self.error_type, self.error_origin = "tunnel_idle_timeout", "lectr"
+        self._finish()
+
     # -- endings -----------------------------------------------------------------------------------
 
     def cancel(self) -> None:
         """The client went away (or shutdown ran out of time): stop everything, record it."""
         if self.finished:
+            return
+        if self.tunnel is not None:
+            self.tunnel.close()  # a client closing its WebSocket is how a tunnel ends: no error
             return
         self._release_upstream(discard=True)
         if self.waiter is not None:
@@ -421,6 +460,9 @@ class RequestCycle:
         org = self.org
         if org is None:
             return  # no org, no record: unauthenticated traffic belongs to nobody
+        if self.tunnel is not None:
+            tunnel = self.tunnel
+            self.bytes_out, self.captured = tunnel.bytes_out, tunnel.captured
         t_end = time.perf_counter()
         upstream = (self.t_upstream_done - self.t_upstream) if self.t_upstream and self.t_upstream_done else 0.0
         # tuple.__new__ rather than RequestEvent(...): the same tuple without a Python-level __new__.
@@ -428,6 +470,6 @@ class RequestCycle:
             org.id, time.time(), self.provider, self.model, self.model, self.feature, self.task,
             self.status, self.error_type, self.error_origin, self.stream,
             self.t_start, self.t_first_byte, t_end, max(0.0, (t_end - self.t_start) - upstream),
-            self.provider_unknown, None, len(self.body), self.bytes_out,
+            self.provider_unknown, None, len(self.body) + (self.tunnel.bytes_in if self.tunnel else 0), self.bytes_out,
             self.content_type, self.content_encoding, self.captured,
         )))

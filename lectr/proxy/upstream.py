@@ -51,6 +51,7 @@ class Exchange(Protocol):
     def upstream_body(self, chunk: bytes) -> None: ...
     def upstream_done(self) -> None: ...
     def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None: ...
+    def upstream_switched(self, head: bytes, rest: bytes, transport: asyncio.Transport) -> None: ...
     def flush(self) -> None: ...
 
 
@@ -58,7 +59,7 @@ class UpstreamConnection(asyncio.Protocol):
     """One keep-alive connection to an origin, carrying one exchange at a time."""
 
     __slots__ = ("pool", "loop", "poller", "transport", "parser", "exchange", "alive", "retired", "reused", "received",
-                 "idle_since", "head_only", "idempotent", "written", "paused", "_head", "_in_head", "_framed",
+                 "idle_since", "head_only", "idempotent", "upgrade", "written", "paused", "_head", "_in_head", "_framed",
                  "deadline", "timer")
 
     def __init__(self, pool: OriginPool) -> None:
@@ -75,6 +76,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.idle_since = 0.0
         self.head_only = False
         self.idempotent = False  # the exchange's method may be sent twice (RFC 9110 §9.2.2)
+        self.upgrade = False  # the exchange asked to switch to WebSocket: a 101 ends HTTP here
         self.written = False  # some of the exchange's request may have reached the provider
         self.paused = False  # not read for back-pressure: the read deadline does not run
         self._head: list[bytes] = []  # the reads holding the response head, while it is incomplete
@@ -119,24 +121,28 @@ class UpstreamConnection(asyncio.Protocol):
                 log.error("relaying a response failed", exc_info=exc.__context__ or exc)  # our bug, not theirs
             self._fail(UpstreamError(502, "Lectr failed relaying the response"), retryable=False)
             self.transport.abort()
-        except httptools.HttpParserUpgrade:
-            # 101 Switching Protocols: Lectr never asks for an upgrade, so it relays none.
-            self._fail(UpstreamError(502, "the provider switched protocols"), retryable=False)
-            self.transport.abort()
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError(502, f"malformed response from the provider ({exc})"), retryable=False)
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError) as exc:
+            if self.retired and self.exchange is None and self.upgrade:
+                return  # switched to a tunnel in on_headers_complete: the parser is done with it
+            if isinstance(exc, httptools.HttpParserUpgrade):
+                # 101 Switching Protocols to a request that did not ask for it: relayed to no one.
+                self._fail(UpstreamError(502, "the provider switched protocols"), retryable=False)
+            else:
+                self._fail(UpstreamError(502, f"malformed response from the provider ({exc})"), retryable=False)
             self.transport.abort()
         if exchange is not None:
             exchange.flush()  # what this read produced goes to the client in one write
 
     # -- sending -----------------------------------------------------------------------------
 
-    def start(self, exchange: Exchange, request: bytes, *, head_only: bool, idempotent: bool = False) -> None:
+    def start(self, exchange: Exchange, request: bytes, *, head_only: bool, idempotent: bool = False,
+              upgrade: bool = False) -> None:
         """Send ``request`` (complete bytes) and deliver its response to ``exchange``.
 
         If the connection fails before any response byte, ``exchange.upstream_failed`` says
         whether sending the request again is safe: only when none of it can have reached the
-        provider, or its method is idempotent (RFC 9110 §9.2.2).
+        provider, or its method is idempotent (RFC 9110 §9.2.2). With ``upgrade``, a 101 answer
+        hands the connection to ``exchange.upstream_switched`` and it leaves the pool for good.
         """
         if not self.alive or self.transport.is_closing():  # closed before a byte was sent
             self.alive = False
@@ -145,6 +151,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = exchange
         self.head_only = head_only
         self.idempotent = idempotent
+        self.upgrade = upgrade
         self.written = False
         self.received = 0
         self._head = []
@@ -188,6 +195,9 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         raw = self._head[0] if len(self._head) == 1 else b"".join(self._head)
         end = raw.index(b"\r\n\r\n")  # the parser insists on CRLF, so a complete head has one
+        if status == 101 and self.upgrade:
+            self._switch(raw[:end + 4], raw[end + 4:])
+            return
         if 100 <= status < 200:
             # An interim response (103 Early Hints): dropped; the real head follows it.
             self._head = [raw[end + 4:]]
@@ -207,6 +217,19 @@ class UpstreamConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None:
             self.exchange.upstream_body(body)
+
+    def _switch(self, head: bytes, rest: bytes) -> None:
+        # The provider accepted the upgrade: from here on the connection carries WebSocket
+        # frames, not HTTP. It leaves the pool (never to be reused) and its transport goes to
+        # the exchange, which relays the head unchanged and tunnels what follows.
+        exchange, self.exchange = self.exchange, None
+        self._in_head = False
+        self._head = []
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.pool.detach(self)
+        exchange.upstream_switched(head, rest, self.transport)
 
     def on_message_complete(self) -> None:
         if self._in_head or self.exchange is None:
@@ -362,6 +385,15 @@ class OriginPool:
             if not waiter.done():
                 waiter.set_result(None)  # a slot is free: open a new connection
                 return
+
+    def detach(self, conn: UpstreamConnection) -> None:
+        """A connection switched to another protocol: no longer the pool's to count or reuse."""
+        if conn.retired:
+            return
+        conn.retired = True
+        conn.alive = False
+        self.open -= 1
+        self._wake()
 
     def discard(self, conn: UpstreamConnection) -> None:
         """Give up a connection whose exchange was abandoned mid-way."""
