@@ -12,10 +12,6 @@ class RequestEvent(NamedTuple):
     ``response_chunks`` are the response body bytes exactly as the provider sent them
     (still compressed if it compressed them), kept by reference for usage parsing; ``None``
     when the body was larger than the capture limit. No prompt text, no key.
-
-    A WebSocket session relayed after a 101 is one event with ``status_code`` 101:
-    ``response_chunks`` are the frames the server sent, ``content_encoding`` the extensions
-    the 101 agreed to (``permessage-deflate; …``), ``bytes_in``/``bytes_out`` each direction.
     """
 
     org_id: int

@@ -6,6 +6,10 @@ server's are; fragmented messages joined, control frames skipped), messages comp
 with permessage-deflate are inflated as RFC 7692 says, and the ``usage`` of every
 ``response.done`` event is added up: each reports one response's tokens, so a session's are
 their sum. A capture cut short, or an extension other than permessage-deflate, gives no usage.
+
+Such a session is one ``RequestEvent`` with ``status_code`` 101: ``response_chunks`` are the
+frames the server sent, ``content_encoding`` the extensions its 101 agreed to
+(``permessage-deflate; …``), ``bytes_in``/``bytes_out`` the bytes each way.
 """
 
 from __future__ import annotations
