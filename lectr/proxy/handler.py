@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING
 
 from lectr.directory import Org
 from lectr.events.record import RequestEvent
-from lectr.providers.base import PathRefused
-from lectr.providers.registry import (DEFAULT_PROVIDER, PROVIDERS, credentials_for, may_hold_credentials,
-                                      provider_for_path)
+from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
+from lectr.providers.registry import credentials_for, may_hold_credentials, provider_for_path
 from lectr.proxy import responses as R
 from lectr.proxy.body import BodyFacts, read_body_facts
 from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead
-from lectr.proxy.paths import normalise_path
+from lectr.proxy.paths import PathRefused, normalise_path
 from lectr.proxy.tunnel import UPGRADE_FIELDS, Tunnel, model_in_query, negotiated_extensions
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
@@ -88,10 +87,11 @@ class RequestCycle:
 
     __slots__ = (
         "ctx", "conn", "method", "url", "headers", "body", "keep_alive", "http11",
+        "upgrade", "tunnel",  # a WebSocket upgrade request, and its tunnel after the 101
         "t_start", "org", "provider", "model", "feature", "task", "stream", "provider_unknown",
         "status", "error_type", "error_origin", "t_first_byte", "t_upstream", "t_upstream_done",
         "bytes_out", "captured", "capture_left", "content_type", "content_encoding", "chunked",
-        "pool", "request", "upstream", "waiter", "attempts", "out", "finished", "upgrade", "tunnel",
+        "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
     )
 
     def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
@@ -461,8 +461,8 @@ class RequestCycle:
         if org is None:
             return  # no org, no record: unauthenticated traffic belongs to nobody
         if self.tunnel is not None:
-            tunnel = self.tunnel
-            self.bytes_out, self.captured = tunnel.bytes_out, tunnel.captured
+            self._log_tunnel_event(org)
+            return
         t_end = time.perf_counter()
         upstream = (self.t_upstream_done - self.t_upstream) if self.t_upstream and self.t_upstream_done else 0.0
         # tuple.__new__ rather than RequestEvent(...): the same tuple without a Python-level __new__.
@@ -470,6 +470,19 @@ class RequestCycle:
             org.id, time.time(), self.provider, self.model, self.model, self.feature, self.task,
             self.status, self.error_type, self.error_origin, self.stream,
             self.t_start, self.t_first_byte, t_end, max(0.0, (t_end - self.t_start) - upstream),
-            self.provider_unknown, None, len(self.body) + (self.tunnel.bytes_in if self.tunnel else 0), self.bytes_out,
+            self.provider_unknown, None, len(self.body), self.bytes_out,
             self.content_type, self.content_encoding, self.captured,
         )))
+
+    def _log_tunnel_event(self, org: Org) -> None:
+        # One event for a whole WebSocket session: bytes each way and the server's frames.
+        tunnel = self.tunnel
+        t_end = time.perf_counter()
+        self.ctx.ring.append(RequestEvent(
+            org_id=org.id, created_at=time.time(), provider=self.provider, model=self.model, model_used=self.model,
+            feature=self.feature, task=self.task, status_code=self.status, error_type=self.error_type,
+            error_origin=self.error_origin, stream=False, t_start=self.t_start, t_first_byte=self.t_first_byte,
+            t_end=t_end, overhead_s=max(0.0, (t_end - self.t_start) - (self.t_upstream_done - self.t_upstream)),
+            provider_unknown=self.provider_unknown, rule_id=None, bytes_in=len(self.body) + tunnel.bytes_in,
+            bytes_out=tunnel.bytes_out, content_type=None, content_encoding=self.content_encoding,
+            response_chunks=tunnel.captured))
