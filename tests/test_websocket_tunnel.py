@@ -253,6 +253,14 @@ def test_the_pool_serves_plain_requests_after_tunnels(raw_proxied):
         with connect(harness.port) as sock:
             sock.sendall(upgrade_request(harness) + _frame(b"hello", mask=True))
             assert read_until_closed(sock).startswith(b"HTTP/1.1 101 ")
+
+    async def pool_state():
+        [pool] = harness._pools._pools.values()
+        return pool.open, len(pool.idle)
+
+    # A switched connection left the pool: it holds no slot, and none of the idle ones is it.
+    open_count, idle = harness.call(pool_state)
+    assert open_count == idle
     with connect(harness.port) as sock:
         sock.sendall(f"GET /v1/models HTTP/1.1\r\nHost: lectr\r\nX-Lectr-Key: {harness.key}\r\n\r\n".encode())
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
