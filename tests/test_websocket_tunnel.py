@@ -18,6 +18,7 @@ import pytest
 from aiohttp import web
 
 from lectr.config import ProxyLimits
+from lectr.events.websocket import realtime_usage
 from tests.conftest import PROVIDER_PREFIXES, ProxyHarness, create_org, lectr_env, start_lectr, stop_lectr
 from tests.httpcheck import connect
 from tests.rawupstream import RawUpstream, json_reply
@@ -160,13 +161,21 @@ def _frame(payload: bytes, *, mask: bool) -> bytes:
 SERVER_FRAMES = _frame(b'{"type":"session.created"}', mask=False)
 DONE_FRAME = _frame(b'{"type":"response.done","response":{"usage":{"input_tokens":7,"output_tokens":5}}}',
                     mask=False)
-
+HOLD_CLOSED = threading.Event()  # set when a "hold" tunnel saw the client's close reach it
 
 
 def realtime_behaviour(request):
     if request.header(b"upgrade") is None:
         return json_reply()
     key = request.header(b"sec-websocket-key")
+    if b"hold=1" in request.target:
+        def hold(sock) -> None:  # 101, then wait for the other side to close
+            sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Accept: " + _accept(key) + b"\r\n\r\n")
+            while sock.recv(65536):
+                pass
+            HOLD_CLOSED.set()
+        return hold
 
     def tunnel(sock) -> None:
         sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -232,6 +241,22 @@ def test_the_tunnel_relays_bytes_both_ways_and_answers_once(raw_proxied):
     assert (event.status_code, event.error_type, event.model, event.provider) == (101, None, MODEL, "openai")
     assert event.bytes_out == len(frames) and event.bytes_in == 2 + 4 + 5
     assert b"".join(event.response_chunks) == frames
+    assert realtime_usage(event.response_chunks, event.content_encoding) == (7, 5, 0, None, "provider")
+
+
+def test_a_client_closing_ends_the_tunnel_without_an_error(raw_proxied):
+    harness, _ = raw_proxied
+    harness.events()
+    HOLD_CLOSED.clear()
+    with connect(harness.port) as sock:
+        sock.sendall(upgrade_request(harness, f"/v1/realtime?model={MODEL}&hold=1"))
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(65536)
+        assert head.startswith(b"HTTP/1.1 101 ")
+    assert HOLD_CLOSED.wait(10)  # the provider's side was closed too
+    [event] = harness.events()
+    assert (event.status_code, event.error_type, event.error_origin) == (101, None, None)
 
 
 def test_a_declined_upgrade_gets_the_providers_answer_once(raw_proxied):
