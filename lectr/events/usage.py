@@ -13,6 +13,7 @@ import brotli
 import orjson
 
 from lectr.events.tokens import TokenCounter
+from lectr.events.websocket import realtime_usage
 
 
 class Usage(NamedTuple):
@@ -54,6 +55,8 @@ def usage_values(provider: str, model: str | None, stream: bool, status_code: in
     if chunks is None or status_code >= 400:
         return NO_USAGE
     try:
+        if status_code == 101:  # a relayed WebSocket session: content_encoding holds its extensions
+            return realtime_usage(chunks, content_encoding) or NO_USAGE
         body = b"".join(chunks)
         if content_encoding:
             body = decode_body(body, content_encoding)
