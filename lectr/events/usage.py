@@ -18,6 +18,7 @@ import orjson
 from lectr.events.encodings import UndecodableBody, decode_body
 from lectr.events.generated import collect_generated
 from lectr.events.tokens import TokenCounter
+from lectr.events.websocket import realtime_usage
 
 
 class Usage(NamedTuple):
@@ -85,6 +86,8 @@ def response_values(provider: str, model: str | None, stream: bool, status_code:
     if chunks is None or status_code >= 400:
         return _NOTHING
     try:
+        if status_code == 101:  # a relayed WebSocket session: content_encoding holds its extensions
+            return realtime_usage(chunks, content_encoding) or NO_USAGE, None, None, None
         truncated = tail is not None
         try:
             body, tail_body = _readable(chunks, tail, content_encoding)

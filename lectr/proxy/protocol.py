@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import httptools
 
@@ -49,7 +49,7 @@ class ProxyProtocol(asyncio.Protocol):
         "ctx", "loop", "limits", "poller", "max_header_bytes",
         # per connection
         "transport", "flow", "parser", "cycles", "active", "closing", "phase", "deadline",
-        "timer", "peer_gone",
+        "timer", "peer_gone", "tunnel", "held",
         # per request, while it is being parsed
         "_url", "_headers", "_head", "_header_bytes", "_progress", "_stalled", "_body", "_body_bytes",
     )
@@ -71,6 +71,8 @@ class ProxyProtocol(asyncio.Protocol):
         self.phase = IDLE
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.tunnel: Callable[[bytes], None] | None = None  # after upgrade_to_tunnel
+        self.held: bytearray | None = None  # bytes after a WebSocket upgrade request, unparsed
 
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -105,7 +107,13 @@ class ProxyProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.poller.kick()
+        if self.tunnel is not None:
+            self.tunnel(data)
+            return
         if self.closing:
+            return
+        if self.held is not None:  # a WebSocket upgrade awaits its cycle's decision
+            self.held += data
             return
         self._progress = False
         try:
@@ -114,8 +122,11 @@ class ProxyProtocol(asyncio.Protocol):
                 self._stalled = 0
             else:
                 self._count_stalled(len(data))
-        except httptools.HttpParserUpgrade:
-            self._fail(R.BAD_REQUEST, "protocol upgrades are not supported")
+        except httptools.HttpParserUpgrade as exc:
+            if self.held is not None:  # a WebSocket upgrade, handed to its cycle
+                self.held += data[exc.args[0]:]
+            else:
+                self._fail(R.BAD_REQUEST, "protocol upgrades are not supported")
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, _Reject):
@@ -180,6 +191,10 @@ class ProxyProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._progress = True
         parser = self.parser
+        if parser.should_upgrade() and parser.get_method() == b"GET" and _asks_for_websocket(self._headers):
+            # Hold what follows until the cycle has answered: after a 101 it is tunnel bytes.
+            self.held = bytearray()
+            self.flow.pause_reading()
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         cycle = RequestCycle(
             self.ctx, self, parser.get_method(), self._url, self._head, body,
@@ -216,6 +231,11 @@ class ProxyProtocol(asyncio.Protocol):
         self.active = None
         if self.peer_gone:
             return
+        if (self.tunnel is not None or self.held is not None) and not self.cycles:
+            # A tunnel's end is the connection's end; so is a declined upgrade's, since the
+            # parser stopped at the upgrade request.
+            self.tunnel = self.held = None
+            self.closing = True
         if self.closing:
             if not self.cycles:
                 self.transport.close()
@@ -255,6 +275,28 @@ class ProxyProtocol(asyncio.Protocol):
         self.closing = True
         if self.transport is not None and not self.peer_gone:
             self.transport.abort()
+
+    # Upgrade seam (a minimal stand-in for the one the protocol branch adds, same names).
+    def upgrade_to_tunnel(self, on_data: Callable[[bytes], None]) -> None:
+        """Make this connection a raw byte tunnel, once the active cycle has written a 101.
+
+        Bytes the client sent after the request's head go to ``on_data`` at once, and every
+        later read goes to it unparsed. The client going away cancels the cycle; the cycle
+        finishing closes the connection. Raises RuntimeError when no upgrade request waits.
+        """
+        held = self.held
+        if held is None or self.active is None:
+            raise RuntimeError("no upgrade request is waiting on this connection")
+        self.held = None
+        self.tunnel = on_data
+        self.flow.resume_reading()
+        if held:
+            on_data(bytes(held))
+
+    @property
+    def upgrade_requested(self) -> bool:
+        """True while the active cycle's request asked to upgrade to WebSocket and awaits a decision."""
+        return self.held is not None
 
     def shutdown(self) -> None:
         """Planned stop: close now if idle, otherwise after the response in progress."""
@@ -297,6 +339,10 @@ class ProxyProtocol(asyncio.Protocol):
             self._fail(R.REQUEST_TIMEOUT, None)
         else:
             self.transport.close()
+
+
+def _asks_for_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(name.lower() == b"upgrade" and b"websocket" in value.lower() for name, value in headers)
 
 
 def _parser_reason(exc: httptools.HttpParserError) -> str:
