@@ -164,3 +164,19 @@ async def test_big_responses_are_built_aside_and_measured_after_the_rest(monkeyp
     expected = TokenCounter().count("".join(["Hello", " from", " the", " mock", " provider", ".", " It", " streams",
                                              " words"]) * 100, "gpt-4o-mini", "openai")
     assert [(column(r, "token_source"), column(r, "completion_tokens")) for r in later] == [("measured", expected)] * 2
+
+
+async def test_a_streams_text_past_the_bound_is_counted_in_part_and_says_so(monkeypatch):
+    monkeypatch.setattr(writer_module, "MEASURE_TEXT_CHARS", 100)
+    process = TokenizerProcess()
+    await process.start()
+    writer = EventWriter(EventRing(10), pool=None, rows=RowBuilder(PricingTable([PRICE])), spool=None,
+                         metrics=Metrics(EventRing(1)), tokenizer=TokenizerClient(process.path))
+    try:
+        _, [row] = await built_and_measured(writer, [stream_event(90)])
+    finally:
+        writer.tokenizer.close()
+        await process.stop()
+    first_100 = ("".join(["Hello", " from", " the", " mock", " provider", ".", " It", " streams", " words"]) * 3)[:100]
+    assert (column(row, "token_source"), column(row, "usage_note")) == ("measured", "truncated")
+    assert column(row, "completion_tokens") == TokenCounter().count(first_100, "gpt-4o-mini", "openai")

@@ -122,11 +122,8 @@ class RowBuilder:
         )
         return row, later.wanted if source == "measured" else None
 
-    def with_count(self, row: tuple, completion_tokens: int, *, note: str | None = None) -> tuple:
-        """``row`` with its measured completion count, and the cost that follows from it.
-
-        ``note`` replaces the row's usage note when given (``TRUNCATED``: only part was counted).
-        """
+    def with_count(self, row: tuple, completion_tokens: int) -> tuple:
+        """``row`` with its measured completion count, and the cost that follows from it."""
         cost = pricing_id = None
         partial = False
         price = self._price_row(row[PROVIDER], row[MODEL_USED], row[MODEL], row[CREATED_AT])
@@ -137,8 +134,6 @@ class RowBuilder:
         values = list(row)
         values[COMPLETION_TOKENS] = completion_tokens
         values[_PRICED] = [cost, partial, pricing_id]
-        if note is not None:
-            values[USAGE_NOTE] = note
         return tuple(values)
 
     def unmeasured(self, row: tuple) -> tuple:

@@ -48,8 +48,8 @@ MEASURE_QUEUE_CHARS = 32 * 1024 * 1024
 MEASURE_QUEUE_ROWS = 10_000
 # Text sent to the tokeniser in one request (at least one stream's).
 MEASURE_REQUEST_CHARS = 1024 * 1024
-# Responses this big have their rows built aside, in a thread; set aside at most this many bytes
-# of them (they are in memory already: this only bounds how long they can wait there).
+# Responses this big have their rows built aside, in slices, by the measuring task; at most this
+# many bytes of them wait there (past it they are built with the rest).
 BIG_RESPONSE_BYTES = 256 * 1024
 SET_ASIDE_BYTES = 64 * 1024 * 1024
 
@@ -71,13 +71,13 @@ class EventWriter:
         # one batch holds the loop: 1,000 rows, a few milliseconds.
         self.max_batch = max_batch
         self.slice_seconds = slice_seconds
-        # The batch being gathered: rows built (by build_waiting or a flush) and not yet written,
-        # and which of them still need their completion tokens counted.
+        # The batch being gathered: rows built (by build_waiting, a flush or the measuring task)
+        # and not yet written.
         self._batch: list[tuple] = []
         # Rows waiting for their completion count, with the text to count; a bounded queue.
         self._to_measure: deque[tuple[tuple, Measure]] = deque()
         self._measure_chars = 0
-        # Events of big responses, whose rows are built aside (``_build_set_aside``).
+        # Events of big responses, whose rows are built aside (``build_set_aside``).
         self._set_aside: deque[RequestEvent] = deque()
         self._set_aside_bytes = 0
         self._measure_wanted = asyncio.Event()
@@ -229,7 +229,7 @@ class EventWriter:
         name, text = measure
         if len(text) > MEASURE_TEXT_CHARS:
             text = text[:MEASURE_TEXT_CHARS]
-            row = self.rows.with_count(row, 0, note=TRUNCATED)  # the count that follows is a lower bound
+            row = (*row[:USAGE_NOTE], TRUNCATED, *row[USAGE_NOTE + 1:])  # the count will be a lower bound
         if self.tokenizer is None:
             reason = "no_tokenizer"
         elif (self._measure_chars + len(text) > MEASURE_QUEUE_CHARS
@@ -244,7 +244,7 @@ class EventWriter:
         return self.rows.unmeasured(row)
 
     async def _build(self, events: list[RequestEvent]) -> list[tuple]:
-        """Build ``events`` in short slices, then take the whole gathered batch, measured and counted."""
+        """Build ``events`` in short slices, then take the whole gathered batch, its metrics counted."""
         deadline = time.perf_counter() + self.slice_seconds
         self._storing = len(events)  # out of the ring, not yet in the batch: still unwritten
         for i, event in enumerate(events, 1):
