@@ -62,6 +62,12 @@ class Metrics:
                                        registry=r)
         self.unpriced = Counter("lectr_unpriced_events", "Events with tokens but no price for their model.",
                                 ["provider"], registry=r)
+        self.undecodable = Counter("lectr_undecodable_responses",
+                                   "Responses whose content-encoding could not be undone, so no usage was read.",
+                                   ["encoding"], registry=r)
+        self.unmeasured = Counter("lectr_unmeasured_events",
+                                  "Streams without usage recorded without a measured count, by reason.",
+                                  ["reason"], registry=r)
         self.loop_lag = Histogram("lectr_event_loop_lag_seconds", "How late the event loop runs a timer.",
                                   buckets=_LAG_BUCKETS, registry=r)
         self.dropped = Counter("lectr_events_dropped", "Events lost, by reason.", ["reason"], registry=r)

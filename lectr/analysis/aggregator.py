@@ -54,7 +54,8 @@ SELECT org_id, created_at >= $2 AS current,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY ttfb_ms) AS ttfb_p95_ms,
        count(*) FILTER (WHERE token_source = 'measured') AS measured_requests,
        count(*) FILTER (WHERE cost_partial) AS partial_cost_requests,
-       count(*) FILTER (WHERE token_source <> 'none' AND cost_usd IS NULL) AS unpriced_requests
+       count(*) FILTER (WHERE token_source <> 'none' AND cost_usd IS NULL) AS unpriced_requests,
+       count(*) FILTER (WHERE usage_note IS NOT NULL) AS unread_requests
 FROM request_logs WHERE created_at >= $1 AND created_at < $3
 GROUP BY org_id, current"""
 
@@ -100,13 +101,13 @@ ON CONFLICT (org_id, period) DO UPDATE SET computed_at = EXCLUDED.computed_at, d
 
 _TOTAL_KEYS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_avg_ms",
                "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttfb_avg_ms", "ttfb_p95_ms",
-               "measured_requests", "partial_cost_requests", "unpriced_requests")
+               "measured_requests", "partial_cost_requests", "unpriced_requests", "unread_requests")
 
 
 def _totals(row: asyncpg.Record | None) -> dict:
     values = {k: (row[k] if row is not None else None) for k in _TOTAL_KEYS}
     for key in ("requests", "errors", "prompt_tokens", "completion_tokens", "measured_requests",
-                "partial_cost_requests", "unpriced_requests"):
+                "partial_cost_requests", "unpriced_requests", "unread_requests"):
         values[key] = int(values[key] or 0)
     values["cost_usd"] = float(values["cost_usd"] or 0.0)
     values["total_tokens"] = values["prompt_tokens"] + values["completion_tokens"]

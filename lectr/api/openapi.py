@@ -70,7 +70,8 @@ FEATURE_ROW = _obj(["feature", "requests", "cost_usd"], feature=_STR, requests=_
 TOTALS = _obj(["requests", "errors", "error_rate", "cost_usd"], requests=_INT, errors=_INT, error_rate=_NUM,
               cost_usd=_NUM, prompt_tokens=_INT, completion_tokens=_INT, total_tokens=_INT, latency_avg_ms=_NUM_N,
               latency_p50_ms=_NUM_N, latency_p95_ms=_NUM_N, latency_p99_ms=_NUM_N, ttfb_avg_ms=_NUM_N,
-              ttfb_p95_ms=_NUM_N, measured_requests=_INT, partial_cost_requests=_INT, unpriced_requests=_INT)
+              ttfb_p95_ms=_NUM_N, measured_requests=_INT, partial_cost_requests=_INT, unpriced_requests=_INT,
+              unread_requests=_INT)
 SUMMARY = _obj(["period", "totals", "previous", "series", "models", "providers", "features", "dropped_events"],
                period=_STR, computed_at=_TIME, totals=TOTALS, previous=TOTALS,
                window=_obj(start=_TIME, end=_TIME), previous_window=_obj(start=_TIME, end=_TIME),
@@ -85,7 +86,8 @@ REQUEST_ROW = _obj(
     error_origin=_STR_N, stream=_BOOL, latency_ms=_NUM, ttfb_ms=_NUM_N, overhead_us=_INT, prompt_tokens=_INT_N,
     completion_tokens=_INT_N, cached_tokens=_INT_N, reasoning_tokens=_INT_N,
     token_source={"type": "string", "enum": ["provider", "measured", "none"]}, cost_usd=_NUM_N, cost_partial=_BOOL,
-    provider_unknown=_BOOL, bytes_in=_INT, bytes_out=_INT)
+    provider_unknown=_BOOL, bytes_in=_INT, bytes_out=_INT,
+    usage_note={"type": ["string", "null"], "enum": ["undecodable", "truncated", "not_counted", None]})
 ORG = _obj(["id", "name"], id=_INT, name=_STR, key_hint=_STR_N, created_at=_TIME,
            azure={"type": ["object", "null"], "properties": {"endpoint": _STR, "api_version": _STR}})
 # A long-context tier: above ``start`` input tokens these prices apply to the whole request.

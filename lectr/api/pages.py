@@ -32,6 +32,11 @@ HEALTH_LABELS = {"ok": "OK", "degraded": "Degraded", "failing": "Failing", "idle
 MEASURED_HINT = "counted by Lectr with tiktoken; the provider did not report usage"
 PROVIDER_HINT = "reported by the provider"
 PARTIAL_HINT = "completion only — the prompt is never read"
+USAGE_NOTE_HINTS = {
+    "undecodable": "the response's content-encoding could not be read, so its usage is unknown",
+    "truncated": "the response outgrew the capture limit; only its start and end were counted (a lower bound)",
+    "not_counted": "the tokeniser's queue was full or it was away; recorded without a count",
+}
 
 DASH = "—"
 
@@ -243,6 +248,11 @@ def coverage_notes(totals: dict) -> list[str]:
         verb = "uses a model" if unpriced == 1 else "use models"
         notes.append(f"{_plural(unpriced, 'request', 'requests')} {verb} with no known price, "
                      "so cost undercounts.")
+    unread = int(totals.get("unread_requests") or 0)
+    if unread:
+        verb = "has usage" if unread == 1 else "have usage"
+        notes.append(f"{_plural(unread, 'request', 'requests')} {verb} Lectr could not read in full (an "
+                     "unreadable encoding, a body past the capture limit, or a stream left uncounted).")
     return notes
 
 
@@ -286,6 +296,7 @@ def _environment() -> jinja2.Environment:
             change_tone=change_tone, health_status=health_status, coverage_notes=coverage_notes,
             share_bar=share_bar_svg, ORIGIN_LABELS=ORIGIN_LABELS, HEALTH_LABELS=HEALTH_LABELS,
             MEASURED_HINT=MEASURED_HINT, PROVIDER_HINT=PROVIDER_HINT, PARTIAL_HINT=PARTIAL_HINT,
+            USAGE_NOTE_HINTS=USAGE_NOTE_HINTS,
         )
         _env = env
     return _env

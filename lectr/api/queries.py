@@ -16,7 +16,7 @@ from lectr.providers.registry import PROVIDER_NAMES
 REQUEST_FIELDS = ("id", "created_at", "provider", "model", "model_used", "feature", "task", "status_code",
                   "error_type", "error_origin", "stream", "latency_ms", "ttfb_ms", "overhead_us", "prompt_tokens",
                   "completion_tokens", "cached_tokens", "reasoning_tokens", "token_source", "cost_usd",
-                  "cost_partial", "provider_unknown", "bytes_in", "bytes_out")
+                  "cost_partial", "provider_unknown", "bytes_in", "bytes_out", "usage_note")
 _SELECT = f"SELECT {', '.join(REQUEST_FIELDS)} FROM request_logs"
 _ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
 PERIOD_LENGTH = {p.name: p.length for p in PERIODS}

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from lectr.directory import Org
-from lectr.events.record import RequestEvent
+from lectr.events.record import CAPTURE_TAIL_BYTES, RequestEvent
 from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
 from lectr.providers.registry import credentials_for, may_hold_credentials, provider_for_path
 from lectr.proxy import responses as R
@@ -44,6 +44,9 @@ _BODYLESS_METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
 # connection fails before any answer. Anything else is sent again only if none of it left.
 IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _new_tuple = tuple.__new__
+# The tail is cut back to its last CAPTURE_TAIL_BYTES once it holds twice that: one join per
+# CAPTURE_TAIL_BYTES relayed, rather than work on every chunk.
+_TAIL_TRIM_AT = 2 * CAPTURE_TAIL_BYTES
 
 
 def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[bytes],
@@ -90,8 +93,8 @@ class RequestCycle:
         "upgrade", "tunnel",  # a WebSocket upgrade request, and its tunnel after the 101
         "t_start", "org", "provider", "model", "feature", "task", "stream", "provider_unknown",
         "status", "error_type", "error_origin", "t_first_byte", "t_upstream", "t_upstream_done",
-        "bytes_out", "captured", "capture_left", "content_type", "content_encoding", "chunked",
-        "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
+        "bytes_out", "captured", "capture_left", "tail", "tail_bytes", "content_type", "content_encoding",
+        "chunked", "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
     )
 
     def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
@@ -120,8 +123,10 @@ class RequestCycle:
         self.t_upstream = 0.0
         self.t_upstream_done = 0.0
         self.bytes_out = 0
-        self.captured: list[bytes] | None = []
+        self.captured: list[bytes] = []
         self.capture_left = ctx.limits.capture_max_bytes
+        self.tail: list[bytes] | None = None  # the body's last bytes, once it outgrows the capture
+        self.tail_bytes = 0
         self.content_type: str | None = None
         self.content_encoding: str | None = None
         self.chunked = False
@@ -315,13 +320,20 @@ class RequestCycle:
         else:
             self.out.append(chunk)
         self.bytes_out += len(chunk)
-        captured = self.captured
-        if captured is not None:
-            self.capture_left -= len(chunk)
-            if self.capture_left >= 0:
-                captured.append(chunk)
-            else:
-                self.captured = None  # too big to keep; the cold path records it without usage
+        self.capture_left -= len(chunk)
+        if self.capture_left >= 0:
+            self.captured.append(chunk)
+        else:
+            # Past the capture limit: keep the head and a bounded tail, where usage is reported.
+            tail = self.tail
+            if tail is None:
+                tail = self.tail = []
+            tail.append(chunk)
+            self.tail_bytes += len(chunk)
+            if self.tail_bytes > _TAIL_TRIM_AT:
+                kept = b"".join(tail)[-CAPTURE_TAIL_BYTES:]
+                tail[:] = (kept,)
+                self.tail_bytes = len(kept)
 
     def flush(self) -> None:
         """Write what one upstream read produced, in one go (head and body share a syscall)."""
@@ -471,7 +483,7 @@ class RequestCycle:
             self.status, self.error_type, self.error_origin, self.stream,
             self.t_start, self.t_first_byte, t_end, max(0.0, (t_end - self.t_start) - upstream),
             self.provider_unknown, None, len(self.body), self.bytes_out,
-            self.content_type, self.content_encoding, self.captured,
+            self.content_type, self.content_encoding, self.captured, self.tail,
         )))
 
     def _log_tunnel_event(self, org: Org) -> None:
