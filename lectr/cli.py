@@ -130,16 +130,17 @@ async def _org_list(args, conn, url) -> int:
 
 
 async def _org_azure(args, conn, url) -> int:
-    from lectr.orgs import set_azure
-    await set_azure(conn, args.org, args.endpoint, args.api_version)
-    print(f"Azure OpenAI for {args.org!r}: {args.endpoint.rstrip('/')} (api-version {args.api_version})")
+    from lectr.orgs import set_azure, validate_api_version, validate_endpoint
+    name = await set_azure(conn, args.org, args.endpoint, args.api_version)
+    print(f"Azure OpenAI for {name!r}: {validate_endpoint(args.endpoint)} "
+          f"(api-version {validate_api_version(args.api_version)})")
     return 0
 
 
 async def _key_rotate(args, conn, url) -> int:
     from lectr.orgs import rotate_key
-    key = await rotate_key(conn, args.org)
-    print(f"Rotated the key of {args.org!r}; the old one is refused from now on. New key:")
+    name, key = await rotate_key(conn, args.org)
+    print(f"Rotated the key of org {name!r}; the old one is refused from now on. New key:")
     print(key)
     return 0
 

@@ -48,6 +48,12 @@ def test_org_create_prints_the_key_last_and_stores_only_its_hash(env, database_u
      "api version"),
     (["org", "azure", "ghost", "--endpoint", "https://x.openai.azure.com", "--api-version", "2024-10-21"],
      "no org named"),
+    *[(["org", "azure", "dup", "--endpoint", url, "--api-version", "2024-10-21"], "endpoint")
+      for url in ("https://x y.openai.azure.com", "http://x.openai.azure.com", "https://user:pw@x.openai.azure.com",
+                  "https://x.openai.azure.com?api-version=1", "https://x.openai.azure.com#top", "https://-x-.com",
+                  "https://x..openai.azure.com", "https://x.openai.azure.com:0", "https://x.openai.azure.com/a b",
+                  "https:/x.openai.azure.com", "https://x.openai.azure.com:99999")],
+    (["key", "rotate", "99999999999999999999"], "no org named"),
 ])
 def test_bad_input_exits_non_zero_with_one_clear_line(env, args, message):
     run_cli(env, "org", "create", "dup", check=False)
@@ -80,3 +86,21 @@ async def test_migrations_apply_once_when_processes_race(pg_server_url):
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+def test_key_rotate_and_azure_name_the_org_even_when_given_its_id(env):
+    created = run_cli(env, "org", "create", "namedco").stdout
+    org_id = re.search(r"\(id (\d+)\)", created).group(1)
+    rotated = run_cli(env, "key", "rotate", org_id).stdout
+    assert "'namedco'" in rotated.splitlines()[0] and f"'{org_id}'" not in rotated
+    azure = run_cli(env, "org", "azure", org_id, "--endpoint", "https://namedco.openai.azure.com/",
+                    "--api-version", "2024-10-21").stdout
+    assert "'namedco'" in azure and "https://namedco.openai.azure.com " in azure
+
+
+@pytest.mark.parametrize("url", ["http://x y/v1", "ftp://x/v1", "http://u:p@x/v1", "http://x/v1?k=1", "https://"])
+def test_a_bad_upstream_url_is_one_line(env, url):
+    result = run_cli({**env, "LECTR_UPSTREAM_GROQ": url}, "serve", check=False)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "LECTR_UPSTREAM_GROQ" in lines[0], result.stderr

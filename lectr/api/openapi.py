@@ -60,7 +60,7 @@ _BOOL = {"type": "boolean"}
 _TIME = {"type": "string", "format": "date-time"}
 _TIME_N = {"type": ["string", "null"], "format": "date-time"}
 
-ERROR = _obj(["error"], error=_obj(["message", "type", "code"], message=_STR, type=_STR, code=_STR))
+ERROR = _obj(["error"], error=_obj(["message", "type", "code"], message=_STR, type=_STR, param=_STR_N, code=_STR))
 MODEL_ROW = _obj(["model", "provider", "requests", "cost_usd"], model=_STR_N, provider=_STR, requests=_INT,
                  errors=_INT, cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT)
 PROVIDER_ROW = _obj(["provider", "requests", "error_rate", "cost_usd"], provider=_STR, requests=_INT, errors=_INT,
