@@ -238,14 +238,15 @@ def test_repeated_failed_logins_are_slowed_then_refused():
     throttle = LoginThrottle()
     delays = []
     for _ in range(LoginThrottle.LOCKOUT_FAILURES):
-        delays.append(throttle.delay("10.0.0.1"))
-        throttle.failed("10.0.0.1")
+        delays.append(throttle.begin("10.0.0.1")[1])
     assert delays[:LoginThrottle.FREE_FAILURES] == [0.0] * LoginThrottle.FREE_FAILURES
     assert delays[LoginThrottle.FREE_FAILURES:] == sorted(delays[LoginThrottle.FREE_FAILURES:])
     assert max(delays) == LoginThrottle.MAX_DELAY
     assert throttle.locked("10.0.0.1") and not throttle.locked("10.0.0.2")
-    throttle.succeeded("10.0.0.1")
-    assert not throttle.locked("10.0.0.1")
+    assert throttle.begin("10.0.0.1") is None
+    mark, _ = throttle.begin("10.0.0.2")
+    throttle.succeeded("10.0.0.2", mark)  # takes back only its own attempt
+    assert throttle.delay("10.0.0.2") == 0.0 and throttle.locked("10.0.0.1")
 
 
 # -- every path, query and body field: bad input is a 400 naming it, never a 500 ------------------
