@@ -78,7 +78,7 @@ class Lectr:
         self.rows = RowBuilder(PricingTable([]))
         self.tokenizer: TokenizerProcess | None = None
         self.writer: EventWriter | None = None
-        self.metrics = Metrics(self.ring, spool_bytes=self.spool.size,
+        self.metrics = Metrics(self.ring, spool_bytes=self._spooled_bytes,
                                database_up=lambda: self.writer is None or self.writer.database_up,
                                unwritten=lambda: 0 if self.writer is None else self.writer.unwritten)
         self.loader: CacheLoader | None = None
@@ -156,6 +156,16 @@ class Lectr:
         log.info("Lectr%s proxy on http://%s:%d/v1%s (%d orgs)",
                  "" if self.worker_index is None else f" worker {self.worker_index}", s.host, self.proxy.port,
                  f", admin on http://{s.host}:{self.admin.port}" if self.admin else "", self.directory.current.org_count)
+
+    def _spooled_bytes(self) -> int:
+        """The spool's size on disk now, whichever worker wrote or replayed it."""
+        total = 0
+        for path in self.spool.directory.glob("*.batch"):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # replayed meanwhile, by this worker or another
+                pass
+        return total
 
     def _use_pricing(self, table: PricingTable) -> None:
         self.rows.pricing = table
