@@ -114,7 +114,7 @@ def test_gauges_after_an_outage_read_the_shared_state_whichever_worker_replayed(
         pg.start()
         client = sdk_client(server.base_url, **{"X-Lectr-Key": key})  # one kept connection: one worker
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "after"}])
-        wait_for(lambda: count_rows(pg.url)[0] == 61, "every event written once")
+        wait_for(lambda: count_rows(pg.url)[0] == 61, f"every event written once: {count_rows(pg.url)}", seconds=40)
         assert not list(spool.glob("*.batch"))
         wait_for(lambda: _gauges(env["LECTR_ADMIN_PORT"]) == {"lectr_spool_bytes": 0.0, "lectr_database_up": 1.0},
                  f"gauges still {_gauges(env['LECTR_ADMIN_PORT'])}", seconds=10)
