@@ -168,10 +168,14 @@ async def _common(request: web.Request, caller: Caller, active: str, period: str
 
 
 def _period(request: web.Request) -> str:
+    """The page's period, checked as the API checks it: an unknown one is a 400 page listing
+    the accepted values, never silently another period."""
     try:
         return parse_period(request.query)
     except ApiError:
-        return "last_24h"
+        body = pages.render_bad_period(given=request.query.get("period", ""), path=request.path,
+                                       periods=PERIOD_LABELS)
+        raise web.HTTPBadRequest(text=body, content_type="text/html", headers=_SECURITY_HEADERS) from None
 
 
 async def overview(request: web.Request) -> web.Response:
@@ -235,6 +239,11 @@ async def stylesheet(request: web.Request) -> web.Response:
     return web.Response(body=css, content_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 
+async def favicon(request: web.Request) -> web.Response:
+    """No icon, said without a 404 in every browser's console (pages also link ``data:,``)."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
+
 async def home(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/dashboard")
 
@@ -249,3 +258,4 @@ def add_dashboard_routes(app: web.Application) -> None:
     app.router.add_get("/dashboard/requests", requests_page)
     app.router.add_get("/dashboard/failures", failures_page)
     app.router.add_get("/static/lectr.css", stylesheet)
+    app.router.add_get("/favicon.ico", favicon)
