@@ -59,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     db_commands = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser("url", help="print the database URL (psql \"$(lectr db url)\")",
                            description="Print a connection URL for the database in use; starts "
-                                       "the embedded server if needed and leaves it running.")
+                                       "the embedded server if needed and leaves it running "
+                                       "(`lectr db stop` stops it).")
+    db_commands.add_parser("stop", help="stop the embedded PostgreSQL (e.g. the one `lectr db url` started)",
+                           description="Stop the embedded PostgreSQL in LECTR_DATA_DIR (a fast shutdown: "
+                                       "sessions are ended, committed data is kept). Refused while a "
+                                       "lectr serve uses it; nothing to do with LECTR_DATABASE_URL set.")
 
     pricing = commands.add_parser("pricing", help="model prices used for cost estimates",
                                   description="Manage the model_pricing table.")
@@ -171,6 +176,17 @@ async def _db_url(args, conn, url) -> int:
     return 0
 
 
+def _db_stop() -> int:
+    from lectr import db
+    from lectr.config import Settings
+
+    settings = Settings.from_env()
+    if settings.database_url:
+        raise ConfigError("LECTR_DATABASE_URL is set: that database is not Lectr's embedded one; nothing to stop")
+    print(db.stop_embedded(settings.data_dir) + ".")
+    return 0
+
+
 def _serve(args) -> int:
     import uvloop
 
@@ -267,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if (args.command, getattr(args, "db_command", None)) == ("db", "stop"):
+            return _db_stop()
         if args.command == "mock-provider":
             return _mock_provider(args)
         sub = getattr(args, f"{args.command}_command")

@@ -104,3 +104,52 @@ def test_a_bad_upstream_url_is_one_line(env, url):
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "LECTR_UPSTREAM_GROQ" in lines[0], result.stderr
+
+
+def test_db_stop_stops_the_embedded_postgres_that_db_url_left_running(mock, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTR_")}
+    env.update(LECTR_DATA_DIR=str(tmp_path / "data"), LECTR_PROXY_PORT=str(free_port()),
+               LECTR_ADMIN_PORT=str(free_port()), LECTR_WORKERS="1")
+    pid_file = tmp_path / "data" / "pg" / "postmaster.pid"
+
+    def running() -> bool:
+        from lectr.db import _alive
+        return pid_file.exists() and _alive(int(pid_file.read_text().split()[0]))
+
+    url = run_cli(env, "db", "url").stdout.strip()
+    assert url.startswith("postgresql://") and running()  # left running, as the help says
+    # While a lectr serve uses it, it is not stopped under the server's feet.
+    serve = subprocess.Popen([sys.executable, "-m", "lectr", "serve"], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        import socket
+        import time
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", int(env["LECTR_PROXY_PORT"])), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        refused = run_cli(env, "db", "stop", check=False)
+        assert refused.returncode == 1 and "in use" in refused.stderr and running()
+    finally:
+        serve.terminate()
+        assert serve.wait(60) == 0
+    run_cli(env, "db", "url")  # and again with no server: still running afterwards
+    assert running()
+    stopped = run_cli(env, "db", "stop")
+    assert "stopped" in stopped.stdout and not running()
+    assert "not running" in run_cli(env, "db", "stop").stdout  # stopping twice is fine
+    assert "stop" in run_cli(env, "db", "--help").stdout
+
+
+def test_db_stop_with_an_external_database_is_one_clear_line(env):
+    result = run_cli(env, "db", "stop", check=False)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "LECTR_DATABASE_URL" in result.stderr
