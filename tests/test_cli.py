@@ -153,3 +153,14 @@ def test_db_stop_stops_the_embedded_postgres_that_db_url_left_running(mock, tmp_
 def test_db_stop_with_an_external_database_is_one_clear_line(env):
     result = run_cli(env, "db", "stop", check=False)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "LECTR_DATABASE_URL" in result.stderr
+
+
+@pytest.mark.parametrize("override", [{"LECTR_DATABASE_URL": "foo://x/y"},
+                                      {"LECTR_DATABASE_URL": "postgresql://127.0.0.1:99999/x"},
+                                      {"LECTR_DATABASE_URL": "postgresql://127.0.0.1:1/x"},
+                                      {"LECTR_DATABASE_URL": "", "LECTR_DATA_DIR": "/proc/no/such"}])
+def test_a_database_that_cannot_be_reached_is_one_line_for_every_command(env, override):
+    for args in (["org", "list"], ["db", "url"], ["key", "rotate", "x"]):
+        result = run_cli({**env, **override}, *args, check=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith("lectr: error:"), result.stderr
