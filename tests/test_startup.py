@@ -10,8 +10,8 @@ import pytest
 from tests.conftest import create_org, free_port, lectr_env, sdk_client, start_lectr, stop_lectr
 
 
-def _serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    env = {**env, "LECTR_LOG_LEVEL": "INFO"}  # the default: what a user sees
+def _serve(env: dict[str, str], *args: str, level: str = "INFO") -> subprocess.CompletedProcess:
+    env = {**env, "LECTR_LOG_LEVEL": level}  # the default: what a user sees
     return subprocess.run([sys.executable, "-m", "lectr", "serve", *args], env=env, capture_output=True,
                           text=True, timeout=60)
 
@@ -60,7 +60,8 @@ def test_a_worker_that_cannot_listen_exits_with_one_line_and_is_not_restarted(da
         other.bind(("127.0.0.1", 0))
         other.listen()
         env = lectr_env(database_url, mock, tmp_path, LECTR_ADMIN_PORT=str(other.getsockname()[1]))
-        result = _serve(env, "--worker-index", "0")  # as the supervisor starts it, past its checks
+        # As the supervisor starts it, past its checks (its INFO lines, e.g. migrations, aside).
+        result = _serve(env, "--worker-index", "0", level="WARNING")
         line = _one_error_line(result)
         assert result.returncode == 3 and str(other.getsockname()[1]) in line
 
@@ -80,3 +81,43 @@ def test_every_start_up_failure_is_one_line_and_non_zero(database_url, mock, tmp
     line = _one_error_line(_serve(env))
     assert words in line
     assert time.monotonic() - started < 30
+
+
+def test_a_port_held_with_so_reuseport_by_another_user_is_named(database_url, mock, tmp_path):
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to listen as another user")
+    port = free_port()
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import os, socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+os.setgid(65534); os.setuid(65534)
+s.bind(("127.0.0.1", {port})); s.listen()
+print("ready", flush=True)
+time.sleep(120)
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        for workers in ("1", "2"):
+            env = lectr_env(database_url, mock, tmp_path, LECTR_PROXY_PORT=str(port), LECTR_WORKERS=workers)
+            line = _one_error_line(_serve(env))
+            assert str(port) in line and "in use" in line
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+
+
+def test_a_restart_on_the_same_ports_right_after_a_stop_starts(database_url, mock, tmp_path):
+    env = lectr_env(database_url, mock, tmp_path, LECTR_WORKERS="2")
+    key = create_org(env, "restart-co")
+    for run in range(2):  # the second start meets the first one's connections in TIME_WAIT
+        server = start_lectr(env, tmp_path / f"serve-{run}.log")
+        try:
+            for _ in range(5):
+                with sdk_client(server.base_url, **{"X-Lectr-Key": key}) as client:
+                    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        finally:
+            assert stop_lectr(server) == 0
