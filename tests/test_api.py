@@ -285,13 +285,14 @@ def test_operator_bad_input_of_every_kind_is_400(admin, method, path, body):
 
 @pytest.mark.parametrize("query", [
     {"model": "a\u0000b"}, {"feature": "\u0000"}, {"task": "x\u0000"}, {"limit": "\u00b2"},
-    {"status": "\u00b2\u00b2\u00b2"}, {"since": "0001-01-01T00:00:00+05:00"}, {"period": "last_24h\u0000"},
+    {"status": "\u00b2\u00b2\u00b2"}, {"since": "0001-01-01T00:00:00+05:00"},
     {"cursor": "MjAyNi0xMS0zMFQwNjowMDowMCswMDowMHw5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"},  # an id past bigint
 ])
 def test_org_bad_query_of_every_kind_is_400(admin, query):
     response = get(admin, "/api/v1/requests", **query)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] in {*query, "cursor"}
+    assert get(admin, "/api/v1/summary", period="last_24h\u0000").status_code == 400
 
 
 @pytest.mark.parametrize("method,path,body", [
@@ -341,3 +342,10 @@ def test_an_over_long_header_is_refused_and_its_value_never_logged(admin, header
     log = admin.log_text()
     assert "SeCrEt" not in log and "Traceback" not in log
     assert "refused a malformed request" in log
+
+
+@pytest.mark.parametrize("path", ["/api/v1/requests?model=a%00b", "/api/v1/requests?limit=%C2%B2",
+                                  "/api/v1/failures?period=nope", "/api/v1/pricing?model=%00",
+                                  "/api/v1/orgs?limit=0", "/api/v1/models?provider=%00"])
+def test_an_unauthenticated_caller_gets_401_whatever_the_query(admin, path):
+    assert http.get(admin.extra["api"] + path).status_code == 401
