@@ -54,12 +54,12 @@ def site(database_url, mock, tmp_path_factory):
     stop_lectr(server)
 
 
-def _overview(site, **params) -> http.Response:
+def _overview(site, path: str = "/dashboard", **params) -> http.Response:
     session = http.Session()
     page = session.get(site.extra["admin"] + "/login")
     token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
     session.post(site.extra["admin"] + "/login", data={"key": site.extra["key"], "csrf_token": token})
-    return session.get(site.extra["admin"] + "/dashboard", params=params)
+    return session.get(site.extra["admin"] + path, params=params)
 
 
 def _text(html: str) -> str:
@@ -77,6 +77,8 @@ def test_unpriced_requests_are_shown_as_unpriced_with_their_count(site):
     model = next(m for m in summary["summary"]["models"] if m["model"] == "gpt-lectr-unpriced-test")
     assert model["unpriced_requests"] == 4
     assert re.search(r"gpt-lectr-unpriced-test openai 4 .*? 4 unpriced", text)
+    requests_page = _overview(site, "/dashboard/requests").text
+    assert requests_page.count('data-testid="unpriced-marker"') == 4  # the same rows, said the same way
 
 
 def test_provider_health_counts_only_what_the_provider_caused(site):
