@@ -18,7 +18,7 @@ def env(database_url, mock, tmp_path_factory):
 def test_help_explains_every_command(env):
     assert "baseURL" in run_cli(env, "--help").stdout
     for args in (["serve"], ["org"], ["org", "create"], ["org", "list"], ["org", "azure"], ["key", "rotate"],
-                 ["db", "url"], ["mock-provider"]):
+                 ["db", "url"], ["db", "stop"], ["mock-provider"]):
         out = run_cli(env, *args, "--help").stdout
         assert out.startswith("usage: lectr"), args
 
