@@ -60,13 +60,16 @@ _BOOL = {"type": "boolean"}
 _TIME = {"type": "string", "format": "date-time"}
 _TIME_N = {"type": ["string", "null"], "format": "date-time"}
 
-ERROR = _obj(["error"], error=_obj(["message", "type", "code"], message=_STR, type=_STR, code=_STR))
+ERROR = _obj(["error"], error=_obj(["message", "type", "code"], message=_STR, type=_STR, param=_STR_N, code=_STR))
 MODEL_ROW = _obj(["model", "provider", "requests", "cost_usd"], model=_STR_N, provider=_STR, requests=_INT,
-                 errors=_INT, cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT)
+                 errors=_INT, cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT,
+                 unpriced_requests=_INT)
 PROVIDER_ROW = _obj(["provider", "requests", "error_rate", "cost_usd"], provider=_STR, requests=_INT, errors=_INT,
-                    error_rate=_NUM, cost_usd=_NUM, previous_cost_usd=_NUM, latency_p95_ms=_NUM_N)
+                    error_rate=_NUM, cost_usd=_NUM, previous_cost_usd=_NUM, latency_p95_ms=_NUM_N,
+                    unpriced_requests=_INT, previous_unpriced_requests=_INT, provider_errors=_INT,
+                    provider_error_rate=_NUM, connection_errors=_INT, lectr_errors=_INT, client_errors=_INT)
 FEATURE_ROW = _obj(["feature", "requests", "cost_usd"], feature=_STR, requests=_INT, errors=_INT, error_rate=_NUM,
-                   cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT)
+                   cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT, unpriced_requests=_INT)
 TOTALS = _obj(["requests", "errors", "error_rate", "cost_usd"], requests=_INT, errors=_INT, error_rate=_NUM,
               cost_usd=_NUM, prompt_tokens=_INT, completion_tokens=_INT, total_tokens=_INT, latency_avg_ms=_NUM_N,
               latency_p50_ms=_NUM_N, latency_p95_ms=_NUM_N, latency_p99_ms=_NUM_N, ttfb_avg_ms=_NUM_N,

@@ -16,8 +16,8 @@ from typing import Any
 import jinja2
 
 __all__ = [
-    "render_login", "render_overview", "render_requests", "render_failures",
-    "fmt_ms", "fmt_usd", "fmt_int", "fmt_pct", "fmt_change", "change_tone",
+    "render_login", "render_overview", "render_requests", "render_failures", "render_bad_period",
+    "fmt_ms", "fmt_usd", "fmt_cost", "fmt_int", "fmt_pct", "fmt_change", "change_tone",
     "fmt_time", "fmt_datetime", "health_status", "coverage_notes",
 ]
 
@@ -90,6 +90,17 @@ def fmt_usd(value: float | None) -> str:
     whole, _, frac = text.partition(".")
     frac = frac.ljust(2, "0")
     return f"{sign}${whole}.{frac}"
+
+
+def fmt_cost(cost: float | None, unpriced: int | None = 0) -> str:
+    """A cost that says how many requests it leaves out: ``$1.23``, ``$1.23 + 4 unpriced``,
+    ``4 unpriced`` (nothing priced). Unknown is not zero."""
+    n = int(unpriced) if _is_number(unpriced) else 0
+    if n <= 0:
+        return fmt_usd(cost)
+    if not _is_number(cost) or float(cost) == 0:
+        return f"{fmt_int(n)} unpriced"
+    return f"{fmt_usd(cost)} + {fmt_int(n)} unpriced"
 
 
 def fmt_int(value: float | None) -> str:
@@ -288,7 +299,7 @@ def _environment() -> jinja2.Environment:
             lstrip_blocks=True,
         )
         env.filters.update(
-            fmt_ms=fmt_ms, fmt_usd=fmt_usd, fmt_int=fmt_int, fmt_pct=fmt_pct, fmt_change=fmt_change,
+            fmt_ms=fmt_ms, fmt_usd=fmt_usd, fmt_cost=fmt_cost, fmt_int=fmt_int, fmt_pct=fmt_pct, fmt_change=fmt_change,
             fmt_time=fmt_time, fmt_datetime=fmt_datetime, datetime_local=datetime_local,
             fmt_bucket=fmt_bucket,
         )
@@ -364,3 +375,8 @@ def render_requests(ctx: dict) -> str:
 def render_failures(ctx: dict) -> str:
     """Recent failed requests."""
     return _render("failures.html", _dashboard_ctx(ctx))
+
+
+def render_bad_period(*, given: str, path: str, periods: list) -> str:
+    """The 400 page for a ``period`` the dashboard (like the API) does not accept."""
+    return _render("bad_period.html", {"given": given, "path": path, "periods": periods})
