@@ -65,7 +65,7 @@ class ScopeSeries:
 @dataclass(frozen=True, slots=True)
 class Config:
     # window length in hours -> threshold in σ for opening
-    windows: tuple[tuple[int, float], ...] = ((1, 5.0), (2, 4.5), (4, 4.0), (8, 3.75))
+    windows: tuple[tuple[int, float], ...] = ((1, 5.0), (2, 4.5), (4, 4.25), (8, 4.0))
     hold_windows: tuple[int, ...] = (1, 2)
     hold_sigma: float = 2.0
     min_history_hours: int = 48
@@ -76,7 +76,7 @@ class Config:
     error_rate_floor: float = 0.001
     latency_min_hour_requests: int = 20
     latency_min_requests: int = 50
-    latency_relative_floor: float = 0.015
+    latency_relative_floor: float = 0.01
     drift_min_requests: int = 50
     drift_tvd: float = 0.2
     drift_new_model_share: float = 0.10

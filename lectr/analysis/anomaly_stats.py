@@ -41,9 +41,8 @@ BASELINE_HOURS = BASELINE_DAYS * HOURS_PER_DAY
 _MAD_TO_SIGMA = 1.4826
 _NORMAL = NormalDist()
 _MAX_Z = 37.0  # beyond this a tail probability is below double precision
-_NIGHT_SHARE = 0.4
 _UNKNOWN_DAY_FLOOR = 0.25
-_BOUNDARY_HOURS = 3  # hours either side of a local day's cut that may belong to either day
+_CUT_SEARCH = 8  # hours either side of the quietest hour where a day may really start
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +115,10 @@ def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
 class SeasonalSum:
     """Baseline of an additive hourly metric (requests, cost) at hour ``t``; ``window(L)`` tests it.
 
-    The weekday factor is taken per *local day*: days are cut at the scope's quietest hour (the
-    minimum of the 3-hour smoothed daily profile). A weekday/weekend step rarely falls exactly
-    there — a flat night has no clear minimum — so an hour within ``_BOUNDARY_HOURS`` of a cut,
-    or any night hour (profile under ``_NIGHT_SHARE`` of the peak), may belong to either
-    neighbouring day: its expected value is whichever day's factor explains it better. Before a week of history the
+    The weekday factor is taken per *local day*: days are cut near the scope's quietest hour (the
+    minimum of the 3-hour smoothed daily profile), then the cut is moved to where last week's
+    night switched from one day's level to the next (``cut``), because a weekday/weekend step
+    rarely falls exactly on the quietest hour of a flat night. Before a week of history the
     factor is unknown; then any day level already seen (lowest to highest), and anything down to
     a quarter of the typical level (a weekend not seen yet), counts as normal.
     """
@@ -131,11 +129,11 @@ class SeasonalSum:
         self.skewed = skewed
         self._m: dict[int, tuple[float, int]] = {}
         self._w: dict[int, tuple[float, float, list[float], bool]] = {}
+        self._cuts: dict[int, int] = {}
         profile = [self.m(t - j)[0] for j in range(HOURS_PER_DAY)]
         smooth = [profile[j - 1] + profile[j] + profile[(j + 1) % HOURS_PER_DAY]
                   for j in range(HOURS_PER_DAY)]
         self.quiet = (t - min(range(HOURS_PER_DAY), key=smooth.__getitem__)) % HOURS_PER_DAY
-        self.peak = max(profile)
         _, _, residuals, known = self.factor(self.day_start(t))
         self.dispersion = floor_dispersion
         if len(residuals) >= 8:
@@ -187,23 +185,53 @@ class SeasonalSum:
         self._w[day] = result
         return result
 
+    def cut(self, day: int) -> int:
+        """The hour the local day starting near ``day`` really starts, learnt from last week.
+
+        Within ``_CUT_SEARCH`` hours of ``day``, the cut that best explains the same night one
+        week earlier with the two neighbouring days' factors. Only last week's hours decide it,
+        so an anomaly tonight cannot move tonight's cut.
+        """
+        if day in self._cuts:
+            return self._cuts[day]
+        best = day
+        w_prev, _, _, known_prev = self.factor(day - HOURS_PER_DAY)
+        w_this, _, _, known_this = self.factor(day)
+        if known_prev and known_this and w_prev != w_this:
+            span = range(day - _CUT_SEARCH, day + _CUT_SEARCH)
+            terms = []
+            for u in span:
+                m = self.m(u)[0]
+                v = self.x[u - BASELINE_HOURS] if u - BASELINE_HOURS >= 0 else None
+                if v is None:
+                    continue
+                terms.append((u, (v - w_prev * m) ** 2 / max(w_prev * m, 1e-9),
+                              (v - w_this * m) ** 2 / max(w_this * m, 1e-9)))
+            best_cost = math.inf
+            for c in range(day - _CUT_SEARCH, day + _CUT_SEARCH + 1):
+                cost = sum(a if u < c else b for u, a, b in terms)
+                if cost < best_cost:
+                    best, best_cost = c, cost
+        self._cuts[day] = best
+        return best
+
+    def day_of(self, s: int) -> int:
+        """The local day (its nominal start hour) whose weekday factor applies to hour ``s``."""
+        day = self.day_start(s)
+        if s - day < _CUT_SEARCH:
+            return day if s >= self.cut(day) else day - HOURS_PER_DAY
+        if day + HOURS_PER_DAY - s <= _CUT_SEARCH:
+            return day + HOURS_PER_DAY if s >= self.cut(day + HOURS_PER_DAY) else day
+        return day
+
     def _expected(self, s: int, m: float) -> tuple[float, int]:
         """``(E(s), the day whose factor gave it)``."""
-        v, day = self.x[s], self.day_start(s)
+        day = self.day_of(s)
         w, _, _, known = self.factor(day)
         if not known:
             lo, hi = self.level_range
-            return min(max(v, lo * m), hi * m), day
-        best = (w * m, day)
-        offset = s - day
-        night = m <= _NIGHT_SHARE * self.peak
-        neighbours = ([day - HOURS_PER_DAY] if night or offset < _BOUNDARY_HOURS else []) + (
-            [day + HOURS_PER_DAY] if night or offset >= HOURS_PER_DAY - _BOUNDARY_HOURS else [])
-        for other in neighbours:
-            w2, _, _, known2 = self.factor(other)
-            if known2 and abs(v - w2 * m) < abs(v - best[0]):
-                best = (w2 * m, other)
-        return best
+            return min(max(self.x[s], lo * m), hi * m), day
+        return w * m, day
 
     def window(self, L: int) -> Deviation | None:
         """The sum over hours ``t-L+1 .. t`` against ``E(s) = w · m(s)``; ``None`` under 2 days."""
@@ -227,7 +255,12 @@ class SeasonalSum:
             variance += e_sum * e_sum * self.factor(day)[1]
         std = math.sqrt(variance)
         score = None
-        if self.skewed and observed > 0 and expected > 0:
+        if not self.skewed and observed > expected > 0 and expected < 200:
+            # Small counts have a longer upper tail than a normal: use the Poisson tail of a
+            # count rescaled so its mean and variance match ours.
+            c = expected / variance
+            score = poisson_upper_z(round(observed * c), expected * c)
+        elif self.skewed and observed > 0 and expected > 0:
             # A sum of skewed per-request costs has a long right tail: test it as a lognormal
             # with the same mean and variance (Fenton-Wilkinson), not as a normal.
             s2 = math.log1p(variance / (expected * expected))

@@ -5,8 +5,8 @@ Each org has a local time zone, a daily shape (quiet nights, a busy afternoon), 
 and a few features, each with its own share of traffic, error rate, lognormal latency, model mix
 and per-request cost. Every hour of every feature is drawn: requests ~ Poisson(λ), errors ~
 Binomial, models ~ multinomial, cost = a sum of lognormal per-request costs, and every request's
-latency goes into the hour's fixed-bucket histogram (``histogram``), from which the p95 is read as
-the rollups will read it. The org scope is the sum of its features (histograms merged).
+latency goes into the hour's fixed-bucket histogram (``histogram``), from which the p95 is read (values
+spread within their bucket, as the detector should be fed). The org scope is the sum of its features (histograms merged).
 
 Injections (``Injection``) start after the first week, on busy hours, one at a time per org, and
 have a size in σ of that hour's own noise — what "a 3σ deviation" means here:
@@ -192,7 +192,7 @@ def generate(seed: int, *, days: int = 30, n_orgs: int = 5, injections_per_org: 
                 points.append(_hour(rng, org, f, hour, active, org_hours[k]))
             trace.series[(org.org_id, f.name)] = ScopeSeries(org.org_id, f.name, start_hour, points)
         trace.series[(org.org_id, None)] = ScopeSeries(org.org_id, None, start_hour, [
-            HourStats(requests=r, errors=e, cost_usd=c, latency_p95_ms=hg.quantile(h, 0.95), models=m,
+            HourStats(requests=r, errors=e, cost_usd=c, latency_p95_ms=hg.quantile(h, 0.95, spread=True), models=m,
                       cost_sq_usd=sq)
             for r, e, c, h, m, sq in org_hours])
     return trace
@@ -248,5 +248,5 @@ def _hour(rng: random.Random, org: _Org, f: _Feature, hour: int, inj: Injection 
     org_hour[3] = hg.merge(org_hour[3], hist)
     for m, c in counts.items():
         org_hour[4][m] = org_hour[4].get(m, 0) + c
-    return HourStats(requests=n, errors=errors, cost_usd=cost, latency_p95_ms=hg.quantile(hist, 0.95),
+    return HourStats(requests=n, errors=errors, cost_usd=cost, latency_p95_ms=hg.quantile(hist, 0.95, spread=True),
                      models=counts, cost_sq_usd=cost_sq)
