@@ -143,13 +143,13 @@ def _orgs(rng: random.Random, n_orgs: int, peaks: tuple[float, ...]) -> list[_Or
 
 
 def _plan(rng: random.Random, org: _Org, start_hour: int, hours: int, per_org: int,
-          sizes: tuple[float, ...], durations: tuple[int, ...]) -> list[Injection]:
+          sizes: tuple[float, ...], durations: tuple[int, ...], kinds: tuple[str, ...]) -> list[Injection]:
     """Non-overlapping injections after the first week, each on a feature busy enough to see it."""
     out: list[Injection] = []
     first, last = 8 * 24, hours - 14
     slot = (last - first) // per_org
     for n in range(per_org):
-        kind = KINDS[(n + org.org_id) % len(KINDS)]
+        kind = kinds[(n + org.org_id) % len(kinds)]
         for _ in range(200):
             lo = first + n * slot
             at = rng.randint(lo, lo + slot - 40)
@@ -173,14 +173,19 @@ def _plan(rng: random.Random, org: _Org, start_hour: int, hours: int, per_org: i
 def generate(seed: int, *, days: int = 30, n_orgs: int = 5, injections_per_org: int = 9,
              peaks: tuple[float, ...] = (1500.0, 600.0, 250.0, 120.0, 70.0),
              sizes: tuple[float, ...] = (3.0, 4.0, 6.0), durations: tuple[int, ...] = (4, 6, 8, 12),
-             start_hour: int = 490_000) -> Trace:
-    """A deterministic trace: same arguments, same numbers. ``start_hour`` is hours since the epoch."""
+             start_hour: int = 490_000, kinds: tuple[str, ...] = KINDS) -> Trace:
+    """A deterministic trace: same arguments, same numbers. ``start_hour`` is hours since the epoch.
+
+    Each org's injections take their kinds from ``kinds`` in turn.
+    """
+    if not set(kinds) <= set(KINDS):
+        raise ValueError(f"unknown kinds {sorted(set(kinds) - set(KINDS))}")
     rng = random.Random(seed)
     hours = days * 24
     orgs = _orgs(rng, n_orgs, peaks)
     trace = Trace(start_hour=start_hour, hours=hours, org_ids=[o.org_id for o in orgs])
     for org in orgs:
-        plan = _plan(rng, org, start_hour, hours, injections_per_org, sizes, durations)
+        plan = _plan(rng, org, start_hour, hours, injections_per_org, sizes, durations, kinds)
         trace.injections.extend(plan)
         org_hours: list[list] = [[0, 0, 0.0, hg.empty(), {}, 0.0] for _ in range(hours)]
         for f in org.features:
