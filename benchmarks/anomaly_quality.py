@@ -93,11 +93,20 @@ def score(seed: int, config: Config = Config()) -> Score:
     s = Score(seed, trace.injections, found, false, weeks, time.process_time() - t0)
     table: dict = defaultdict(lambda: [0, 0])
     for inj, f in zip(trace.injections, found, strict=True):
-        cell = table[(inj.kind, inj.size_sigma)]
-        cell[0] += f
-        cell[1] += 1
+        for key in ((inj.kind, _size_band(inj.size_sigma)), ("hours", _hours_band(inj))):
+            table[key][0] += f
+            table[key][1] += 1
     s.by_kind_size = dict(table)
     return s
+
+
+def _size_band(sigma: float) -> str:
+    return "3-4σ" if sigma < 4 else "4-6σ" if sigma < 6 else ">=6σ"
+
+
+def _hours_band(inj: Injection) -> str:
+    hours = inj.end_hour - inj.start_hour
+    return "<=4h" if hours <= 4 else "5-8h" if hours <= 8 else ">=9h"
 
 
 def _print(scores: list[Score], holdout: int | None) -> None:
@@ -112,17 +121,21 @@ def _print(scores: list[Score], holdout: int | None) -> None:
     fa = sum(len(s.false_alarms) for s in scores)
     weeks = sum(s.org_weeks for s in scores)
     print(f"{'all':>6} {f:>5}/{n:<5} {f / n:>7.1%} {fa:>13} {fa / weeks:>13.2f}")
-    print("\nrecall by kind and size (all seeds):")
+    print("\nrecall by kind and size in σ per hour (all seeds):")
     table: dict = defaultdict(lambda: [0, 0])
     for s in scores:
         for key, (a, b) in s.by_kind_size.items():
             table[key][0] += a
             table[key][1] += b
-    sizes = sorted({size for _, size in table})
-    print(f"{'kind':>14} " + " ".join(f"{f'{z:g}σ':>8}" for z in sizes))
-    for kind in sorted({k for k, _ in table}):
-        cells = [table.get((kind, z)) for z in sizes]
+    bands = ("3-4σ", "4-6σ", ">=6σ")
+    print(f"{'kind':>14} " + " ".join(f"{b:>8}" for b in bands))
+    for kind in sorted({k for k, _ in table if k != "hours"}):
+        cells = [table.get((kind, b)) for b in bands]
         print(f"{kind:>14} " + " ".join(f"{f'{c[0]}/{c[1]}' if c else '-':>8}" for c in cells))
+    durations = ("<=4h", "5-8h", ">=9h")
+    print(f"\n{'duration':>14} " + " ".join(f"{b:>8}" for b in durations))
+    cells = [table.get(("hours", b)) for b in durations]
+    print(f"{'all kinds':>14} " + " ".join(f"{f'{c[0]}/{c[1]}' if c else '-':>8}" for c in cells))
     if fa:
         print("\nfalse alarms:")
         for s in scores:

@@ -122,3 +122,16 @@ def test_merged_histograms_answer_like_the_pooled_values():
     assert merged == hg.build(pooled)
     exact = exact_percentile_cont(pooled, 0.95)
     assert abs(hg.quantile(merged, 0.95) - exact) / exact <= hg.MAX_RELATIVE_ERROR
+
+
+def test_spread_reading_moves_smoothly_and_stays_close():
+    rng = random.Random(99)
+    values = [_clip(rng.lognormvariate(6.5, 0.6)) for _ in range(20_000)]
+    counts = hg.build(values)
+    exact = exact_percentile_cont(values, 0.95)
+    smooth = hg.quantile(counts, 0.95, spread=True)
+    assert abs(smooth - exact) / exact <= hg.RATIO - 1
+    # midpoints step from bucket to bucket; spread readings of neighbouring quantiles differ
+    steps = {hg.quantile(counts, q) for q in (0.950, 0.951, 0.952, 0.953)}
+    smooth_steps = {hg.quantile(counts, q, spread=True) for q in (0.950, 0.951, 0.952, 0.953)}
+    assert len(smooth_steps) == 4 and len(steps) < 4
