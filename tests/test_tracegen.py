@@ -4,7 +4,6 @@ import math
 
 import pytest
 
-from lectr.analysis import tracegen
 from lectr.analysis.tracegen import KINDS, generate
 
 SMALL = dict(days=16, n_orgs=2, injections_per_org=2, peaks=(300.0, 120.0))

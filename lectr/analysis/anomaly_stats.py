@@ -1,39 +1,24 @@
 """The baselines of the anomaly detector: per metric, how far a window of recent hours is from normal.
 
-Each function takes one scope's hourly series (index = hours since the series' first hour), the
-index ``t`` of the last complete hour and a window length ``L`` (the hours ``t-L+1 .. t``), and
-returns a ``Deviation``: the window's value, the baseline mean and standard deviation of that
-value, and the deviation in σ — all of the same quantity, so ``(current - mean) / std == sigma``.
-Nothing reads data after ``t``; the baseline never includes the window itself.
+Each baseline class is built for one scope's hourly columns (index = hours since the series'
+first hour, the last one ``t``, the last complete hour) and answers ``window(L)`` for the hours
+``t-L+1 .. t`` with a ``Deviation``: the window's value, the baseline mean and standard deviation
+of that same quantity (so ``(current - mean) / std == sigma``), and the score thresholds apply to.
+Nothing reads data after ``t``, and baselines end before the longest window, so an incident is
+never part of its own baseline. ``README.md`` → "Understanding" says in words how each is built:
 
-How each baseline is built (``README.md`` → "Understanding" says the same):
-
-- **Counts and sums** (requests, cost): the expected value of hour ``s`` is
-  ``E(s) = w · m(s)``: ``m(s)`` is the median of the same hour of day over the previous 7 days
-  (fewer when fewer exist), ``w`` a weekday factor — the median, over the 13 hours around the
-  same time one week earlier, of that hour's value divided by its own ``m``; so a Saturday is
-  compared with last Saturday's level and today's daily shape, and one bad hour last week moves
-  neither. The noise is Poisson-like: ``var(s) = φ · E(s)``, where the dispersion φ is the larger
-  of a floor (1 for counts, the baseline's mean cost per request for cost — a sum of per-request
-  costs can never be less noisy than that) and the robust (MAD) spread of last week's residuals
-  around ``w · m``; the variance of the median itself is added (× (1 + π / 2n) for n days). A
-  window sums ``E`` and ``var`` over its hours.
-- **Error rate**: errors in the window against ``requests × p0``, ``p0`` the pooled error rate of
-  the previous 7 days; binomial variance ``n · p0 · (1 - p0)``.
-- **p95 latency**: the baseline ``B`` is the median of the hourly p95s of the previous 7 days
-  (hours with at least ``min_hour_requests``); an hour's deviation is scaled by √n (a quantile's
-  sampling error shrinks as 1/√n), so ``κ`` = 1.4826 · MAD of ``(p95_h − B) · √n_h`` gives each hour
-  its own σ = κ / √n_h; a window's σ combines its hours'.
-- **Model mix**: the previous 7 days' counts per model against the window's; the model whose share
-  grew most is tested with a binomial σ, and the total variation distance is reported with it.
+- ``SeasonalSum`` (requests, cost): ``E(s) = w · m(s)``, same hour of day × weekday factor;
+- ``ErrorRate``: the pooled error rate of the 7 days, binomial σ;
+- ``LatencyP95``: the median hourly p95 of the 7 days in log space, σ = κ/√n per hour;
+- ``ModelMix``: the 7 days' model shares; the model that gained most, binomial σ.
 """
 
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 
 HOURS_PER_DAY = 24
 BASELINE_DAYS = 7
