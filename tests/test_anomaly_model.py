@@ -234,3 +234,17 @@ def test_config_windows_are_what_the_readme_states():
     cfg = Config()
     assert dict(cfg.windows) == {1: 5.0, 2: 4.5, 4: 4.25, 8: 4.0}
     assert cfg.hold_sigma == 2.0 and cfg.min_history_hours == 48
+
+
+def test_ten_days_of_history_decide_exactly_like_the_whole_series():
+    from lectr.analysis.anomaly_model import HISTORY_HOURS
+
+    spike = range(19 * 24 + 10, 19 * 24 + 15)
+    whole = series(20, weekend=0.5, seed=14,
+                   edit=lambda k, lam, kw: lam * 1.6 if k in spike else lam)
+    for k in (19 * 24 + 1, 19 * 24 + 12, 19 * 24 + 14):
+        cut = k + 1 - HISTORY_HOURS
+        part = ScopeSeries(1, None, START + cut, whole.hours[cut:k + 1])
+        a, b = evaluate([whole], START + k), evaluate([part], START + k)
+        assert a == b
+    assert evaluate([whole], START + 19 * 24 + 14).opened  # the comparison was not of nothing

@@ -29,6 +29,10 @@ from dataclasses import dataclass, field
 from lectr.analysis import anomaly_stats as st
 
 METRICS = ("requests", "cost", "error_rate", "latency_p95", "model_drift", "latency_threshold")
+# Hours of series an evaluation reads back from the evaluated hour: the 7-day baseline, the
+# 8-hour windows, last week's same day and its neighbours for the weekday factor and day cut.
+# A caller may pass just this many (more changes nothing).
+HISTORY_HOURS = 240
 
 
 @dataclass(frozen=True, slots=True)
