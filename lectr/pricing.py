@@ -8,21 +8,26 @@ from __future__ import annotations
 import csv
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, time
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from importlib import resources
 from typing import TYPE_CHECKING, NamedTuple
 
+import orjson
+
+# The price rules are part of this module's surface too (rows.py and the API import them from here).
+from lectr.price_rules import (PriceRow, PriceTier, PricingError, compute_cost, parse_price, tiers_from_json,
+                               tiers_to_json)
+
+__all__ = ["EPOCH", "PriceRow", "PriceTier", "PricingError", "PricingTable", "SeedRow", "add_operator_price",
+           "compute_cost", "downgrade_rows", "ensure_seeded", "list_prices", "load_pricing", "normalize_model",
+           "seed_downgrades", "seed_pricing", "tiers_from_json", "tiers_to_json"]
 from lectr.providers.registry import PROVIDER_NAMES
 
 if TYPE_CHECKING:
     import asyncpg
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MTOK = Decimal(1_000_000)
-_ZERO = Decimal(0)
-_MAX_PRICE = Decimal(10) ** 8  # numeric(14, 6) holds less than this
 # Azure serves OpenAI's models under the same names, and genai-prices lists few of them for Azure.
 _FALLBACK_PROVIDER = {"azure": "openai"}
 # Version suffixes that pin a snapshot of a family: -2024-08-06, -20241022, @20250514, -0125 (MMDD),
@@ -37,26 +42,8 @@ _MISSING = object()
 _SEED_LOCK = 0x4C454355  # advisory lock so several starting processes seed once
 
 
-class PricingError(ValueError):
-    """An operator's price was rejected; the message is one line, fit for a CLI or API reply."""
-
-
-@dataclass(frozen=True, slots=True)
-class PriceRow:
-    """One ``model_pricing`` row; prices are USD per million tokens."""
-
-    id: int
-    provider: str
-    model: str
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    cached_input_per_mtok: Decimal | None
-    effective_from: datetime
-    source: str  # "seed" or "operator"
-
-
 class SeedRow(NamedTuple):
-    """A row to seed from genai-prices, in ``model_pricing`` column order."""
+    """A row to seed from genai-prices."""
 
     provider: str
     model: str
@@ -65,6 +52,8 @@ class SeedRow(NamedTuple):
     cached_input_per_mtok: Decimal | None
     effective_from: datetime
     note: str
+    cache_write_per_mtok: Decimal | None = None
+    tiers: tuple[PriceTier, ...] = ()
 
 
 def normalize_model(model: str) -> str:
@@ -151,51 +140,34 @@ class PricingTable:
         return None
 
 
-def compute_cost(row: PriceRow, *, prompt_tokens: int | None, completion_tokens: int | None,
-                 cached_tokens: int | None) -> tuple[Decimal | None, bool]:
-    """(cost in USD, partial): partial when only one side's tokens are known."""
-    if prompt_tokens is None and completion_tokens is None:
-        return None, False
-    # The same Decimal operations in the same order as ever (results keep their exponents);
-    # only the constant zero and the clamping are cheaper than Decimal(0) and min(max()).
-    cost = _ZERO
-    if prompt_tokens is not None:
-        # Cached tokens are part of the prompt, billed at the cached price when there is one.
-        cached = cached_tokens or 0
-        if cached < 0:
-            cached = 0
-        if cached > prompt_tokens:
-            cached = prompt_tokens
-        cached_price = row.input_per_mtok if row.cached_input_per_mtok is None else row.cached_input_per_mtok
-        cost += (prompt_tokens - cached) * row.input_per_mtok + cached * cached_price
-    if completion_tokens is not None:
-        cost += completion_tokens * row.output_per_mtok
-    return cost / _MTOK, prompt_tokens is None or completion_tokens is None
-
-
 async def load_pricing(conn: asyncpg.Connection) -> PricingTable:
     """Every ``model_pricing`` row, as a table."""
     records = await conn.fetch("""
         SELECT id, provider, model, input_usd_per_mtok, output_usd_per_mtok,
-               cached_input_usd_per_mtok, effective_from, source
+               cached_input_usd_per_mtok, effective_from, source, cache_write_usd_per_mtok,
+               reasoning_usd_per_mtok, tiers
         FROM model_pricing""")
-    return PricingTable(PriceRow(*r) for r in records)
+    return PricingTable(PriceRow(*r[:10], tiers_from_json(r[10])) for r in records)
 
 
 async def seed_pricing(conn: asyncpg.Connection) -> int:
     """Upsert the genai-prices rows as source 'seed' (operator rows untouched); return rows written."""
     from lectr.price_seed import rows_from_child
 
-    return await _upsert(conn, await rows_from_child(), 7, """
+    rows = [(*r[:-1], tiers_to_json(r.tiers)) for r in await rows_from_child()]
+    return await _upsert(conn, rows, 9, """
         INSERT INTO model_pricing (provider, model, input_usd_per_mtok, output_usd_per_mtok,
-                                   cached_input_usd_per_mtok, effective_from, source, note)
-        SELECT p, m, i, o, c, e, 'seed', n
+                                   cached_input_usd_per_mtok, effective_from, source, note,
+                                   cache_write_usd_per_mtok, tiers)
+        SELECT p, m, i, o, c, e, 'seed', n, w, tj::jsonb
         FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::numeric[],
-                    $6::timestamptz[], $7::text[]) AS t(p, m, i, o, c, e, n)
+                    $6::timestamptz[], $7::text[], $8::numeric[], $9::text[]) AS t(p, m, i, o, c, e, n, w, tj)
         ON CONFLICT (provider, model, source, effective_from) DO UPDATE SET
             input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,
             output_usd_per_mtok = EXCLUDED.output_usd_per_mtok,
             cached_input_usd_per_mtok = EXCLUDED.cached_input_usd_per_mtok,
+            cache_write_usd_per_mtok = EXCLUDED.cache_write_usd_per_mtok,
+            tiers = EXCLUDED.tiers,
             note = EXCLUDED.note""")
 
 
@@ -208,23 +180,17 @@ async def _upsert(conn: asyncpg.Connection, rows: list[tuple], width: int, sql: 
 
 # -- operator prices ------------------------------------------------------------------------
 
-def _price(name: str, value: object, *, required: bool = True) -> Decimal | None:
-    if value is None and not required:
-        return None
-    try:
-        price = Decimal(str(value))  # via str: a float 0.1 means 0.1, not its binary expansion
-    except (InvalidOperation, ValueError):
-        raise PricingError(f"{name} must be a number, got {value!r}") from None
-    if not price.is_finite() or price < 0 or price >= _MAX_PRICE:
-        raise PricingError(f"{name} must be a non-negative number below {_MAX_PRICE}, got {value!r}")
-    return price
-
-
 async def add_operator_price(conn: asyncpg.Connection, *, provider: str, model: str,
                              input_per_mtok: object, output_per_mtok: object,
-                             cached_input_per_mtok: object = None,
+                             cached_input_per_mtok: object = None, cache_write_per_mtok: object = None,
+                             reasoning_per_mtok: object = None, tiers: object = None,
                              effective_from: datetime | None = None, note: str | None = None) -> int:
-    """Record an operator's (negotiated) price, which wins over seeded ones; return its id."""
+    """Record an operator's (negotiated) price, which wins over seeded ones; return its id.
+
+    Prices are USD per million tokens (numbers or numeric strings); the optional ones fall back
+    as ``compute_cost`` says. ``tiers``: a list of ``{"start": N, "input_usd_per_mtok": …, …}``
+    (keys named like the columns; see ``tiers_from_json``). Raises PricingError, one line.
+    """
     import asyncpg  # here, not at the top: importing pricing must not pull in the database driver
 
     if provider not in PROVIDER_NAMES:
@@ -232,15 +198,19 @@ async def add_operator_price(conn: asyncpg.Connection, *, provider: str, model: 
     model = (model or "").strip()
     if not model:
         raise PricingError("model must not be empty")
-    prices = (_price("input price", input_per_mtok), _price("output price", output_per_mtok),
-              _price("cached input price", cached_input_per_mtok, required=False))
+    prices = (parse_price("input price", input_per_mtok), parse_price("output price", output_per_mtok),
+              parse_price("cached input price", cached_input_per_mtok, required=False),
+              parse_price("cache write price", cache_write_per_mtok, required=False),
+              parse_price("reasoning price", reasoning_per_mtok, required=False))
+    tier_json = tiers_to_json(tiers_from_json(tiers))
     start = _utc(effective_from) if effective_from is not None else None
     try:
         return await conn.fetchval("""
             INSERT INTO model_pricing (provider, model, input_usd_per_mtok, output_usd_per_mtok,
-                                       cached_input_usd_per_mtok, effective_from, source, note)
-            VALUES ($1, $2, $3, $4, $5, COALESCE($6, now()), 'operator', $7)
-            RETURNING id""", provider, model, *prices, start, note)
+                                       cached_input_usd_per_mtok, cache_write_usd_per_mtok,
+                                       reasoning_usd_per_mtok, tiers, effective_from, source, note)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, COALESCE($9, now()), 'operator', $10)
+            RETURNING id""", provider, model, *prices, tier_json, start, note)
     except asyncpg.UniqueViolationError:
         when = start.isoformat() if start else "this instant"
         raise PricingError(f"an operator price for {provider} {model} already starts at {when}") from None
@@ -280,8 +250,10 @@ async def list_prices(conn: asyncpg.Connection, *, provider: str | None = None, 
     """``model_pricing`` rows, newest version first, optionally for one provider or model."""
     rows = await conn.fetch("""
         SELECT id, provider, model, input_usd_per_mtok, output_usd_per_mtok, cached_input_usd_per_mtok,
-               effective_from, source, note
+               cache_write_usd_per_mtok, reasoning_usd_per_mtok, tiers, effective_from, source, note
         FROM model_pricing
         WHERE ($1::text IS NULL OR provider = $1) AND ($2::text IS NULL OR model = $2)
         ORDER BY provider, model, effective_from DESC, source LIMIT $3""", provider, model, limit)
-    return [dict(r) for r in rows]
+    # Tiers as objects with numeric prices, like the columns beside them.
+    return [{**r, "tiers": [{"start": t["start"], **{k: Decimal(v) for k, v in t.items() if k != "start"}}
+                            for t in orjson.loads(r["tiers"])]} for r in rows]

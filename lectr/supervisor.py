@@ -20,6 +20,7 @@ from lectr import db, partitions
 from lectr.config import Settings
 from lectr.events.tokenizer_service import TokenizerProcess
 from lectr.pricing import ensure_seeded
+from lectr.startup import EXIT_CANNOT_LISTEN, StartupError
 
 log = logging.getLogger("lectr.supervisor")
 
@@ -48,13 +49,21 @@ class Supervisor:
         self.stopping = False
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self.metrics_dir = settings.data_dir / f"metrics-{os.getpid()}"
+        self.cannot_listen = False  # a worker found its port taken: stop, do not restart
+        self._stop_event: asyncio.Event | None = None
 
     async def run(self) -> int:
         from lectr.app import TOKENIZER_SOCKET_ENV
 
-        url = await prepare_database(self.settings)
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
-        self.metrics_dir.mkdir(parents=True)
+        try:
+            url = await prepare_database(self.settings)
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir.mkdir(parents=True)
+        except StartupError:
+            raise
+        except Exception as exc:
+            log.debug("start-up failed", exc_info=True)
+            raise StartupError(f"could not start: {exc}") from exc
         tokenizer = TokenizerProcess()  # one for all workers
         await tokenizer.start()
         env = {**os.environ, "LECTR_DATABASE_URL": url, "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir),
@@ -63,11 +72,13 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        self._stop_event = stop
         try:
             watchers = [asyncio.create_task(self._keep_running(i, env)) for i in range(self.count)]
             log.info("Lectr supervisor: %d workers on port %d", self.count, self.settings.proxy_port)
             await stop.wait()
-            return await self._stop(watchers)
+            code = await self._stop(watchers)
+            return 1 if self.cannot_listen else code
         finally:
             await tokenizer.stop()
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
@@ -80,6 +91,11 @@ class Supervisor:
             code = await proc.wait()
             _forget_worker(self.metrics_dir, proc.pid)
             if self.stopping:
+                return
+            if code == EXIT_CANNOT_LISTEN:  # the worker said why, in one line
+                self.cannot_listen = True
+                if self._stop_event is not None:
+                    self._stop_event.set()
                 return
             log.error("worker %d (pid %d) exited with %s; restarting", index, proc.pid, code)
             await asyncio.sleep(RESTART_DELAY)

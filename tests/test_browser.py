@@ -146,3 +146,39 @@ def test_phone_layout(browser, site):
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 400  # nothing pushes the page sideways on a phone
     context.close()
+
+
+_CLIPPED = """() => {
+  // Every cell of every table must be visible on the page: inside the viewport, and not hidden
+  // by an ancestor that clips (overflow other than visible) where it extends past that ancestor.
+  const vw = document.documentElement.clientWidth, problems = [];
+  for (const cell of document.querySelectorAll('table td, table th')) {
+    const r = cell.getBoundingClientRect();
+    if (r.width === 0 || getComputedStyle(cell).display === 'none' || cell.closest('thead')) continue;
+    if (r.left < -0.5 || r.right > vw + 0.5) problems.push(`${cell.textContent.trim().slice(0, 30)} at ${r.left}..${r.right}`);
+    for (let a = cell.parentElement; a; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX === 'visible') continue;
+      const ar = a.getBoundingClientRect();
+      if (r.right > ar.right + 0.5 || r.left < ar.left - 0.5) problems.push(`${cell.textContent.trim().slice(0, 30)} clipped by ${a.className}`);
+    }
+  }
+  return {problems, scrollWidth: document.documentElement.scrollWidth, vw,
+          tables: document.querySelectorAll('table').length};
+}"""
+
+
+def test_tables_are_whole_at_a_390_px_phone_width(browser, site):
+    send_traffic(site)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    favicon_requests = []
+    page.on("request", lambda r: favicon_requests.append(r.url) if "favicon" in r.url else None)
+    log_in(page, site)
+    for path in ("/dashboard", "/dashboard/requests", "/dashboard/failures"):
+        page.goto(site.extra["admin"] + path)
+        found = page.evaluate(_CLIPPED)
+        assert found["tables"] > 0, path
+        assert found["problems"] == [] and found["scrollWidth"] <= found["vw"], (path, found)
+        page.screenshot(path=str(ARTIFACTS / f"phone-{path.strip('/').replace('/', '-')}.png"), full_page=True)
+    assert favicon_requests == []  # pages say they have no icon: no request for a missing /favicon.ico
+    context.close()

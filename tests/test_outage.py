@@ -76,3 +76,47 @@ def test_postgres_outage_spools_and_replays_every_event_exactly_once(tmp_path, m
         assert not list(spool.glob("*.batch"))
     finally:
         assert stop_lectr(server) == 0
+
+
+def _gauges(admin_port: str) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith(("lectr_spool_bytes ", "lectr_database_up "))}
+
+
+def test_gauges_after_an_outage_read_the_shared_state_whichever_worker_replayed(tmp_path, mock):
+    pg = DedicatedPostgres(tmp_path / "pg")
+    asyncio.run(db.ensure_database(pg.url))
+    env = lectr_env(pg.url, mock, tmp_path, LECTR_WORKERS="2", LECTR_FLUSH_INTERVAL="0.2", LECTR_FLUSH_EVENTS="5",
+                    LECTR_LOG_LEVEL="INFO")
+    key = create_org(env, "gauges")
+    server = start_lectr(env, tmp_path / "serve.log")
+    spool = tmp_path / "data" / "spool"
+
+    def wait_for(condition, what: str, seconds: float = 20) -> None:
+        deadline = time.monotonic() + seconds
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert condition(), what
+
+    try:
+        pg.stop()
+        for i in range(60):  # fresh connections: the kernel spreads them over both workers
+            with sdk_client(server.base_url, **{"X-Lectr-Key": key}) as fresh:
+                fresh.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x" * i}])
+        wait_for(lambda: len(set(p.name.split("-")[1] for p in spool.glob("*.batch"))) == 2,
+                 "both workers spooled")
+        wait_for(lambda: _gauges(env["LECTR_ADMIN_PORT"]) .get("lectr_database_up") == 0.0, "database_up 0")
+        assert _gauges(env["LECTR_ADMIN_PORT"])["lectr_spool_bytes"] > 0
+        pg.start()
+        client = sdk_client(server.base_url, **{"X-Lectr-Key": key})  # one kept connection: one worker
+        client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "after"}])
+        wait_for(lambda: count_rows(pg.url)[0] == 61, f"every event written once: {count_rows(pg.url)}", seconds=40)
+        assert not list(spool.glob("*.batch"))
+        wait_for(lambda: _gauges(env["LECTR_ADMIN_PORT"]) == {"lectr_spool_bytes": 0.0, "lectr_database_up": 1.0},
+                 f"gauges still {_gauges(env['LECTR_ADMIN_PORT'])}", seconds=10)
+    finally:
+        assert stop_lectr(server) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import itertools
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -16,10 +17,11 @@ import pytest
 from lectr import db
 from lectr.price_seed import genai_price_rows, rows_from_child
 from lectr.pricing import (
-    EPOCH, PriceRow, PricingError, PricingTable, add_operator_price, compute_cost, downgrade_rows,
-    ensure_seeded, load_pricing, seed_downgrades, seed_pricing)
+    EPOCH, PriceRow, PriceTier, PricingError, PricingTable, add_operator_price, compute_cost, downgrade_rows,
+    ensure_seeded, list_prices, load_pricing, seed_downgrades, seed_pricing)
 
-MODEL_PRICES_CSV = Path(__file__).resolve().parents[2] / "shared" / "data" / "model_prices.csv"
+# An independent price list (LiteLLM's), the rows of the models cross-checked below; its header cites it.
+MODEL_PRICES_CSV = Path(__file__).resolve().parent / "data" / "model_prices.csv"
 DOWNGRADES_CSV = Path(__file__).resolve().parents[1] / "lectr" / "seeds" / "model_downgrades.csv"
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 _ids = itertools.count(1)
@@ -214,18 +216,21 @@ def test_seed_rows_cover_lectrs_providers_with_dated_aliases():
     assert o3 == [(EPOCH, Decimal("10")), (datetime(2025, 6, 10, tzinfo=UTC), Decimal("2"))]
 
 
-def test_seed_rows_skip_models_not_priced_by_tokens_both_ways():
+def test_seed_rows_skip_models_not_priced_by_tokens():
     names = {(r.provider, r.model) for r in genai_price_rows()}
     assert ("openai", "whisper-1") not in names
     assert ("openai", "tts-1") not in names
 
 
-def _reference_prices() -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
-    if not MODEL_PRICES_CSV.exists():
-        pytest.skip(f"independent price list not found at {MODEL_PRICES_CSV} (shared/ beside the repo)")
+def test_seed_rows_price_models_with_only_an_input_price():
+    rows = {(r.provider, r.model): r for r in genai_price_rows()}
+    embedding = rows[("openai", "text-embedding-3-small")]
+    assert (embedding.input_per_mtok, embedding.output_per_mtok) == (Decimal("0.02"), 0)
+
+
+def _reference_prices() -> dict[tuple[str, str], dict[str, str]]:
     lines = [ln for ln in MODEL_PRICES_CSV.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-    return {(r["provider"], r["model"]): (Decimal(r["input_usd_per_mtok"]), Decimal(r["output_usd_per_mtok"]))
-            for r in csv.DictReader(lines)}
+    return {(r["provider"], r["model"]): r for r in csv.DictReader(lines)}
 
 
 # Well-known models present in both lists. Left out because the sources genuinely differ:
@@ -233,9 +238,10 @@ def _reference_prices() -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
 #   LiteLLM itself has 0.8/4 for claude-3-5-haiku-20241022).
 # - gemini/gemini-1.5-pro: LiteLLM 3.5/10.5 (before Google's Oct 2024 cut), genai-prices 1.25/5.
 # - azure/gpt-4-turbo: LiteLLM 11/33 for Azure; genai-prices has no Azure row, so OpenAI's 10/30.
-# Not priced by Lectr at all (so not compared): embeddings (no output price in genai-prices),
-# gemma/gemini-1.5-flash-8b (free tier, no prices), claude-mythos-5 (only -5-2 in genai-prices),
-# gemini-3.1-flash-lite-preview (matched by prefix only in genai-prices).
+# - azure/text-embedding-3-small: LiteLLM 0.022 for Azure; genai-prices 0.02, OpenAI's price.
+# Not priced by Lectr at all (so not compared): gemma/gemini-1.5-flash-8b (free tier, no prices),
+# claude-mythos-5 (only -5-2 in genai-prices), gemini-3.1-flash-lite-preview (matched by prefix
+# only in genai-prices).
 CROSS_CHECKED = [
     ("openai", "gpt-4o"), ("openai", "gpt-4o-2024-08-06"), ("openai", "gpt-4o-2024-05-13"),
     ("openai", "gpt-4o-mini"), ("openai", "gpt-4.1"), ("openai", "gpt-4.1-mini"), ("openai", "gpt-4.1-nano"),
@@ -247,17 +253,29 @@ CROSS_CHECKED = [
     ("gemini", "gemini-2.5-pro"), ("gemini", "gemini-2.5-flash"), ("gemini", "gemini-2.5-flash-lite"),
     ("groq", "openai/gpt-oss-120b"), ("groq", "openai/gpt-oss-20b"), ("groq", "llama-3.3-70b-versatile"),
     ("groq", "llama-3.1-8b-instant"), ("azure", "gpt-4o"), ("azure", "gpt-4.1-mini"), ("azure", "o3"),
+    ("openai", "text-embedding-3-small"), ("openai", "text-embedding-3-large"), ("gemini", "gemini-embedding-001"),
 ]
 # After the price changes both lists know (gpt-5.6's cuts of summer 2026), before the 2027 rises
 # genai-prices announces and the list does not have yet.
 CROSS_CHECK_AT = datetime(2026, 11, 1, tzinfo=UTC)
 
 
+# The list's notes give cache-write prices and long-context tiers: "cache_write=3.75/Mtok",
+# "above_200k_tokens in/out=2.5/15".
+_CACHE_WRITE_NOTE = re.compile(r"\bcache_write=([\d.]+)/Mtok")
+_TIER_NOTE = re.compile(r"\babove_(\d+)k_tokens in/out=([\d.]+)/([\d.]+)")
+
+
 @pytest.fixture(scope="module")
 def seed_table() -> PricingTable:
     return PricingTable(PriceRow(i, r.provider, r.model, r.input_per_mtok, r.output_per_mtok,
-                                 r.cached_input_per_mtok, r.effective_from, "seed")
+                                 r.cached_input_per_mtok, r.effective_from, "seed", r.cache_write_per_mtok,
+                                 None, r.tiers)
                         for i, r in enumerate(genai_price_rows(), 1))
+
+
+def _same(found: Decimal | None, expected: str) -> bool:
+    return found is not None and abs(found - Decimal(expected)) < Decimal("1e-9")
 
 
 @pytest.mark.parametrize("provider,model", CROSS_CHECKED)
@@ -266,9 +284,18 @@ def test_seed_prices_agree_with_an_independent_list(seed_table, provider, model)
     assert (provider, model) in reference, f"{provider}/{model} is no longer in {MODEL_PRICES_CSV.name}"
     found = seed_table.lookup(provider, model, CROSS_CHECK_AT)
     assert found is not None, f"no seed price for {provider}/{model}"
-    expected_in, expected_out = reference[(provider, model)]
-    assert abs(found.input_per_mtok - expected_in) < Decimal("1e-9")
-    assert abs(found.output_per_mtok - expected_out) < Decimal("1e-9")
+    expected = reference[(provider, model)]
+    assert _same(found.input_per_mtok, expected["input_usd_per_mtok"])
+    assert _same(found.output_per_mtok, expected["output_usd_per_mtok"])
+    if expected["cached_input_usd_per_mtok"]:
+        assert _same(found.cached_input_per_mtok, expected["cached_input_usd_per_mtok"])
+    if cache_write := _CACHE_WRITE_NOTE.search(expected["source_note"]):
+        assert _same(found.cache_write_per_mtok, cache_write[1])
+    if tier := _TIER_NOTE.search(expected["source_note"]):
+        start, tier_in, tier_out = int(tier[1]) * 1000, tier[2], tier[3]
+        above = [t for t in found.tiers if t.start == start]
+        assert above, f"{provider}/{model} has no tier above {start} tokens"
+        assert _same(above[0].input_per_mtok, tier_in) and _same(above[0].output_per_mtok, tier_out)
 
 
 # -- database -------------------------------------------------------------------------------
@@ -332,11 +359,52 @@ async def test_operator_price_starts_now_by_default(conn):
     ({"input_per_mtok": -1}, "input price must be a non-negative number"),
     ({"output_per_mtok": "ten"}, "output price must be a number"),
     ({"cached_input_per_mtok": float("nan")}, "cached input price must be a non-negative number"),
+    ({"cache_write_per_mtok": "x"}, "cache write price must be a number"),
+    ({"reasoning_per_mtok": -2}, "reasoning price must be a non-negative number"),
+    ({"tiers": {"start": 1}}, "tiers must be an array"),
+    ({"tiers": [{"start": "200k"}]}, "start must be a non-negative integer"),
+    ({"tiers": [{"start": 1, "input": 2}]}, "unknown tier field 'input'"),
+    ({"tiers": [{"start": 1, "output_usd_per_mtok": -1}]}, "tier output_usd_per_mtok must be a non-negative"),
+    ({"tiers": [{"start": 5}, {"start": 5}]}, "two tiers start at the same"),
 ])
 async def test_operator_price_is_validated(conn, kwargs, message):
     args = {"provider": "openai", "model": "gpt-4o", "input_per_mtok": 1, "output_per_mtok": 2, **kwargs}
     with pytest.raises(PricingError, match=message):
         await add_operator_price(conn, **args)
+
+
+async def test_seeded_rows_load_back_with_every_price_rule(conn):
+    await seed_pricing(conn)
+    table = await load_pricing(conn)
+    for seeded in genai_price_rows():
+        found = table.lookup(seeded.provider, seeded.model, seeded.effective_from)
+        if found.source == "operator":
+            continue  # another test's
+        assert (found.input_per_mtok, found.output_per_mtok, found.cached_input_per_mtok, found.cache_write_per_mtok,
+                found.tiers) == (seeded.input_per_mtok, seeded.output_per_mtok, seeded.cached_input_per_mtok,
+                                 seeded.cache_write_per_mtok, seeded.tiers), seeded
+
+
+async def test_operator_price_expresses_cache_writes_reasoning_and_tiers(conn):
+    price_id = await add_operator_price(
+        conn, provider="anthropic", model="claude-opus-4-5", input_per_mtok=4, output_per_mtok=20,
+        cached_input_per_mtok="0.4", cache_write_per_mtok=5, reasoning_per_mtok=30,
+        tiers=[{"start": 200_000, "input_usd_per_mtok": 8, "reasoning_usd_per_mtok": "45"}],
+        effective_from=datetime(2026, 3, 1, tzinfo=UTC))
+    found = (await load_pricing(conn)).lookup("anthropic", "claude-opus-4-5", NOW)
+    assert found.id == price_id
+    assert (found.cache_write_per_mtok, found.reasoning_per_mtok) == (Decimal(5), Decimal(30))
+    assert found.tiers == (PriceTier(200_000, input_per_mtok=Decimal(8), reasoning_per_mtok=Decimal(45)),)
+    # Below the tier: 1,000 in, 1,000 read, 1,000 written; 500 out of which 200 reasoning.
+    cost, _ = compute_cost(found, prompt_tokens=1_000, completion_tokens=500, cached_tokens=1_000,
+                           cache_write_tokens=1_000, reasoning_tokens=200)
+    assert cost == (1_000 * 4 + 1_000 * Decimal("0.4") + 1_000 * 5 + 300 * 20 + 200 * 30) / Decimal(10**6)
+    # Above it (Anthropic's input leaves the cache out, so 199,000 + 2,000 is past 200k).
+    cost, _ = compute_cost(found, prompt_tokens=199_000, completion_tokens=500, cached_tokens=1_000,
+                           cache_write_tokens=1_000, reasoning_tokens=200)
+    assert cost == (199_000 * 8 + 1_000 * Decimal("0.4") + 1_000 * 5 + 300 * 20 + 200 * 45) / Decimal(10**6)
+    listed = await list_prices(conn, provider="anthropic", model="claude-opus-4-5")
+    assert listed[0]["tiers"] == [{"start": 200_000, "input_usd_per_mtok": 8, "reasoning_usd_per_mtok": 45}]
 
 
 async def test_operator_price_twice_at_one_start_is_an_error(conn):

@@ -42,7 +42,7 @@ def test_a_json_completion_row_column_by_column():
         "error_type": None, "error_origin": None, "stream": False, "latency_ms": 250.0, "ttfb_ms": 62.5,
         "overhead_us": 67, "prompt_tokens": 1000, "completion_tokens": 500, "cached_tokens": 0,
         "reasoning_tokens": 0, "token_source": "provider", "cost_usd": Decimal("0.00045"), "cost_partial": False,
-        "pricing_id": 1, "provider_unknown": False, "rule_id": 3, "bytes_in": 120, "bytes_out": 456}
+        "pricing_id": 1, "provider_unknown": False, "rule_id": 3, "bytes_in": 120, "bytes_out": 456, "usage_note": None}
     assert row[0].tzinfo is UTC and type(row[COLUMNS.index("cost_usd")]) is Decimal
 
 
@@ -89,7 +89,7 @@ def test_a_stream_without_usage_asks_to_be_measured_and_the_next_row_does_not():
                      content_type="text/event-stream")
     row, measure = builder.build(streamed)
     assert measure is not None and measure[0] == "o200k_base" and columns(row)["token_source"] == "measured"
-    counted = columns(builder.with_count(streamed, row, 1_000_000))
+    counted = columns(builder.with_count(row, 1_000_000))
     assert (counted["completion_tokens"], counted["cost_usd"], counted["cost_partial"]) == \
         (1_000_000, Decimal("0.6"), True)
     assert builder.build(event(completion_body("gpt-4o-mini")))[1] is None

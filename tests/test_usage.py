@@ -273,7 +273,7 @@ def test_malformed_bodies_are_none_without_raising(counter, chunks, kwargs):
 
 
 def test_compression_bomb_is_none(counter, monkeypatch):
-    import lectr.events.usage as usage_module
+    import lectr.events.encodings as usage_module
 
     monkeypatch.setattr(usage_module, "MAX_DECODED_BYTES", 1024)
     padded = dict(COMPLETION, padding="x" * 4096)

@@ -36,6 +36,17 @@ PERIODS = (
 PERIOD_NAMES = tuple(p.name for p in PERIODS)
 
 _ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
+# Cost unknown, not zero: tokens were counted (or the provider answered) but no price was found.
+_UNPRICED = "(cost_usd IS NULL AND (token_source <> 'none' OR status_code BETWEEN 200 AND 399))"
+# A provider's health counts only what the provider caused: its 5xx, 408 and 429 answers and
+# streams it broke off. A client's 4xx (bad request, unknown model, wrong key), Lectr's own
+# refusals and connections Lectr could not make are counted apart.
+_CONNECTION = "(error_origin = 'lectr' AND error_type IN ('upstream_unreachable', 'upstream_timeout'))"
+_PROVIDER_FAULT = ("(error_origin = 'provider' AND NOT (status_code BETWEEN 400 AND 499 "
+                   "AND status_code NOT IN (408, 429)))")
+_LECTR_FAULT = f"(error_origin = 'lectr' AND NOT {_CONNECTION})"
+# Every bucket starts on a whole hour (or day) in UTC, so chart ticks fall on whole hours and days.
+BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _LATENCY = """
     avg(latency_ms) AS latency_avg_ms,
     percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms"""
@@ -54,7 +65,8 @@ SELECT org_id, created_at >= $2 AS current,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY ttfb_ms) AS ttfb_p95_ms,
        count(*) FILTER (WHERE token_source = 'measured') AS measured_requests,
        count(*) FILTER (WHERE cost_partial) AS partial_cost_requests,
-       count(*) FILTER (WHERE token_source <> 'none' AND cost_usd IS NULL) AS unpriced_requests
+       count(*) FILTER (WHERE {_UNPRICED}) AS unpriced_requests,
+       count(*) FILTER (WHERE usage_note IS NOT NULL) AS unread_requests
 FROM request_logs WHERE created_at >= $1 AND created_at < $3
 GROUP BY org_id, current"""
 
@@ -62,7 +74,8 @@ _MODELS = f"""
 SELECT org_id, model_used AS model, provider, count(*) AS requests,
        count(*) FILTER (WHERE {_ERROR}) AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
-       coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint AS tokens
+       coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint AS tokens,
+       count(*) FILTER (WHERE {_UNPRICED}) AS unpriced_requests
 FROM request_logs WHERE created_at >= $1 AND created_at < $2
 GROUP BY org_id, model_used, provider"""
 
@@ -70,7 +83,11 @@ _PROVIDERS = f"""
 SELECT org_id, provider, created_at >= $2 AS current, count(*) AS requests,
        count(*) FILTER (WHERE {_ERROR}) AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms,
+       count(*) FILTER (WHERE {_UNPRICED}) AS unpriced_requests,
+       count(*) FILTER (WHERE {_PROVIDER_FAULT}) AS provider_errors,
+       count(*) FILTER (WHERE {_CONNECTION}) AS connection_errors,
+       count(*) FILTER (WHERE {_LECTR_FAULT}) AS lectr_errors
 FROM request_logs WHERE created_at >= $1 AND created_at < $3
 GROUP BY org_id, provider, current"""
 
@@ -78,12 +95,13 @@ _FEATURES = f"""
 SELECT org_id, feature, count(*) AS requests,
        count(*) FILTER (WHERE {_ERROR}) AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
-       coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint AS tokens
+       coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint AS tokens,
+       count(*) FILTER (WHERE {_UNPRICED}) AS unpriced_requests
 FROM request_logs WHERE created_at >= $1 AND created_at < $2
 GROUP BY org_id, feature"""
 
 _SERIES = f"""
-SELECT org_id, date_bin($3, created_at, $1) AS bucket, count(*) AS requests,
+SELECT org_id, date_bin($3, created_at, $4) AS bucket, count(*) AS requests,
        count(*) FILTER (WHERE {_ERROR}) AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms
@@ -100,13 +118,13 @@ ON CONFLICT (org_id, period) DO UPDATE SET computed_at = EXCLUDED.computed_at, d
 
 _TOTAL_KEYS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_avg_ms",
                "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttfb_avg_ms", "ttfb_p95_ms",
-               "measured_requests", "partial_cost_requests", "unpriced_requests")
+               "measured_requests", "partial_cost_requests", "unpriced_requests", "unread_requests")
 
 
 def _totals(row: asyncpg.Record | None) -> dict:
     values = {k: (row[k] if row is not None else None) for k in _TOTAL_KEYS}
     for key in ("requests", "errors", "prompt_tokens", "completion_tokens", "measured_requests",
-                "partial_cost_requests", "unpriced_requests"):
+                "partial_cost_requests", "unpriced_requests", "unread_requests"):
         values[key] = int(values[key] or 0)
     values["cost_usd"] = float(values["cost_usd"] or 0.0)
     values["total_tokens"] = values["prompt_tokens"] + values["completion_tokens"]
@@ -139,15 +157,17 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
     for r in await conn.fetch(_MODELS, start, now):
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["models"].append({k: r[k] for k in (
-                "model", "provider", "requests", "errors", "cost_usd", "latency_avg_ms", "latency_p95_ms", "tokens")})
+                "model", "provider", "requests", "errors", "cost_usd", "latency_avg_ms", "latency_p95_ms", "tokens",
+                "unpriced_requests")})
     _add_providers(by_org, await conn.fetch(_PROVIDERS, previous_start, start, now))
     for r in await conn.fetch(_FEATURES, start, now):
         if r["org_id"] in by_org:
             entry = {k: r[k] for k in ("feature", "requests", "errors", "cost_usd", "latency_avg_ms",
-                                       "latency_p95_ms", "tokens")}
+                                       "latency_p95_ms", "tokens", "unpriced_requests")}
             entry["error_rate"] = _rate(r["errors"], r["requests"])
             by_org[r["org_id"]]["features"].append(entry)
-    await _add_series(by_org, await conn.fetch(_SERIES, start, now, period.bucket), start, now, period.bucket)
+    await _add_series(by_org, await conn.fetch(_SERIES, start, now, period.bucket, BUCKET_ORIGIN), start, now,
+                      period.bucket)
     for r in await conn.fetch(_DROPS, start, now):
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["dropped_events"] = int(r["dropped"])
@@ -166,14 +186,21 @@ def _add_providers(by_org: dict[int, dict], rows: list) -> None:
             continue
         entry = merged.setdefault((r["org_id"], r["provider"]), {
             "provider": r["provider"], "requests": 0, "errors": 0, "error_rate": 0.0, "cost_usd": 0.0,
-            "previous_cost_usd": 0.0, "latency_p95_ms": None})
+            "previous_cost_usd": 0.0, "latency_p95_ms": None, "unpriced_requests": 0, "previous_unpriced_requests": 0,
+            "provider_errors": 0, "provider_error_rate": 0.0, "connection_errors": 0, "lectr_errors": 0,
+            "client_errors": 0})
         if r["current"]:
             entry.update(requests=r["requests"], errors=r["errors"], cost_usd=r["cost_usd"],
-                         error_rate=_rate(r["errors"], r["requests"]), latency_p95_ms=r["latency_p95_ms"])
+                         error_rate=_rate(r["errors"], r["requests"]), latency_p95_ms=r["latency_p95_ms"],
+                         unpriced_requests=r["unpriced_requests"], provider_errors=r["provider_errors"],
+                         provider_error_rate=_rate(r["provider_errors"], r["requests"]),
+                         connection_errors=r["connection_errors"], lectr_errors=r["lectr_errors"],
+                         client_errors=r["errors"] - r["provider_errors"] - r["connection_errors"]
+                         - r["lectr_errors"])
         else:
-            entry["previous_cost_usd"] = r["cost_usd"]
+            entry.update(previous_cost_usd=r["cost_usd"], previous_unpriced_requests=r["unpriced_requests"])
     for (org_id, _), entry in merged.items():
-        if entry["requests"] or entry["previous_cost_usd"]:
+        if entry["requests"] or entry["previous_cost_usd"] or entry["previous_unpriced_requests"]:
             by_org[org_id]["providers"].append(entry)
 
 
@@ -181,7 +208,7 @@ async def _add_series(by_org: dict[int, dict], rows: list, start: datetime, end:
                       bucket: timedelta) -> None:
     found = {(r["org_id"], r["bucket"]): r for r in rows}
     edges = []
-    at = start
+    at = BUCKET_ORIGIN + (start - BUCKET_ORIGIN) // bucket * bucket  # the whole hour (or day) it falls in
     while at < end:
         edges.append((at, _iso(at)))
         at += bucket

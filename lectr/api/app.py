@@ -6,7 +6,10 @@ Cold side: it shares no code path with the proxy, only the in-memory directory (
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader, LineTooLong
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from lectr.api.dashboard import add_dashboard_routes
@@ -41,11 +44,42 @@ def make_admin_app(state: AdminState) -> web.Application:
     return app
 
 
+class _ServerLog:
+    """aiohttp's server logger, except for requests it could not parse.
+
+    aiohttp logs those at ERROR with a traceback whose message quotes the first 100 bytes of
+    the offending line: any client could put part of an ``Authorization`` or ``X-Lectr-Key``
+    value in the log. Here they get one WARNING line that says what was wrong, never the value.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self._log = logger
+
+    def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            remote = args[0] if args else "?"
+            self._log.warning("refused a malformed request from %s: %s", remote, _what_was_wrong(exc_info))
+            return
+        self._log.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._log, name)
+
+
+def _what_was_wrong(exc: HttpProcessingError) -> str:
+    """A description of a parse error that holds nothing the client sent."""
+    if isinstance(exc, LineTooLong):
+        return f"a request line or header longer than {exc.args[1]} bytes"
+    if isinstance(exc, InvalidHeader):
+        return "an invalid header"
+    return f"{type(exc).__name__} (status {exc.code})"
+
+
 class AdminServer:
     """Runs the admin application on its own port."""
 
     def __init__(self, app: web.Application, host: str, port: int) -> None:
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, logger=_ServerLog(logging.getLogger("aiohttp.server")))
         self.host = host
         self.port = port
 

@@ -47,6 +47,7 @@ def require_operator(request: web.Request) -> None:
     secret = request.app[STATE].admin_secret
     if not secret:
         raise ApiError(403, "operator_api_disabled", "The operator API is disabled: set LECTR_ADMIN_SECRET.")
-    given = request.headers.get("Authorization", "")
-    if not given.startswith("Bearer ") or not hmac.compare_digest(given[7:].strip().encode(), secret.encode()):
+    scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
+    # Auth schemes are case-insensitive (RFC 9110 §11.1): "bearer" and "BEARER" are Bearer.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), secret.encode()):
         raise ApiError(401, "invalid_admin_secret", "Send Authorization: Bearer <LECTR_ADMIN_SECRET>.")

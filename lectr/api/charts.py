@@ -187,11 +187,7 @@ def time_series_svg(points: list[dict], value_key: str, *, title: str, unit: str
     slot = plot_w / n
     centers = [plot_l + slot * (i + 0.5) for i in range(n)]
 
-    # X labels: about six, evenly spaced.
-    every = max(1, math.ceil(n / 6))
-    for i in range(0, n, every):
-        if times[i] is None:
-            continue
+    for i in _label_positions(times, bucket):
         x = centers[i]
         anchor = "middle"
         if x + 22 > width:
@@ -232,6 +228,30 @@ def time_series_svg(points: list[dict], value_key: str, *, title: str, unit: str
 
     out.append("</g></svg>")
     return Markup("".join(out))
+
+
+# Tick spacings a reader expects, in seconds: whole hours, then whole days.
+_TICK_STEPS = (3600, 2 * 3600, 3 * 3600, 4 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 5 * 86400, 7 * 86400,
+               14 * 86400, 28 * 86400)
+_MOST_LABELS = 8
+
+
+def _label_positions(times: list[datetime | None], bucket: int | None) -> list[int]:
+    """Indexes of the points to label: those starting on a whole hour or day in UTC, a round
+    step apart (every 4 hours over a day, every day over a week); evenly spaced, about six,
+    when the buckets do not start on whole hours."""
+    n = len(times)
+    known = [t for t in times if t is not None]
+    if bucket and known and bucket % 3600 == 0:
+        span = bucket * n
+        for step in _TICK_STEPS:
+            if step % bucket == 0 and step * _MOST_LABELS >= span:
+                aligned = [i for i, t in enumerate(times) if t is not None and int(t.timestamp()) % step == 0]
+                if aligned:
+                    return aligned
+                break
+    every = max(1, math.ceil(n / 6))
+    return [i for i in range(0, n, every) if times[i] is not None]
 
 
 def fmt_count(value: float) -> str:

@@ -34,12 +34,19 @@ _SECURITY_HEADERS = {
 
 
 class LoginThrottle:
-    """Failed logins per client address: free at first, then slower, then refused for a while."""
+    """Failed logins per client address: free at first, then slower, then refused for a while.
+
+    An attempt is counted as a failure *before* its key is checked (``begin``), and only its
+    own mark is taken back if the key was valid (``succeeded``): so a burst of parallel guesses
+    is refused once the limit is reached rather than all evaluated at once, and a login with
+    one's own valid key does not erase the failures of the guesses around it.
+    """
 
     FREE_FAILURES = 3
     WINDOW_SECONDS = 900.0
     LOCKOUT_FAILURES = 20
     MAX_DELAY = 8.0
+    MAX_ADDRESSES = 10_000
 
     def __init__(self) -> None:
         self._failures: dict[str, deque[float]] = defaultdict(deque)
@@ -55,17 +62,32 @@ class LoginThrottle:
         return len(self._recent(address)) >= self.LOCKOUT_FAILURES
 
     def delay(self, address: str) -> float:
-        """Seconds to wait before answering this address's next failed attempt."""
+        """Seconds to wait before checking this address's next attempt."""
         extra = len(self._recent(address)) - self.FREE_FAILURES
         return 0.0 if extra < 0 else min(self.MAX_DELAY, 0.25 * 2 ** extra)
 
-    def failed(self, address: str) -> None:
-        self._recent(address).append(time.monotonic())
-        if len(self._failures) > 10_000:  # bound memory under a spray of addresses
+    def begin(self, address: str) -> tuple[float, float] | None:
+        """Count an attempt as failed until it proves otherwise; return (its mark, seconds to wait
+        before checking it), or None when the address is locked out."""
+        if self.locked(address):
+            return None
+        wait = self.delay(address)
+        mark = time.monotonic()
+        self._recent(address).append(mark)
+        if len(self._failures) > self.MAX_ADDRESSES:  # bound memory under a spray of addresses
             self._failures.pop(next(iter(self._failures)))
+        return mark, wait
 
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
+    def succeeded(self, address: str, mark: float) -> None:
+        """Take back this attempt's mark, and only it: other attempts' failures stay counted."""
+        failures = self._failures.get(address)
+        if failures is not None:
+            try:
+                failures.remove(mark)
+            except ValueError:
+                pass  # already outside the window
+            if not failures:
+                del self._failures[address]
 
 
 THROTTLE = web.AppKey("login_throttle", LoginThrottle)
@@ -92,22 +114,24 @@ async def login(request: web.Request) -> web.StreamResponse:
     if not secrets.compare_digest(str(form.get("csrf_token", "")), request.cookies.get(CSRF_COOKIE, "")) \
             or not request.cookies.get(CSRF_COOKIE):
         return await login_page(request, "The form expired; please try again.", 400)
-    if throttle.locked(address):
+    attempt = throttle.begin(address)  # counted before anything is checked or awaited
+    if attempt is None:
         return await login_page(request, "Too many failed attempts; try again in a few minutes.", 429)
+    mark, wait = attempt
+    if wait:
+        await asyncio.sleep(wait)
     state = request.app[STATE]
     async with state.pool.acquire() as conn:
         opened = await sessions.open_session(conn, str(form.get("key", "")), state.session_hours)
     if opened is None:
-        await asyncio.sleep(throttle.delay(address))
-        throttle.failed(address)
         return await login_page(request, "That org key is not valid.", 401)
-    throttle.succeeded(address)
+    throttle.succeeded(address, mark)
     token, _ = opened
     response = web.HTTPSeeOther("/dashboard")
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/",
                         max_age=int(state.session_hours * 3600))
     response.del_cookie(CSRF_COOKIE, path="/login")
-    return response
+    raise response  # returning an HTTPException is deprecated in aiohttp
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
@@ -121,7 +145,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
             await sessions.close_session(conn, token)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
-    return response
+    raise response
 
 
 async def _page_caller(request: web.Request) -> Caller:
@@ -144,10 +168,14 @@ async def _common(request: web.Request, caller: Caller, active: str, period: str
 
 
 def _period(request: web.Request) -> str:
+    """The page's period, checked as the API checks it: an unknown one is a 400 page listing
+    the accepted values, never silently another period."""
     try:
         return parse_period(request.query)
     except ApiError:
-        return "last_24h"
+        body = pages.render_bad_period(given=request.query.get("period", ""), path=request.path,
+                                       periods=PERIOD_LABELS)
+        raise web.HTTPBadRequest(text=body, content_type="text/html", headers=_SECURITY_HEADERS) from None
 
 
 async def overview(request: web.Request) -> web.Response:
@@ -211,6 +239,11 @@ async def stylesheet(request: web.Request) -> web.Response:
     return web.Response(body=css, content_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 
+async def favicon(request: web.Request) -> web.Response:
+    """No icon, said without a 404 in every browser's console (pages also link ``data:,``)."""
+    return web.Response(status=204, headers={"Cache-Control": "max-age=86400"})
+
+
 async def home(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/dashboard")
 
@@ -225,3 +258,4 @@ def add_dashboard_routes(app: web.Application) -> None:
     app.router.add_get("/dashboard/requests", requests_page)
     app.router.add_get("/dashboard/failures", failures_page)
     app.router.add_get("/static/lectr.css", stylesheet)
+    app.router.add_get("/favicon.ico", favicon)

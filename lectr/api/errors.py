@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg
 import orjson
 from aiohttp import web
 
@@ -11,10 +12,12 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """An error to answer with ``{"error": {"message", "type", "code"}}`` and ``status``."""
+    """An error to answer with ``{"error": {"message", "type", "param", "code"}}`` and ``status``."""
 
-    def __init__(self, status: int, code: str, message: str, type_: str = "invalid_request_error") -> None:
+    def __init__(self, status: int, code: str, message: str, type_: str = "invalid_request_error",
+                 param: str | None = None) -> None:
         super().__init__(message)
+        self.param = param
         self.status = status
         self.code = code
         self.message = message
@@ -22,21 +25,29 @@ class ApiError(Exception):
 
 
 def bad_parameter(name: str, problem: str) -> ApiError:
-    return ApiError(400, "invalid_parameter", f"{name}: {problem}")
+    return ApiError(400, "invalid_parameter", f"{name}: {problem}", param=name)
 
 
-def error_response(status: int, code: str, message: str, type_: str) -> web.Response:
-    body = orjson.dumps({"error": {"message": message, "type": type_, "code": code}})
+def error_response(status: int, code: str, message: str, type_: str, param: str | None = None) -> web.Response:
+    body = orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
     return web.Response(status=status, body=body, content_type="application/json")
 
 
 @web.middleware
 async def json_errors(request: web.Request, handler):
     """Turn API errors, unknown routes and unexpected failures under /api into JSON errors."""
+    api = request.path.startswith("/api/")
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.type)
+        return error_response(exc.status, exc.code, exc.message, exc.type, exc.param)
+    except asyncpg.DataError:
+        # A value PostgreSQL refused (out of range, not storable): the caller's input, not our failure.
+        log.debug("refused input on %s %s", request.method, request.path, exc_info=True)
+        if not api:
+            raise web.HTTPBadRequest(text="A value in the request is out of range or not allowed.") from None
+        return error_response(400, "invalid_parameter", "A value in the request is out of range or not allowed.",
+                              "invalid_request_error")
     except web.HTTPException as exc:
         if not request.path.startswith("/api/") or exc.status < 400:
             raise

@@ -60,17 +60,21 @@ _BOOL = {"type": "boolean"}
 _TIME = {"type": "string", "format": "date-time"}
 _TIME_N = {"type": ["string", "null"], "format": "date-time"}
 
-ERROR = _obj(["error"], error=_obj(["message", "type", "code"], message=_STR, type=_STR, code=_STR))
+ERROR = _obj(["error"], error=_obj(["message", "type", "code"], message=_STR, type=_STR, param=_STR_N, code=_STR))
 MODEL_ROW = _obj(["model", "provider", "requests", "cost_usd"], model=_STR_N, provider=_STR, requests=_INT,
-                 errors=_INT, cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT)
+                 errors=_INT, cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT,
+                 unpriced_requests=_INT)
 PROVIDER_ROW = _obj(["provider", "requests", "error_rate", "cost_usd"], provider=_STR, requests=_INT, errors=_INT,
-                    error_rate=_NUM, cost_usd=_NUM, previous_cost_usd=_NUM, latency_p95_ms=_NUM_N)
+                    error_rate=_NUM, cost_usd=_NUM, previous_cost_usd=_NUM, latency_p95_ms=_NUM_N,
+                    unpriced_requests=_INT, previous_unpriced_requests=_INT, provider_errors=_INT,
+                    provider_error_rate=_NUM, connection_errors=_INT, lectr_errors=_INT, client_errors=_INT)
 FEATURE_ROW = _obj(["feature", "requests", "cost_usd"], feature=_STR, requests=_INT, errors=_INT, error_rate=_NUM,
-                   cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT)
+                   cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT, unpriced_requests=_INT)
 TOTALS = _obj(["requests", "errors", "error_rate", "cost_usd"], requests=_INT, errors=_INT, error_rate=_NUM,
               cost_usd=_NUM, prompt_tokens=_INT, completion_tokens=_INT, total_tokens=_INT, latency_avg_ms=_NUM_N,
               latency_p50_ms=_NUM_N, latency_p95_ms=_NUM_N, latency_p99_ms=_NUM_N, ttfb_avg_ms=_NUM_N,
-              ttfb_p95_ms=_NUM_N, measured_requests=_INT, partial_cost_requests=_INT, unpriced_requests=_INT)
+              ttfb_p95_ms=_NUM_N, measured_requests=_INT, partial_cost_requests=_INT, unpriced_requests=_INT,
+              unread_requests=_INT)
 SUMMARY = _obj(["period", "totals", "previous", "series", "models", "providers", "features", "dropped_events"],
                period=_STR, computed_at=_TIME, totals=TOTALS, previous=TOTALS,
                window=_obj(start=_TIME, end=_TIME), previous_window=_obj(start=_TIME, end=_TIME),
@@ -85,12 +89,17 @@ REQUEST_ROW = _obj(
     error_origin=_STR_N, stream=_BOOL, latency_ms=_NUM, ttfb_ms=_NUM_N, overhead_us=_INT, prompt_tokens=_INT_N,
     completion_tokens=_INT_N, cached_tokens=_INT_N, reasoning_tokens=_INT_N,
     token_source={"type": "string", "enum": ["provider", "measured", "none"]}, cost_usd=_NUM_N, cost_partial=_BOOL,
-    provider_unknown=_BOOL, bytes_in=_INT, bytes_out=_INT)
+    provider_unknown=_BOOL, bytes_in=_INT, bytes_out=_INT,
+    usage_note={"type": ["string", "null"], "enum": ["undecodable", "truncated", "not_counted", None]})
 ORG = _obj(["id", "name"], id=_INT, name=_STR, key_hint=_STR_N, created_at=_TIME,
            azure={"type": ["object", "null"], "properties": {"endpoint": _STR, "api_version": _STR}})
-PRICE = _obj(["id", "provider", "model", "input_usd_per_mtok", "output_usd_per_mtok", "source"], id=_INT,
+# A long-context tier: above ``start`` input tokens these prices apply to the whole request.
+PRICE_TIER = _obj(["start"], start=_INT, input_usd_per_mtok=_NUM, output_usd_per_mtok=_NUM,
+                  cached_input_usd_per_mtok=_NUM, cache_write_usd_per_mtok=_NUM, reasoning_usd_per_mtok=_NUM)
+PRICE = _obj(["id", "provider", "model", "input_usd_per_mtok", "output_usd_per_mtok", "tiers", "source"], id=_INT,
              provider=_STR, model=_STR, input_usd_per_mtok=_NUM, output_usd_per_mtok=_NUM,
-             cached_input_usd_per_mtok=_NUM_N, effective_from=_TIME, source=_STR, note=_STR_N)
+             cached_input_usd_per_mtok=_NUM_N, cache_write_usd_per_mtok=_NUM_N, reasoning_usd_per_mtok=_NUM_N,
+             tiers={"type": "array", "items": PRICE_TIER}, effective_from=_TIME, source=_STR, note=_STR_N)
 
 _PERIOD = Param("period", "query", {"type": "string", "enum": PERIODS, "default": "last_24h"}, "Which period.")
 _PROVIDER = Param("provider", "query", {"type": "string", "enum": list(PROVIDER_NAMES)}, "Only this provider.")
@@ -146,7 +155,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "operator", _obj(["id"], id=_INT), status=201,
              body=_obj(["provider", "model", "input_usd_per_mtok", "output_usd_per_mtok"], provider=_STR, model=_STR,
                        input_usd_per_mtok=_NUM, output_usd_per_mtok=_NUM, cached_input_usd_per_mtok=_NUM_N,
-                       effective_from=_TIME, note=_STR_N)),
+                       cache_write_usd_per_mtok=_NUM_N, reasoning_usd_per_mtok=_NUM_N,
+                       tiers={"type": "array", "items": PRICE_TIER}, effective_from=_TIME, note=_STR_N)),
 )
 
 

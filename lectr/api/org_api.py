@@ -7,7 +7,7 @@ from decimal import Decimal
 import orjson
 from aiohttp import web
 
-from lectr.api.auth import org_caller
+from lectr.api.auth import Caller, org_caller
 from lectr.api.errors import bad_parameter
 from lectr.api.queries import (RequestFilters, fetch_summary, list_failures, list_requests, parse_limit,
                                parse_period)
@@ -26,8 +26,8 @@ def json(data, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data, default=_default), status=status, content_type="application/json")
 
 
-async def _summary_for(request: web.Request) -> tuple[str, object, dict | None]:
-    caller = await org_caller(request)
+async def _summary_for(request: web.Request, caller: Caller | None = None) -> tuple[str, object, dict | None]:
+    caller = caller or await org_caller(request)
     period = parse_period(request.query)
     async with request.app[STATE].pool.acquire() as conn:
         computed_at, data = await fetch_summary(conn, caller.org_id, period)
@@ -40,10 +40,11 @@ async def summary(request: web.Request) -> web.Response:
 
 
 async def models(request: web.Request) -> web.Response:
+    caller = await org_caller(request)  # who asks first: a stranger learns nothing of the parameters
     provider = request.query.get("provider") or None
     if provider is not None and provider not in PROVIDER_NAMES:
         raise bad_parameter("provider", f"must be one of {', '.join(PROVIDER_NAMES)}")
-    period, computed_at, data = await _summary_for(request)
+    period, computed_at, data = await _summary_for(request, caller)
     rows = (data or {}).get("models", [])
     if provider:
         rows = [r for r in rows if r["provider"] == provider]

@@ -16,8 +16,8 @@ from typing import Any
 import jinja2
 
 __all__ = [
-    "render_login", "render_overview", "render_requests", "render_failures",
-    "fmt_ms", "fmt_usd", "fmt_int", "fmt_pct", "fmt_change", "change_tone",
+    "render_login", "render_overview", "render_requests", "render_failures", "render_bad_period",
+    "fmt_ms", "fmt_usd", "fmt_cost", "fmt_int", "fmt_pct", "fmt_change", "change_tone",
     "fmt_time", "fmt_datetime", "health_status", "coverage_notes",
 ]
 
@@ -32,6 +32,11 @@ HEALTH_LABELS = {"ok": "OK", "degraded": "Degraded", "failing": "Failing", "idle
 MEASURED_HINT = "counted by Lectr with tiktoken; the provider did not report usage"
 PROVIDER_HINT = "reported by the provider"
 PARTIAL_HINT = "completion only — the prompt is never read"
+USAGE_NOTE_HINTS = {
+    "undecodable": "the response's content-encoding could not be read, so its usage is unknown",
+    "truncated": "the response outgrew the capture limit; only its start and end were counted (a lower bound)",
+    "not_counted": "the tokeniser's queue was full or it was away; recorded without a count",
+}
 
 DASH = "—"
 
@@ -85,6 +90,17 @@ def fmt_usd(value: float | None) -> str:
     whole, _, frac = text.partition(".")
     frac = frac.ljust(2, "0")
     return f"{sign}${whole}.{frac}"
+
+
+def fmt_cost(cost: float | None, unpriced: int | None = 0) -> str:
+    """A cost that says how many requests it leaves out: ``$1.23``, ``$1.23 + 4 unpriced``,
+    ``4 unpriced`` (nothing priced). Unknown is not zero."""
+    n = int(unpriced) if _is_number(unpriced) else 0
+    if n <= 0:
+        return fmt_usd(cost)
+    if not _is_number(cost) or float(cost) == 0:
+        return f"{fmt_int(n)} unpriced"
+    return f"{fmt_usd(cost)} + {fmt_int(n)} unpriced"
 
 
 def fmt_int(value: float | None) -> str:
@@ -243,6 +259,11 @@ def coverage_notes(totals: dict) -> list[str]:
         verb = "uses a model" if unpriced == 1 else "use models"
         notes.append(f"{_plural(unpriced, 'request', 'requests')} {verb} with no known price, "
                      "so cost undercounts.")
+    unread = int(totals.get("unread_requests") or 0)
+    if unread:
+        verb = "has usage" if unread == 1 else "have usage"
+        notes.append(f"{_plural(unread, 'request', 'requests')} {verb} Lectr could not read in full (an "
+                     "unreadable encoding, a body past the capture limit, or a stream left uncounted).")
     return notes
 
 
@@ -278,7 +299,7 @@ def _environment() -> jinja2.Environment:
             lstrip_blocks=True,
         )
         env.filters.update(
-            fmt_ms=fmt_ms, fmt_usd=fmt_usd, fmt_int=fmt_int, fmt_pct=fmt_pct, fmt_change=fmt_change,
+            fmt_ms=fmt_ms, fmt_usd=fmt_usd, fmt_cost=fmt_cost, fmt_int=fmt_int, fmt_pct=fmt_pct, fmt_change=fmt_change,
             fmt_time=fmt_time, fmt_datetime=fmt_datetime, datetime_local=datetime_local,
             fmt_bucket=fmt_bucket,
         )
@@ -286,6 +307,7 @@ def _environment() -> jinja2.Environment:
             change_tone=change_tone, health_status=health_status, coverage_notes=coverage_notes,
             share_bar=share_bar_svg, ORIGIN_LABELS=ORIGIN_LABELS, HEALTH_LABELS=HEALTH_LABELS,
             MEASURED_HINT=MEASURED_HINT, PROVIDER_HINT=PROVIDER_HINT, PARTIAL_HINT=PARTIAL_HINT,
+            USAGE_NOTE_HINTS=USAGE_NOTE_HINTS,
         )
         _env = env
     return _env
@@ -353,3 +375,8 @@ def render_requests(ctx: dict) -> str:
 def render_failures(ctx: dict) -> str:
     """Recent failed requests."""
     return _render("failures.html", _dashboard_ctx(ctx))
+
+
+def render_bad_period(*, given: str, path: str, periods: list) -> str:
+    """The 400 page for a ``period`` the dashboard (like the API) does not accept."""
+    return _render("bad_period.html", {"given": given, "path": path, "periods": periods})

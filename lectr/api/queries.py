@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -16,10 +17,33 @@ from lectr.providers.registry import PROVIDER_NAMES
 REQUEST_FIELDS = ("id", "created_at", "provider", "model", "model_used", "feature", "task", "status_code",
                   "error_type", "error_origin", "stream", "latency_ms", "ttfb_ms", "overhead_us", "prompt_tokens",
                   "completion_tokens", "cached_tokens", "reasoning_tokens", "token_source", "cost_usd",
-                  "cost_partial", "provider_unknown", "bytes_in", "bytes_out")
+                  "cost_partial", "provider_unknown", "bytes_in", "bytes_out", "usage_note")
 _SELECT = f"SELECT {', '.join(REQUEST_FIELDS)} FROM request_logs"
 _ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
 PERIOD_LENGTH = {p.name: p.length for p in PERIODS}
+BIGINT_MAX = 2**63 - 1  # ids are Postgres bigints
+_ASCII_DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also takes "²" and "٣", which int() may refuse
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+TEXT_MAX = 1000  # longest free-text filter or field the API accepts
+
+
+def parse_int(raw: object, name: str, *, low: int = 1, high: int = BIGINT_MAX) -> int:
+    """An integer given as ASCII digits within ``low..high``; a 400 naming ``name`` otherwise."""
+    if not isinstance(raw, str) or not _ASCII_DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise bad_parameter(name, f"must be an integer from {low} to {high}")
+    return int(raw)
+
+
+def check_text(value: str, name: str, *, most: int = TEXT_MAX, control: bool = False) -> str:
+    """``value`` if PostgreSQL can store it and it is at most ``most`` characters; else a 400.
+
+    NUL is never storable in ``text``; other control characters only where ``control`` allows.
+    """
+    if len(value) > most:
+        raise bad_parameter(name, f"must be at most {most} characters")
+    if "\x00" in value or (not control and _CONTROL.search(value)):
+        raise bad_parameter(name, "must not contain control characters")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +66,11 @@ class RequestFilters:
             raise bad_parameter("provider", f"must be one of {', '.join(PROVIDER_NAMES)}")
         status = query.get("status") or None
         if status is not None and not (status in ("error", "2xx", "3xx", "4xx", "5xx")
-                                       or (status.isdigit() and 100 <= int(status) <= 599)):
+                                       or (_ASCII_DIGITS.fullmatch(status) and 100 <= int(status) <= 599)):
             raise bad_parameter("status", "must be a status code, 2xx/3xx/4xx/5xx, or error")
-        return cls(provider, query.get("model") or None, query.get("feature") or None, query.get("task") or None,
+        text = {name: check_text(query[name], name, control=True) if query.get(name) else None
+                for name in ("model", "feature", "task")}  # stored as sent: match them as sent
+        return cls(provider, text["model"], text["feature"], text["task"],
                    status, parse_time(query, "since"), parse_time(query, "until"))
 
     def as_dict(self) -> dict[str, str | None]:
@@ -54,13 +80,17 @@ class RequestFilters:
 
 def parse_time(query, name: str) -> datetime | None:
     raw = query.get(name)
-    if not raw:
+    if raw is None or raw == "":
         return None
     try:
+        if not isinstance(raw, str):
+            raise TypeError
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        value = value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        value.astimezone(timezone.utc)  # raises for times that have no UTC equivalent (year 1, ahead of UTC)
+    except (ValueError, TypeError, OverflowError):
         raise bad_parameter(name, "must be an ISO 8601 time, e.g. 2026-11-22T10:00:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value
 
 
 def parse_period(query) -> str:
@@ -74,9 +104,7 @@ def parse_limit(query, default: int = 50, most: int = 200) -> int:
     raw = query.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
-        raise bad_parameter("limit", f"must be an integer from 1 to {most}")
-    return int(raw)
+    return parse_int(raw, "limit", low=1, high=most)
 
 
 def encode_cursor(created_at: datetime, row_id: int) -> str:
@@ -87,7 +115,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         at, row_id = text.split("|")
-        return datetime.fromisoformat(at), int(row_id)
+        if not _ASCII_DIGITS.fullmatch(row_id) or int(row_id) > BIGINT_MAX:
+            raise ValueError(row_id)
+        value = datetime.fromisoformat(at)
+        if value.tzinfo is None:
+            raise ValueError(at)
+        return value, int(row_id)
     except (ValueError, UnicodeDecodeError):
         raise bad_parameter("cursor", "is not a cursor this API returned") from None
 

@@ -7,9 +7,12 @@ asks for one); a path ending in ``/models`` lists models. Request headers script
 - ``x-mock-delay-ms: 50``  wait before the response head
 - ``x-mock-chunk-delay-ms: 20``  wait between stream chunks
 - ``x-mock-chunks: 5``  number of content chunks in a stream (default 3)
+- ``x-mock-chunk-chars: 1000``  characters of text in each content chunk (default: one word)
 - ``x-mock-gzip: 1``  gzip the JSON body (``content-encoding: gzip``)
 - ``x-mock-chunked: 1``  send a JSON body chunked instead of with a length
 - ``x-mock-close: 1``  close the connection without answering
+- ``x-mock-usage: {"prompt_tokens": 250000, ...}``  the ``usage`` object of a JSON completion
+- ``x-mock-reply: NAME``  answer with the body registered by ``add_reply(NAME, ...)``, as it is
 
 Streams carry a final usage chunk only when ``stream_options.include_usage`` is true, as
 OpenAI's do. Every request is recorded (method, target, headers, body) for tests to inspect.
@@ -60,21 +63,26 @@ class RecordedRequest:
         return [k.lower() for k, _ in self.headers]
 
 
-def completion_body(model: str, prompt_tokens: int = 12, completion_tokens: int = 9) -> bytes:
-    """A chat completion in OpenAI's shape, with usage."""
+def completion_body(model: str, prompt_tokens: int = 12, completion_tokens: int = 9,
+                    usage: dict | None = None) -> bytes:
+    """A chat completion in OpenAI's shape, with usage (``usage`` replaces the default one)."""
     return orjson.dumps({
         "id": "chatcmpl-mock", "object": "chat.completion", "created": 1767225600, "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from the mock provider."},
                      "logprobs": None, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens,
-                  "prompt_tokens_details": {"cached_tokens": 0},
-                  "completion_tokens_details": {"reasoning_tokens": 0}},
+        "usage": usage if usage is not None else {
+            "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0}},
     })
 
 
-def stream_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
-    """The SSE events of a streamed chat completion, ending with ``data: [DONE]``."""
+def stream_events(model: str, chunks: int, include_usage: bool, chunk_chars: int = 0) -> list[bytes]:
+    """The SSE events of a streamed chat completion, ending with ``data: [DONE]``.
+
+    Each content chunk is one word, or ``chunk_chars`` characters of words when that is set.
+    """
     def event(delta: dict, finish: str | None = None, usage: dict | None = None, choices: bool = True) -> bytes:
         doc = {"id": "chatcmpl-mock", "object": "chat.completion.chunk", "created": 1767225600,
                "model": model,
@@ -85,8 +93,13 @@ def stream_events(model: str, chunks: int, include_usage: bool) -> list[bytes]:
         return b"data: " + orjson.dumps(doc) + b"\n\n"
 
     out = [event({"role": "assistant", "content": ""})]
+    words = b"".join(_WORDS).decode() * (chunk_chars // 40 + 2) if chunk_chars else ""
     for i in range(chunks):
-        out.append(event({"content": _WORDS[i % len(_WORDS)].decode()}))
+        if chunk_chars:
+            start = i % 40
+            out.append(event({"content": words[start:start + chunk_chars]}))
+        else:
+            out.append(event({"content": _WORDS[i % len(_WORDS)].decode()}))
     out.append(event({}, "stop"))
     if include_usage:
         out.append(event({}, usage={"prompt_tokens": 12, "completion_tokens": chunks,
@@ -164,6 +177,7 @@ class MockProvider:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._canned: dict[bytes, bytes] = {}
+        self._replies: dict[bytes, bytes] = {}
         self.streams_cut = 0  # streams whose client left before the end
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -209,6 +223,17 @@ class MockProvider:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
 
+    def add_reply(self, name: str, parts: list[bytes], *, content_type: bytes = _JSON,
+                  headers: tuple[bytes, ...] = ()) -> None:
+        """Answer requests carrying ``x-mock-reply: NAME`` with ``parts`` as the body, one chunk each.
+
+        ``headers`` are extra header lines without CRLF (``b"content-encoding: zstd"``); the
+        body is sent exactly as given, so a test can script any shape a provider sends.
+        """
+        framed = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in parts if part)
+        extra = [line + b"\r\n" for line in headers] + [b"transfer-encoding: chunked\r\n"]
+        self._replies[name.encode()] = _head(200, content_type, extra) + framed + b"0\r\n\r\n"
+
     def url(self, prefix: str = "/v1") -> str:
         return f"http://127.0.0.1:{self.port}{prefix}"
 
@@ -234,6 +259,10 @@ class MockProvider:
                                           "param": None, "code": f"mock_{status}"}})
             transport.write(_head(status, _JSON, [b"content-length: %d\r\n" % len(err)]) + err)
             return
+        scripted = self._replies.get(headers.get(b"x-mock-reply", b""))
+        if scripted is not None:
+            transport.write(scripted)
+            return
         if path.endswith(b"/models"):
             doc = orjson.dumps({"object": "list", "data": [
                 {"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "mock"}]})
@@ -245,14 +274,16 @@ class MockProvider:
             options = request.get("stream_options") or {}
             await self._stream(transport, model, int(headers.get(b"x-mock-chunks", b"3")),
                                bool(options.get("include_usage")),
-                               int(headers.get(b"x-mock-chunk-delay-ms", b"0")))
+                               int(headers.get(b"x-mock-chunk-delay-ms", b"0")),
+                               int(headers.get(b"x-mock-chunk-chars", b"0")))
             return
         await self._complete(transport, model, headers)
 
     async def _complete(self, transport, model: str, headers: dict) -> None:
         gz = bool(headers.get(b"x-mock-gzip"))
         chunked = bool(headers.get(b"x-mock-chunked"))
-        if not gz and not chunked:
+        usage = headers.get(b"x-mock-usage")
+        if not gz and not chunked and usage is None:
             cached = self._canned.get(model.encode())
             if cached is None:
                 doc = completion_body(model)
@@ -261,7 +292,7 @@ class MockProvider:
                     self._canned[model.encode()] = cached
             transport.write(cached)
             return
-        doc = completion_body(model)
+        doc = completion_body(model, usage=None if usage is None else orjson.loads(usage))
         extra = []
         if gz:
             doc = gzip.compress(doc, mtime=0)
@@ -277,10 +308,11 @@ class MockProvider:
             extra.append(b"content-length: %d\r\n" % len(doc))
             transport.write(_head(200, _JSON, extra) + doc)
 
-    async def _stream(self, transport, model: str, chunks: int, include_usage: bool, delay_ms: int) -> None:
+    async def _stream(self, transport, model: str, chunks: int, include_usage: bool, delay_ms: int,
+                      chunk_chars: int = 0) -> None:
         transport.write(_head(200, _SSE, [b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n"]))
         try:
-            for event in stream_events(model, chunks, include_usage):
+            for event in stream_events(model, chunks, include_usage, chunk_chars):
                 if delay_ms:
                     await asyncio.sleep(delay_ms / 1000)
                 if transport.is_closing():

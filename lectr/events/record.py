@@ -4,14 +4,20 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+# How much of a body's end is kept once it outgrows the capture limit: a stream's usage chunk,
+# or the usage object closing a JSON body, is a few hundred bytes.
+CAPTURE_TAIL_BYTES = 64 * 1024
+
 
 class RequestEvent(NamedTuple):
     """One request's metadata, built by the hot path and read by the cold path.
 
     Times are ``time.perf_counter()`` readings except ``created_at`` (Unix seconds).
     ``response_chunks`` are the response body bytes exactly as the provider sent them
-    (still compressed if it compressed them), kept by reference for usage parsing; ``None``
-    when the body was larger than the capture limit. No prompt text, no key.
+    (still compressed if it compressed them), kept by reference for usage parsing, up to the
+    capture limit. A longer body keeps its head there and its last bytes (at most
+    ``CAPTURE_TAIL_BYTES`` plus one read) in ``response_tail``, which is otherwise ``None``, so
+    usage reported at the end of a long response is still read. No prompt text, no key.
     """
 
     org_id: int
@@ -36,6 +42,7 @@ class RequestEvent(NamedTuple):
     content_type: str | None
     content_encoding: str | None
     response_chunks: list[bytes] | None
+    response_tail: list[bytes] | None = None
 
     @property
     def latency_ms(self) -> float:

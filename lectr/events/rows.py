@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from datetime import datetime, timezone
-from decimal import Decimal
 from operator import itemgetter
 
 from lectr.events.record import RequestEvent
 from lectr.events.tokens import encoding_name
-from lectr.events.usage import Usage, usage_values
-from lectr.pricing import PricingTable, compute_cost
+from lectr.events.usage import response_steps, response_values
+from lectr.pricing import PriceRow, PricingTable, compute_cost
 
 # The order of ``request_logs`` columns in every row and every COPY.
 COLUMNS = (
@@ -17,14 +17,20 @@ COLUMNS = (
     "error_type", "error_origin", "stream", "latency_ms", "ttfb_ms", "overhead_us",
     "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "token_source",
     "cost_usd", "cost_partial", "pricing_id", "provider_unknown", "rule_id", "bytes_in", "bytes_out",
+    "usage_note",
 )
 CREATED_AT = COLUMNS.index("created_at")
 ORG_ID = COLUMNS.index("org_id")
 PROVIDER = COLUMNS.index("provider")
+MODEL = COLUMNS.index("model")
+MODEL_USED = COLUMNS.index("model_used")
 COST_USD = COLUMNS.index("cost_usd")
 TOKEN_SOURCE = COLUMNS.index("token_source")
 PRICING_ID = COLUMNS.index("pricing_id")
 COMPLETION_TOKENS = COLUMNS.index("completion_tokens")
+USAGE_NOTE = COLUMNS.index("usage_note")
+# Why a row's usage is missing or incomplete (the usage_note column; NULL when it is whole).
+UNDECODABLE, TRUNCATED, NOT_COUNTED = "undecodable", "truncated", "not_counted"
 _PRICED = slice(COLUMNS.index("cost_usd"), COLUMNS.index("pricing_id") + 1)
 
 Measure = tuple[str, str]  # (encoding name, completion text) to count with the tokeniser
@@ -49,10 +55,15 @@ _UTC = timezone.utc
 # The event's fields a row needs, read in one C call: each ``event.field`` of a NamedTuple goes
 # through a generic descriptor lookup (about 25 ns, not specialised by CPython 3.11), and a row
 # needs twenty of them. Picked by name, so RequestEvent's field order may change freely.
-_EVENT_FIELDS = itemgetter(*map(RequestEvent._fields.index, (
+_FIELD_NAMES = (
     "created_at", "org_id", "provider", "model", "model_used", "feature", "task", "status_code", "error_type",
     "error_origin", "stream", "t_start", "t_first_byte", "t_end", "overhead_s", "provider_unknown", "rule_id",
-    "bytes_in", "bytes_out", "content_type", "content_encoding", "response_chunks")))
+    "bytes_in", "bytes_out", "content_type", "content_encoding", "response_chunks", "response_tail")
+_EVENT_FIELDS = itemgetter(*map(RequestEvent._fields.index, _FIELD_NAMES))
+# response_values' arguments, from those fields.
+_USAGE_ARGS = itemgetter(*map(_FIELD_NAMES.index, (
+    "provider", "model_used", "stream", "status_code", "content_type", "content_encoding", "response_chunks",
+    "response_tail")))
 
 
 class RowBuilder:
@@ -65,21 +76,37 @@ class RowBuilder:
 
     def build(self, event: RequestEvent) -> tuple[tuple, Measure | None]:
         """One row, in ``COLUMNS`` order, and the text still to count when the tokens are measured."""
-        (created_at, org_id, provider, model, model_used, feature, task, status_code, error_type, error_origin,
-         stream, t_start, t_first_byte, t_end, overhead_s, provider_unknown, rule_id, bytes_in, bytes_out,
-         content_type, content_encoding, chunks) = _EVENT_FIELDS(event)
+        fields = _EVENT_FIELDS(event)
         later = self._later
         later.wanted = None
-        prompt, completion, cached, reasoning, source = usage_values(
-            provider, model_used, stream, status_code, content_type, content_encoding, chunks, later)
+        facts = response_values(*_USAGE_ARGS(fields), later)
+        return self._row(fields, facts, later)
+
+    def build_steps(self, event: RequestEvent) -> Generator[None, None, tuple[tuple, Measure | None]]:
+        """``build`` as a generator that yields now and then while it parses a long stream, and
+        returns what ``build`` returns. Any number may be under way at once."""
+        fields = _EVENT_FIELDS(event)
+        later = _CountLater()
+        facts = yield from response_steps(*_USAGE_ARGS(fields), later)
+        return self._row(fields, facts, later)
+
+    def _row(self, fields: tuple, facts: tuple, later: _CountLater) -> tuple[tuple, Measure | None]:
+        (created_at, org_id, provider, model, model_used, feature, task, status_code, error_type, error_origin,
+         stream, t_start, t_first_byte, t_end, overhead_s, provider_unknown, rule_id, bytes_in, bytes_out,
+         _, _, _, _) = fields
+        (prompt, completion, cached, reasoning, source), note, served, written = facts
         created_at = _fromtimestamp(created_at, _UTC)
         cost = pricing_id = None
         partial = False
+        routed = model_used
+        if served is not None:
+            model_used = served  # the snapshot the provider says served it (gpt-4o-mini-2024-07-18)
         if source != "none":
-            price = self.pricing.lookup_utc(provider, model_used, created_at)
+            price = self._price_row(provider, model_used, routed, created_at)
             if price is not None:  # an unpriced model gets no cost, never a guess
                 cost, partial = compute_cost(price, prompt_tokens=prompt, completion_tokens=completion,
-                                             cached_tokens=cached)
+                                             cached_tokens=cached, reasoning_tokens=reasoning,
+                                             cache_write_tokens=written)
                 pricing_id = price.id
         # RequestEvent.latency_ms and .ttfb_ms, from the fields at hand: the two properties cost
         # 0.15 µs a row. tests/test_rows.py holds them equal.
@@ -91,14 +118,19 @@ class RowBuilder:
         row = (
             created_at, org_id, provider, model, model_used, feature, task, status_code, error_type, error_origin,
             stream, latency_ms, ttfb_ms, overhead_us, prompt, completion, cached, reasoning, source,
-            cost, partial, pricing_id, provider_unknown, rule_id, bytes_in, bytes_out,
+            cost, partial, pricing_id, provider_unknown, rule_id, bytes_in, bytes_out, note,
         )
         return row, later.wanted if source == "measured" else None
 
-    def with_count(self, event: RequestEvent, row: tuple, completion_tokens: int) -> tuple:
+    def with_count(self, row: tuple, completion_tokens: int) -> tuple:
         """``row`` with its measured completion count, and the cost that follows from it."""
-        usage = Usage(None, completion_tokens, None, None, "measured")
-        cost, partial, pricing_id = self._price(event, usage, row[CREATED_AT])
+        cost = pricing_id = None
+        partial = False
+        price = self._price_row(row[PROVIDER], row[MODEL_USED], row[MODEL], row[CREATED_AT])
+        if price is not None:  # an unpriced model gets no cost, never a guess
+            cost, partial = compute_cost(price, prompt_tokens=None, completion_tokens=completion_tokens,
+                                         cached_tokens=None)
+            pricing_id = price.id
         values = list(row)
         values[COMPLETION_TOKENS] = completion_tokens
         values[_PRICED] = [cost, partial, pricing_id]
@@ -110,16 +142,13 @@ class RowBuilder:
         values[COMPLETION_TOKENS] = None
         values[TOKEN_SOURCE] = "none"
         values[_PRICED] = [None, False, None]
+        values[USAGE_NOTE] = NOT_COUNTED
         return tuple(values)
 
-    def _price(self, event: RequestEvent, usage: Usage,
-               at: datetime) -> tuple[Decimal | None, bool, int | None]:
-        if usage.source == "none":
-            return None, False, None
-        row = self.pricing.lookup_utc(event.provider, event.model_used, at)
-        if row is None:  # an unpriced model gets no cost, never a guess
-            return None, False, None
-        cost, partial = compute_cost(row, prompt_tokens=usage.prompt_tokens,
-                                     completion_tokens=usage.completion_tokens,
-                                     cached_tokens=usage.cached_tokens)
-        return cost, partial, row.id
+    def _price_row(self, provider: str, served: str | None, requested: str | None, at: datetime) -> PriceRow | None:
+        """The price of the model that served the request, else of the one requested (an
+        unpriced snapshot name, or a response naming a model Lectr does not know)."""
+        price = self.pricing.lookup_utc(provider, served, at)
+        if price is None and requested != served:
+            price = self.pricing.lookup_utc(provider, requested, at)
+        return price

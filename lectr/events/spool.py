@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from lectr.events.rows import COST_USD, CREATED_AT
+from lectr.events.rows import COLUMNS, COST_USD, CREATED_AT
 
 log = logging.getLogger(__name__)
 _SUFFIX = ".batch"
@@ -147,6 +147,8 @@ def _decode(path: Path) -> SpooledBatch:
     rows = []
     for line in lines[1:]:
         values = orjson.loads(line)
+        # Columns are only ever added at the end: a batch spooled by an earlier Lectr lacks them.
+        values += [None] * (len(COLUMNS) - len(values))
         values[CREATED_AT] = datetime.fromisoformat(values[CREATED_AT])
         if values[COST_USD] is not None:
             values[COST_USD] = Decimal(values[COST_USD])

@@ -26,7 +26,11 @@ import orjson
 log = logging.getLogger(__name__)
 
 _HEADER = 4
-MAX_FRAME = 256 * 1024 * 1024
+# A request holds at most about MEASURE_REQUEST_CHARS of text (one stream's, if longer), in UTF-8.
+MAX_FRAME = 64 * 1024 * 1024
+# Text is encoded a slice at a time, so the token list tiktoken builds stays small however long
+# the text: cut at whitespace, where a token boundary is all but certain.
+SLICE_CHARS = 64 * 1024
 RESTART_DELAY = 1.0
 
 
@@ -54,7 +58,8 @@ async def serve(path: str) -> None:
         try:
             while True:
                 items = orjson.loads(await _read_frame(reader))
-                counts = [len(counter.encoding(name).encode_ordinary(text)) if text else 0 for name, text in items]
+                counts = [count_tokens(counter.encoding(name), text) if text else 0 for name, text in items]
+                del items
                 writer.write(_frame(orjson.dumps(counts)))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -69,6 +74,20 @@ async def serve(path: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+
+
+def count_tokens(encoding, text: str) -> int:
+    """Tokens in ``text``, encoded ``SLICE_CHARS`` at a time (cut before a space or newline)."""
+    total = 0
+    start = 0
+    while len(text) - start > SLICE_CHARS:
+        end = start + SLICE_CHARS
+        cut = max(text.rfind(" ", start + SLICE_CHARS // 2, end), text.rfind("\n", start + SLICE_CHARS // 2, end))
+        if cut > start:
+            end = cut
+        total += len(encoding.encode_ordinary(text[start:end]))
+        start = end
+    return total + len(encoding.encode_ordinary(text[start:]))
 
 
 class TokenizerClient:
@@ -94,6 +113,9 @@ class TokenizerClient:
                     self.close()
                     if attempt == 2:
                         raise OSError(f"tokeniser unavailable: {exc or type(exc).__name__}") from None
+                except BaseException:  # cancelled mid-request: its reply must not answer the next one
+                    self.close()
+                    raise
         raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -1,18 +1,24 @@
 """Token usage from a response's bytes: what the provider reported, else the completion counted.
 
 Cold path only (a worker thread). Any body, however broken, yields a ``Usage``; nothing raises.
+Besides the usage, ``response_values`` gives the model the response names (the snapshot that
+served it) and a note when the usage could not be fully read: ``"undecodable"`` (a
+content-encoding that could not be undone) or ``"truncated"`` (the body outgrew the capture
+limit and only its head and tail were kept: a measured count is then a lower bound).
 """
 
 from __future__ import annotations
 
-import zlib
-from collections.abc import Iterator
+import re
+from collections.abc import Generator, Iterator
 from typing import NamedTuple
 
-import brotli
 import orjson
 
+from lectr.events.encodings import UndecodableBody, decode_body
+from lectr.events.generated import collect_generated
 from lectr.events.tokens import TokenCounter
+from lectr.events.websocket import realtime_usage
 
 
 class Usage(NamedTuple):
@@ -30,10 +36,17 @@ NO_USAGE = Usage(None, None, None, None, "none")
 # now gets plain tuples in Usage's field order; the public functions wrap them with this.
 _new_usage = tuple.__new__
 
-# A capped body can still inflate enormously (a compression bomb); no real usage body comes near this.
-MAX_DECODED_BYTES = 64 * 1024 * 1024
-# Strings in a streamed delta that the model generated and the provider bills as completion.
-_DELTA_TEXT_FIELDS = ("content", "reasoning_content", "refusal")
+UNDECODABLE = "undecodable"
+TRUNCATED = "truncated"
+_NOTHING = (NO_USAGE, None, None, None)
+_UNREADABLE = (NO_USAGE, UNDECODABLE, None, None)
+_MODEL_NAME_MAX = 200
+# The top-level "model" of a JSON body whose head alone was kept; providers put it near the start.
+_MODEL_FIELD = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
+_MODEL_SEARCH_BYTES = 64 * 1024
+# About a millisecond of parsing between two yields of response_steps.
+_EVENTS_PER_STEP = 200
+_USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
 # Content type -> True (SSE), False (JSON) or None (neither); providers send a handful of them.
 _MIME_KINDS: dict[str | None, bool | None] = {}
 _MIME_KINDS_MAX = 256
@@ -41,9 +54,14 @@ _UNKNOWN = object()
 
 
 def extract_usage(*, provider: str, model: str | None, stream: bool, status_code: int, content_type: str | None,
-                  content_encoding: str | None, chunks: list[bytes] | None, counter: TokenCounter) -> Usage:
-    """The usage of one response from its captured body ``chunks`` (exactly as the provider sent them)."""
-    usage = usage_values(provider, model, stream, status_code, content_type, content_encoding, chunks, counter)
+                  content_encoding: str | None, chunks: list[bytes] | None, counter: TokenCounter,
+                  tail: list[bytes] | None = None) -> Usage:
+    """The usage of one response from its captured body ``chunks`` (exactly as the provider sent them).
+
+    ``tail`` is the last bytes of a body that outgrew the capture (``chunks`` is then its head).
+    """
+    usage = response_values(provider, model, stream, status_code, content_type, content_encoding, chunks, tail,
+                            counter)[0]
     return usage if type(usage) is Usage else _new_usage(Usage, usage)
 
 
@@ -51,24 +69,98 @@ def usage_values(provider: str, model: str | None, stream: bool, status_code: in
                  content_encoding: str | None, chunks: list[bytes] | None,
                  counter: TokenCounter) -> tuple[int | None, int | None, int | None, int | None, str]:
     """``extract_usage`` for the row builder: positional, and a plain tuple in ``Usage``'s field order."""
+    return response_values(provider, model, stream, status_code, content_type, content_encoding, chunks, None,
+                           counter)[0]
+
+
+def response_values(provider: str, model: str | None, stream: bool, status_code: int, content_type: str | None,
+                    content_encoding: str | None, chunks: list[bytes] | None, tail: list[bytes] | None,
+                    counter: TokenCounter) -> tuple[tuple, str | None, str | None, int | None]:
+    """``(usage, note, served_model, cache_write_tokens)``: the usage as a tuple in ``Usage``'s
+    field order, why it is incomplete (``UNDECODABLE``, ``TRUNCATED`` or None), the model the
+    response names (or None), and the tokens written to the prompt cache (Anthropic's
+    ``cache_creation_input_tokens``, reported beside its ``input_tokens``), or None.
+
+    ``model`` (the requested model) chooses the tokeniser when the response names none.
+    """
     if chunks is None or status_code >= 400:
-        return NO_USAGE
+        return _NOTHING
     try:
-        body = b"".join(chunks)
-        if content_encoding:
-            body = decode_body(body, content_encoding)
-        if not body:
-            return NO_USAGE
+        if status_code == 101:  # a relayed WebSocket session: content_encoding holds its extensions
+            return realtime_usage(chunks, content_encoding) or NO_USAGE, None, None, None
+        truncated = tail is not None
+        try:
+            body, tail_body = _readable(chunks, tail, content_encoding)
+        except UndecodableBody:
+            return _UNREADABLE
+        if not body and not tail_body:
+            return (NO_USAGE, TRUNCATED, None, None) if truncated else _NOTHING
         kind = _MIME_KINDS.get(content_type, _UNKNOWN)  # is_event_stream, inline: this runs for every event
         if kind is _UNKNOWN:
             kind = _remember_mime_kind(content_type)
         if stream if kind is None else kind:
-            return usage_from_event_stream(body, provider, model, counter)
+            return _finish(_event_stream_steps(body, tail_body if truncated else None, provider, model, counter))
+        if truncated:
+            # The body's end holds its usage (OpenAI, Anthropic and the Responses API put it last).
+            found = last_usage_object(tail_body)
+            values = _counts(found, provider)
+            match = _MODEL_FIELD.search(body, 0, _MODEL_SEARCH_BYTES)
+            served = match.group(1).decode("utf-8", "replace") if match else None
+            return (values, None, served, _cache_writes(found)) if values else (NO_USAGE, TRUNCATED, served, None)
         doc = orjson.loads(body)  # usage_from_json_body, inline for the same reason
-        values = _counts(doc.get("usage"), provider) if isinstance(doc, dict) else None
-        return values or NO_USAGE
+        if type(doc) is not dict:
+            return _NOTHING
+        found = doc.get("usage")
+        values = _counts(found, provider)
+        served = doc.get("model")
+        if type(served) is not str or not served or len(served) > _MODEL_NAME_MAX:
+            served = None
+        if values is None:
+            return NO_USAGE, None, served, None
+        return values, None, served, _cache_writes(found)
     except Exception:  # a broken body (or tokeniser) costs this event its usage, never the worker
-        return NO_USAGE
+        return _NOTHING
+
+
+def response_steps(provider: str, model: str | None, stream: bool, status_code: int, content_type: str | None,
+                   content_encoding: str | None, chunks: list[bytes] | None, tail: list[bytes] | None,
+                   counter: TokenCounter) -> Generator[None, None, tuple]:
+    """``response_values`` as a generator that yields every few hundred events while it parses a
+    stream, and returns what ``response_values`` returns: for a caller that must not hold its
+    event loop for the tenth of a second a stream of megabytes takes."""
+    if chunks is None or status_code >= 400 or not is_event_stream(stream, content_type):
+        return response_values(provider, model, stream, status_code, content_type, content_encoding, chunks, tail,
+                               counter)
+    try:
+        try:
+            body, tail_body = _readable(chunks, tail, content_encoding)
+        except UndecodableBody:
+            return _UNREADABLE
+        if not body and not tail_body:
+            return (NO_USAGE, TRUNCATED, None, None) if tail is not None else _NOTHING
+        return (yield from _event_stream_steps(body, tail_body if tail is not None else None, provider, model,
+                                               counter))
+    except Exception:  # as response_values: never raises
+        return _NOTHING
+
+
+def _readable(chunks: list[bytes], tail: list[bytes] | None, content_encoding: str | None) -> tuple[bytes, bytes]:
+    """The captured body decoded, and its kept tail (b"" when none, or when it cannot be decoded)."""
+    body = b"".join(chunks)
+    if not content_encoding:
+        return body, b"".join(tail) if tail is not None else b""
+    body = decode_body(body, content_encoding)
+    # The tail of a compressed body cannot be decoded without what came before it.
+    return body, b"".join(tail) if tail is not None and content_encoding.strip().lower() == "identity" else b""
+
+
+def _finish(steps: Generator[None, None, tuple]) -> tuple:
+    """Run ``steps`` to the end, without pausing; its result."""
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
 
 
 def is_event_stream(stream: bool, content_type: str | None) -> bool:
@@ -87,45 +179,6 @@ def _remember_mime_kind(content_type: str | None) -> bool | None:
     return kind
 
 
-def decode_body(body: bytes, content_encoding: str | None) -> bytes:
-    """Undo ``content_encoding`` (gzip, deflate, br, identity; a list is undone last-applied first)."""
-    codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
-    for coding in reversed(codings):
-        body = _decode_one(body, coding)
-    return body
-
-
-def _decode_one(body: bytes, coding: str) -> bytes:
-    if coding in ("gzip", "x-gzip"):
-        return _inflate(body, 16 + zlib.MAX_WBITS)
-    if coding == "deflate":
-        try:
-            return _inflate(body, zlib.MAX_WBITS)
-        except zlib.error:  # many servers send raw deflate despite the RFC's zlib wrapper
-            return _inflate(body, -zlib.MAX_WBITS)
-    if coding == "br":
-        return _unbrotli(body)
-    if coding == "identity":
-        return body
-    raise ValueError(f"unsupported content-encoding {coding!r}")
-
-
-def _inflate(body: bytes, wbits: int) -> bytes:
-    # A streaming decompressor also yields what it can of a truncated body (an interrupted stream).
-    inflater = zlib.decompressobj(wbits)
-    out = inflater.decompress(body, MAX_DECODED_BYTES)
-    if inflater.unconsumed_tail:
-        raise ValueError("decoded body too large")
-    return out
-
-
-def _unbrotli(body: bytes) -> bytes:
-    out = brotli.Decompressor().process(body, output_buffer_limit=MAX_DECODED_BYTES)
-    if len(out) >= MAX_DECODED_BYTES:
-        raise ValueError("decoded body too large")
-    return out
-
-
 def usage_from_json_body(body: bytes, provider: str) -> Usage:
     """The ``usage`` object of a complete JSON response, if it has one."""
     doc = orjson.loads(body)
@@ -134,25 +187,115 @@ def usage_from_json_body(body: bytes, provider: str) -> Usage:
 
 
 def usage_from_event_stream(body: bytes, provider: str, model: str | None, counter: TokenCounter) -> Usage:
-    """The last usage the stream reported; without one, the streamed completion text counted."""
-    last_usage: Usage | None = None
+    """The usage the stream reported; without one, the streamed completion counted."""
+    usage = _finish(_event_stream_steps(body, None, provider, model, counter))[0]
+    return usage if type(usage) is Usage else _new_usage(Usage, usage)
+
+
+def _event_stream_steps(body: bytes, tail: bytes | None, provider: str, model: str | None,
+                        counter: TokenCounter) -> Generator[None, None, tuple]:
+    """``response_values`` of an SSE body (``tail``: the kept end of one that outgrew the capture),
+    yielding every ``_EVENTS_PER_STEP`` events."""
+    usage: tuple | None = None
+    served: str | None = None
+    written: int | None = None
     texts: list[str] = []
-    for doc in _sse_json_documents(body):
-        # Keep the last, never sum: Gemini may repeat the usage on several chunks.
-        last_usage = usage_from_mapping(_chunk_usage(doc), provider) or last_usage
-        texts.extend(_delta_texts(doc))
-    if last_usage is not None:
-        return last_usage
+    for part in (body, tail):
+        if not part:
+            continue
+        for i, doc in enumerate(_sse_json_documents(part), 1):
+            if not i % _EVENTS_PER_STEP:
+                yield
+            if served is None:
+                served = _served_model(doc)
+            reported = _chunk_usage(doc)
+            found = _counts(reported, provider)
+            if found is not None:
+                # Field by field, the last value reported: Gemini repeats its usage on several
+                # chunks, Anthropic reports the input in message_start and the output in message_delta.
+                usage = found if usage is None else _merge_counts(usage, found)
+                writes = _cache_writes(reported)
+                if writes is not None:
+                    written = writes
+            collect_generated(doc, texts)
+    if usage is None and tail:
+        # An event longer than the tail window (a Responses API response.completed repeats the
+        # whole output) still ends with its usage.
+        reported = last_usage_object(tail)
+        usage = _counts(reported, provider)
+        written = _cache_writes(reported)
+    note = TRUNCATED if tail is not None else None
+    if usage is not None:
+        return usage, None, served, written
     text = "".join(texts)
     if not text:
-        return NO_USAGE
-    return Usage(None, counter.count(text, model, provider), None, None, "measured")
+        return NO_USAGE, note, served, None
+    return (None, counter.count(text, served or model, provider), None, None, "measured"), note, served, None
+
+
+def _merge_counts(earlier: tuple, later: tuple) -> tuple:
+    return (*(new if new is not None else old for new, old in zip(later[:4], earlier[:4])), "provider")
+
+
+def _served_model(doc: dict) -> str | None:
+    """The model a stream chunk names: on the chunk itself, Anthropic's ``message_start``
+    ``message``, or a Responses API event's ``response``."""
+    name = doc.get("model")
+    if type(name) is not str:
+        for key in ("message", "response"):
+            holder = doc.get(key)
+            if type(holder) is dict and type(name := holder.get("model")) is str:
+                break
+        else:
+            return None
+    return name if 0 < len(name) <= _MODEL_NAME_MAX else None
+
+
+def last_usage_object(body: bytes) -> dict | None:
+    """The last complete ``"usage": {...}`` object in ``body`` (a JSON fragment), or None."""
+    starts = [m.end() - 1 for m in _USAGE_KEY.finditer(body)]
+    for start in reversed(starts):
+        end = _object_end(body, start)
+        if end is None:
+            continue
+        try:
+            doc = orjson.loads(body[start:end])
+        except orjson.JSONDecodeError:
+            continue
+        if type(doc) is dict:
+            return doc
+    return None
+
+
+def _object_end(body: bytes, start: int) -> int | None:
+    """The index just past the JSON object opening at ``start``, or None if it does not close."""
+    depth = 0
+    in_string = escaped = False
+    for i in range(start, min(len(body), start + 65536)):  # a usage object is a few hundred bytes
+        c = body[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == 0x5C:  # backslash
+                escaped = True
+            elif c == 0x22:
+                in_string = False
+        elif c == 0x22:
+            in_string = True
+        elif c == 0x7B:
+            depth += 1
+        elif c == 0x7D:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+    return None
 
 
 def _sse_json_documents(body: bytes) -> Iterator[dict]:
     """Each event's ``data`` parsed as a JSON object; ``[DONE]`` and unparsable events are skipped."""
-    normalised = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    for event in normalised.split(b"\n\n"):
+    if b"\r" in body:  # two copies of a body of megabytes, for the few servers that send CRs
+        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    for event in body.split(b"\n\n"):
         data = b"\n".join(_field_value(line) for line in event.split(b"\n") if line.startswith(b"data:"))
         if not data.strip() or data.strip() == b"[DONE]":
             continue
@@ -171,27 +314,13 @@ def _field_value(line: bytes) -> bytes:
 
 def _chunk_usage(doc: dict) -> object:
     """A chunk's usage: the top-level ``usage``, else Groq's ``x_groq.usage`` (sent on the last chunk),
-    else the ``response.usage`` of an OpenAI Responses API event."""
-    for holder in (doc, doc.get("x_groq"), doc.get("response")):
+    else the ``response.usage`` of an OpenAI Responses API event, else the ``message.usage`` of
+    Anthropic's ``message_start``."""
+    for holder in (doc, doc.get("x_groq"), doc.get("response"), doc.get("message")):
         usage = holder.get("usage") if isinstance(holder, dict) else None
         if usage is not None:
             return usage
     return None
-
-
-def _delta_texts(doc: dict) -> Iterator[str]:
-    """The generated strings in a chunk's deltas; Azure sends chunks with ``choices: []`` or no delta."""
-    choices = doc.get("choices")
-    if not isinstance(choices, list):
-        return
-    for choice in choices:
-        delta = choice.get("delta") if isinstance(choice, dict) else None
-        if not isinstance(delta, dict):
-            continue
-        for field in _DELTA_TEXT_FIELDS:
-            value = delta.get(field)
-            if isinstance(value, str):
-                yield value
 
 
 def usage_from_mapping(usage: object, provider: str) -> Usage | None:
@@ -226,6 +355,10 @@ def _counts(usage: object, provider: str) -> tuple[int | None, int | None, int |
                                  ("output_tokens_details", "reasoning_tokens"))
     if provider == "gemini":
         completion = gemini_billed_completion(prompt, completion, _count(usage, "total_tokens"))
+    if cached is None:
+        # Anthropic's cache reads, reported beside its input_tokens (which leave them out, as
+        # compute_cost knows): kept in the provider's own terms, like every count here.
+        cached = _count(usage, "cache_read_input_tokens")
     if prompt is None and completion is None and cached is None and reasoning is None:
         return None
     return prompt, completion, cached, reasoning, "provider"
@@ -237,6 +370,11 @@ def gemini_billed_completion(prompt: int | None, completion: int | None, total: 
     if prompt is None or total is None or total <= prompt + (completion or 0):
         return completion
     return total - prompt
+
+
+def _cache_writes(usage: object) -> int | None:
+    """Anthropic's ``cache_creation_input_tokens``: the prompt tokens written to its cache."""
+    return _count(usage, "cache_creation_input_tokens") if type(usage) is dict else None
 
 
 def _first_count(mapping: dict, *paths: tuple[str, ...]) -> int | None:

@@ -5,6 +5,14 @@ slices on the event loop (so no request waits behind it), and hands them to the 
 (``store.py``: COPY over a kept connection, the spool when Postgres is away). While the loop
 has time to spare, the busy poller's idle spins build rows ahead (``build_waiting``), so a
 flush at low load is only the COPY. Closing drains the ring completely.
+
+Streams that reported no usage need their completion counted by the tokeniser process. No
+other row waits for that: such rows go to a bounded queue that a second task counts, a bounded
+request at a time, and join a later batch. Past the queue's bound a row is written at once
+without a count (``usage_note`` 'not_counted', and ``lectr_unmeasured_events_total``). Big
+responses are set aside the same way before their row is built: parsing megabytes of stream
+takes a tenth of a second each, so the second task builds them one at a time, in slices, while
+requests are served and the rows of everything else go on being written.
 """
 
 from __future__ import annotations
@@ -12,14 +20,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 
 import asyncpg
 
 from lectr.background import Background
 from lectr.events.record import RequestEvent
 from lectr.events.ring import EventRing
-from lectr.events.rows import PRICING_ID, PROVIDER, TOKEN_SOURCE, Measure, RowBuilder
+from lectr.events.encodings import encoding_label
+from lectr.events.rows import (
+    PRICING_ID, PROVIDER, TOKEN_SOURCE, TRUNCATED, UNDECODABLE, USAGE_NOTE, Measure, RowBuilder,
+)
 from lectr.events.spool import Spool
 from lectr.events.store import RowStore
 from lectr.events.tokenizer_service import TokenizerClient
@@ -28,6 +39,19 @@ from lectr.metrics import Metrics
 log = logging.getLogger(__name__)
 
 CLOSE_WAIT_SECONDS = 10.0
+# Text counted per stream: more than the default capture can hold, so a captured stream is
+# counted whole; past it the count is a lower bound (usage_note 'truncated').
+MEASURE_TEXT_CHARS = 4 * 1024 * 1024
+# Text waiting for the tokeniser, all streams together: what bounds the writer's memory, and
+# the tokeniser's, when big streams without usage arrive faster than they are counted.
+MEASURE_QUEUE_CHARS = 32 * 1024 * 1024
+MEASURE_QUEUE_ROWS = 10_000
+# Text sent to the tokeniser in one request (at least one stream's).
+MEASURE_REQUEST_CHARS = 1024 * 1024
+# Responses this big have their rows built aside, in slices, by the measuring task; at most this
+# many bytes of them wait there (past it they are built with the rest).
+BIG_RESPONSE_BYTES = 256 * 1024
+SET_ASIDE_BYTES = 64 * 1024 * 1024
 
 
 class EventWriter:
@@ -47,10 +71,16 @@ class EventWriter:
         # one batch holds the loop: 1,000 rows, a few milliseconds.
         self.max_batch = max_batch
         self.slice_seconds = slice_seconds
-        # The batch being gathered: rows built (by build_waiting or a flush) and not yet written,
-        # and which of them still need their completion tokens counted.
+        # The batch being gathered: rows built (by build_waiting, a flush or the measuring task)
+        # and not yet written.
         self._batch: list[tuple] = []
-        self._to_measure: list[tuple[int, RequestEvent, Measure]] = []
+        # Rows waiting for their completion count, with the text to count; a bounded queue.
+        self._to_measure: deque[tuple[tuple, Measure]] = deque()
+        self._measure_chars = 0
+        # Events of big responses, whose rows are built aside (``build_set_aside``).
+        self._set_aside: deque[RequestEvent] = deque()
+        self._set_aside_bytes = 0
+        self._measure_wanted = asyncio.Event()
         self._storing = 0
         self._closing = False
         self._task: asyncio.Task | None = None
@@ -58,6 +88,7 @@ class EventWriter:
 
     def start(self) -> None:
         self._task = self._background.start(self._run(), "lectr-event-writer")
+        self._background.start(self._measure_loop(), "lectr-event-measurer")
 
     async def close(self) -> None:
         """Let a flush under way finish, then write out everything still waiting (to the spool if need be).
@@ -70,6 +101,15 @@ class EventWriter:
         if self._task is not None:
             await asyncio.wait({self._task}, timeout=CLOSE_WAIT_SECONDS)
         await self._background.stop()
+        while self._set_aside:  # built here and now: nothing else is left to wait for them
+            event = self._set_aside.popleft()
+            self._place(event, *self._build_row(event))
+        if self._to_measure:
+            try:
+                await asyncio.wait_for(self.measure_waiting(), CLOSE_WAIT_SECONDS)
+            except TimeoutError:
+                pass
+            self._give_up_measuring("shutdown")
         while len(self.ring) or self._batch:
             try:
                 await self.flush()
@@ -98,8 +138,9 @@ class EventWriter:
 
     @property
     def unwritten(self) -> int:
-        """Events out of the ring and not yet written: the batch being gathered and the one being stored."""
-        return len(self._batch) + self._storing
+        """Events out of the ring and not yet written: the batch being gathered, the one being
+        stored, the big ones set aside, and the rows waiting for their count."""
+        return len(self._batch) + self._storing + len(self._set_aside) + len(self._to_measure)
 
     def build_waiting(self) -> bool:
         """Build the row of the oldest waiting event; False when there is none or a batch is built.
@@ -148,20 +189,62 @@ class EventWriter:
             await self.store.record_drops()
 
     def _add(self, event: RequestEvent) -> None:
-        """Build ``event``'s row onto the batch being gathered; an event that cannot be is dropped."""
+        """Build ``event``'s row onto the batch being gathered (or set a big one aside)."""
         try:
             self.metrics.observe(event)
-            row, measure = self.rows.build(event)
         except Exception:
             log.exception("could not record an event; dropping it")
             self.ring.count_drop("invalid", owner=event.org_id)
             return
+        if (event.bytes_out > BIG_RESPONSE_BYTES and event.response_chunks and event.status_code < 400
+                and self._set_aside_bytes + event.bytes_out <= SET_ASIDE_BYTES):
+            self._set_aside.append(event)
+            self._set_aside_bytes += event.bytes_out
+            self._measure_wanted.set()
+            return
+        self._place(event, *self._build_row(event))
+
+    def _build_row(self, event: RequestEvent) -> tuple[tuple | None, Measure | None]:
+        try:
+            return self.rows.build(event)
+        except Exception:
+            log.exception("could not record an event; dropping it")
+            self.ring.count_drop("invalid", owner=event.org_id)
+            return None, None
+
+    def _place(self, event: RequestEvent, row: tuple | None, measure: Measure | None) -> None:
+        """Put a built row on the batch being gathered, or in the queue to be counted."""
+        if row is None:
+            return
         if measure is not None:
-            self._to_measure.append((len(self._batch), event, measure))
+            row = self._queue_measure(row, measure)
+            if row is None:
+                return
+        elif row[USAGE_NOTE] == UNDECODABLE:
+            self.metrics.undecodable.labels(encoding_label(event.content_encoding)).inc()
         self._batch.append(row)
 
+    def _queue_measure(self, row: tuple, measure: Measure) -> tuple | None:
+        """Queue ``row`` to be counted (None), or return it to be written now, uncounted."""
+        name, text = measure
+        if len(text) > MEASURE_TEXT_CHARS:
+            text = text[:MEASURE_TEXT_CHARS]
+            row = (*row[:USAGE_NOTE], TRUNCATED, *row[USAGE_NOTE + 1:])  # the count will be a lower bound
+        if self.tokenizer is None:
+            reason = "no_tokenizer"
+        elif (self._measure_chars + len(text) > MEASURE_QUEUE_CHARS
+              or len(self._to_measure) >= MEASURE_QUEUE_ROWS):
+            reason = "queue_full"
+        else:
+            self._to_measure.append((row, (name, text)))
+            self._measure_chars += len(text)
+            self._measure_wanted.set()
+            return None
+        self.metrics.unmeasured.labels(reason).inc()
+        return self.rows.unmeasured(row)
+
     async def _build(self, events: list[RequestEvent]) -> list[tuple]:
-        """Build ``events`` in short slices, then take the whole gathered batch, measured and counted."""
+        """Build ``events`` in short slices, then take the whole gathered batch, its metrics counted."""
         deadline = time.perf_counter() + self.slice_seconds
         self._storing = len(events)  # out of the ring, not yet in the batch: still unwritten
         for i, event in enumerate(events, 1):
@@ -175,34 +258,116 @@ class EventWriter:
                         self._add(rest)
                     raise
                 deadline = time.perf_counter() + self.slice_seconds
-        rows, to_measure = self._batch, self._to_measure
-        self._batch, self._to_measure = [], []
+        rows, self._batch = self._batch, []
         self._storing = len(rows)
         self.store.in_hand = rows
         try:
             self.metrics.flush()  # observe() only collects; the metrics move once per batch
         except Exception:  # never worth the batch's rows
             log.exception("could not update the request metrics")
-        if to_measure:
-            await self._measure(rows, to_measure)
         unpriced = Counter(row[PROVIDER] for row in rows if row[PRICING_ID] is None and row[TOKEN_SOURCE] != "none")
         for provider, n in unpriced.items():
             self.metrics.unpriced.labels(provider).inc(n)
         return rows
 
-    async def _measure(self, rows: list[tuple], to_measure: list[tuple[int, RequestEvent, Measure]]) -> None:
-        """Count the completions of streams that reported no usage, the whole batch in one call."""
+    async def _measure_loop(self) -> None:
+        while True:
+            await self._measure_wanted.wait()
+            self._measure_wanted.clear()
+            try:
+                await self.work_through()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug here must not stop measuring for good
+                log.exception("measuring streamed completions failed; continuing")
+
+    async def work_through(self) -> None:
+        """Build the big responses set aside and count the queued streams, until neither is left.
+
+        A big response is built only while the counting queue is at most half full, so a burst
+        of big streams waits, already in memory, for its turn rather than finding the queue full.
+        """
+        while self._set_aside or self._to_measure:
+            if self._set_aside and (self._measure_chars <= MEASURE_QUEUE_CHARS // 2 or not self._to_measure):
+                await self._build_next_set_aside()
+            else:
+                await self._measure_next()
+
+    async def build_set_aside(self) -> None:
+        """Build the rows of every big response set aside (see ``_build_next_set_aside``)."""
+        while self._set_aside:
+            await self._build_next_set_aside()
+
+    async def _build_next_set_aside(self) -> None:
+        """Build the row of the oldest big response set aside, in slices, so that the loop goes on
+        serving requests and writing other rows meanwhile."""
+        event = self._set_aside[0]
+        built = await self._build_in_slices(event)
+        self._set_aside.popleft()  # only now: a shutdown that cancels the build finds it still here
+        self._set_aside_bytes -= event.bytes_out
+        self._place(event, *built)
+        if len(self._batch) >= self.batch_size:
+            self.ring.wake()
+
+    async def _build_in_slices(self, event: RequestEvent) -> tuple[tuple | None, Measure | None]:
+        # Not a thread: a thread parsing for a tenth of a second would hold the GIL against the
+        # loop for 5 ms at each of its system calls, and slow every request in flight.
+        steps = self.rows.build_steps(event)
+        deadline = time.perf_counter() + self.slice_seconds
         try:
-            if self.tokenizer is None:
-                raise OSError("no tokeniser configured")
-            counts = await self.tokenizer.count([measure for _, _, measure in to_measure])
-        except OSError as exc:
-            log.warning("could not measure %d streamed completions: %s", len(to_measure), exc)
-            for index, _, _ in to_measure:
-                rows[index] = self.rows.unmeasured(rows[index])
+            while True:
+                next(steps)
+                if time.perf_counter() > deadline:
+                    await asyncio.sleep(0)
+                    deadline = time.perf_counter() + self.slice_seconds
+        except StopIteration as done:
+            return done.value
+        except Exception:
+            log.exception("could not record an event; dropping it")
+            self.ring.count_drop("invalid", owner=event.org_id)
+            return None, None
+
+    async def measure_waiting(self) -> None:
+        """Count every queued completion (see ``_measure_next``)."""
+        while self._to_measure:
+            await self._measure_next()
+
+    async def _measure_next(self) -> None:
+        """Count the oldest queued completions, one bounded tokeniser request; each counted row
+        joins the batch being gathered (an uncountable one joins it without a count)."""
+        queue = self._to_measure
+        if not queue:
             return
-        for (index, event, _), count in zip(to_measure, counts, strict=True):
-            rows[index] = self.rows.with_count(event, rows[index], count)
+        taken: list[tuple[tuple, Measure]] = []
+        chars = 0
+        for item in queue:
+            if taken and chars + len(item[1][1]) > MEASURE_REQUEST_CHARS:
+                break
+            taken.append(item)
+            chars += len(item[1][1])
+        try:
+            counts = await self.tokenizer.count([measure for _, measure in taken])
+        except OSError as exc:
+            log.warning("could not measure %d streamed completions: %s", len(taken), exc)
+            self.metrics.unmeasured.labels("tokenizer_unavailable").inc(len(taken))
+            rows = [self.rows.unmeasured(row) for row, _ in taken]
+        else:
+            rows = [self.rows.with_count(row, count) for (row, _), count in zip(taken, counts, strict=True)]
+        # Removed only now: a shutdown that cancels the count finds them still queued.
+        for _ in taken:
+            queue.popleft()
+        self._measure_chars -= chars
+        self._batch.extend(rows)
+        self.ring.wake()
+
+    def _give_up_measuring(self, reason: str) -> None:
+        """Move every queued row into the batch without a count."""
+        if self._to_measure:
+            self.metrics.unmeasured.labels(reason).inc(len(self._to_measure))
+        while self._to_measure:
+            row, _ = self._to_measure.popleft()
+            self._batch.append(self.rows.unmeasured(row))
+        self._measure_chars = 0
 
     async def _store(self, rows: list[tuple]) -> None:
         await self.store.write(rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, urlencode
 
-from lectr.providers.base import AzureTarget, Provider, Route, parse_origin, quote_path_segment
+from lectr.providers.base import AzureTarget, Provider, Route, deployment_segment, parse_origin
 
 
 def _with_api_version(query: bytes, api_version: str) -> bytes:
@@ -21,14 +21,19 @@ def _with_api_version(query: bytes, api_version: str) -> bytes:
 
 
 def azure_route(rest: bytes, query: bytes, model: str | None, azure: AzureTarget | None) -> Route:
-    """The deployment's path for ``rest``; without a model (``GET /v1/models``) the resource's."""
+    """The deployment's path for ``rest``; without a model (``GET /v1/models``) the resource's.
+
+    ``rest`` has no dot segments left (``lectr.proxy.paths``); a model that is not a plain
+    deployment name raises ``PathRefused``.
+    """
     assert azure is not None, "Azure requests are refused before routing when no endpoint is configured"
     origin = parse_origin(azure.endpoint)
     if model:
-        path = origin.path + b"/openai/deployments/" + quote_path_segment(model).encode() + b"/" + rest
+        path = origin.path + b"/openai/deployments/" + deployment_segment(model) + b"/" + rest
     else:
         path = origin.path + b"/openai/" + rest
     return origin, path + b"?" + _with_api_version(query, azure.api_version)
 
 
-AZURE = Provider(name="azure", default_base_url="", auth_header=b"api-key", build_route=azure_route)
+AZURE = Provider(name="azure", default_base_url="", auth_header=b"api-key", build_route=azure_route,
+                 credential_headers=frozenset({b"api-key"}))

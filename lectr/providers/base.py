@@ -64,6 +64,25 @@ def quote_path_segment(value: str) -> str:
 Route = tuple[Origin, bytes]
 
 
+class PathRefused(ValueError):
+    """A request path (or a name that becomes a path segment) Lectr will not forward: 400.
+
+    ``str(exc)`` says why, for the error message.
+    """
+
+
+def deployment_segment(name: str) -> bytes:
+    """``name`` (an Azure deployment: the request's model) as one path segment.
+
+    Raises ``PathRefused`` for a name that might not stay one segment under the deployments
+    path once a server decodes it (once or twice): ``.``, ``..``, or one holding ``/``, ``\\``
+    or ``%``. Azure's deployment names are letters, digits, ``-``, ``_`` and ``.``.
+    """
+    if name in (".", "..") or "/" in name or "\\" in name or "%" in name:
+        raise PathRefused(f"{name[:100]!r} is not a deployment name")
+    return quote_path_segment(name).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class Provider:
     """How Lectr reaches one provider.
@@ -77,6 +96,12 @@ class Provider:
     default_base_url: str
     auth_header: bytes | None = None
     build_route: Callable[[bytes, bytes, str | None, AzureTarget | None], Route] | None = None
+    # Paths under /v1/ that only this provider serves (``b"messages"`` covers ``messages`` and
+    # ``messages/...``): requests to them go here whatever their body holds.
+    native_paths: tuple[bytes, ...] = ()
+    # Request headers (lower-cased) that carry a key for this provider and no other. Lectr
+    # forwards them to this provider only, so a key never reaches a provider it was not for.
+    credential_headers: frozenset[bytes] = frozenset()
 
     def route(self, base: Origin | None, rest: bytes, query: bytes, model: str | None,
               azure: AzureTarget | None) -> Route:

@@ -21,6 +21,44 @@ UPSTREAM_PROVIDERS = ("openai", "anthropic", "groq", "gemini")
 DEFAULT_UPSTREAMS = {name: PROVIDERS[name].default_base_url for name in UPSTREAM_PROVIDERS}
 DEFAULT_PROVIDER = "openai"
 
+# Native paths, longest first so a more specific prefix of one provider wins.
+_NATIVE_PATHS: tuple[tuple[bytes, str], ...] = tuple(sorted(
+    ((path, p.name) for p in PROVIDERS.values() for path in p.native_paths), key=lambda e: -len(e[0])))
+_NATIVE_STARTS = tuple(path for path, _ in _NATIVE_PATHS)
+# Every provider-specific credential header; each contains "api-key", which a cheap test relies on.
+CREDENTIAL_HEADERS = frozenset().union(*(p.credential_headers for p in PROVIDERS.values()))
+assert all(b"api-key" in name for name in CREDENTIAL_HEADERS)
+
+
+def provider_for_path(rest: bytes) -> str | None:
+    """The provider whose native API ``/v1/<rest>`` belongs to (``messages/batches/b1`` → anthropic)."""
+    if not rest.startswith(_NATIVE_STARTS):
+        return None
+    for path, name in _NATIVE_PATHS:
+        if rest.startswith(path) and (len(rest) == len(path) or rest[len(path)] == 0x2F):  # "/"
+            return name
+    return None
+
+
+def may_hold_credentials(forward: list[bytes]) -> bool:
+    """Whether the forwarded header parts (CRLF, name, ": ", value, …) may name a credential header."""
+    return b"api-key" in b"\n".join(forward[1::4]).lower()
+
+
+def credentials_for(provider: Provider, forward: list[bytes]) -> tuple[list[bytes], bool]:
+    """``forward`` without the credential headers of other providers, and whether it holds one of
+    ``provider``'s own (then that key, as the client sent it, is the one the provider gets)."""
+    kept: list[bytes] = []
+    own = False
+    for i in range(0, len(forward), 4):
+        name = forward[i + 1].lower()
+        if name in CREDENTIAL_HEADERS:
+            if name not in provider.credential_headers:
+                continue
+            own = True
+        kept += forward[i:i + 4]
+    return kept, own
+
 # Checked in this order, so the more specific families come first: Groq's open-weight ids
 # (``openai/gpt-oss-120b``, ``whisper-large-v3``, ``gemma2-9b-it``) would otherwise be taken
 # for OpenAI or Gemini models.

@@ -16,11 +16,14 @@ import time
 from typing import TYPE_CHECKING
 
 from lectr.directory import Org
-from lectr.events.record import RequestEvent
+from lectr.events.record import CAPTURE_TAIL_BYTES, RequestEvent
 from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
+from lectr.providers.registry import credentials_for, may_hold_credentials, provider_for_path
 from lectr.proxy import responses as R
-from lectr.proxy.body import read_body_facts
+from lectr.proxy.body import BodyFacts, read_body_facts
 from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead
+from lectr.proxy.paths import PathRefused, normalise_path
+from lectr.proxy.tunnel import UPGRADE_FIELDS, Tunnel, model_in_query, negotiated_extensions
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -37,7 +40,13 @@ _HEALTH_OK = b'{"status":"ok"}'
 _NOT_READY = b'{"status":"starting"}'
 _DRAINING = b'{"status":"draining"}'
 _BODYLESS_METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
+# RFC 9110 §9.2.2: requests a client may repeat, so Lectr may too, when a kept-alive
+# connection fails before any answer. Anything else is sent again only if none of it left.
+IDEMPOTENT_METHODS = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _new_tuple = tuple.__new__
+# The tail is cut back to its last CAPTURE_TAIL_BYTES once it holds twice that: one join per
+# CAPTURE_TAIL_BYTES relayed, rather than work on every chunk.
+_TAIL_TRIM_AT = 2 * CAPTURE_TAIL_BYTES
 
 
 def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[bytes],
@@ -81,10 +90,11 @@ class RequestCycle:
 
     __slots__ = (
         "ctx", "conn", "method", "url", "headers", "body", "keep_alive", "http11",
+        "upgrade", "tunnel",  # a WebSocket upgrade request, and its tunnel after the 101
         "t_start", "org", "provider", "model", "feature", "task", "stream", "provider_unknown",
         "status", "error_type", "error_origin", "t_first_byte", "t_upstream", "t_upstream_done",
-        "bytes_out", "captured", "capture_left", "content_type", "content_encoding", "chunked",
-        "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
+        "bytes_out", "captured", "capture_left", "tail", "tail_bytes", "content_type", "content_encoding",
+        "chunked", "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
     )
 
     def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
@@ -113,8 +123,10 @@ class RequestCycle:
         self.t_upstream = 0.0
         self.t_upstream_done = 0.0
         self.bytes_out = 0
-        self.captured: list[bytes] | None = []
+        self.captured: list[bytes] = []
         self.capture_left = ctx.limits.capture_max_bytes
+        self.tail: list[bytes] | None = None  # the body's last bytes, once it outgrows the capture
+        self.tail_bytes = 0
         self.content_type: str | None = None
         self.content_encoding: str | None = None
         self.chunked = False
@@ -125,6 +137,8 @@ class RequestCycle:
         self.attempts = 0
         self.out: list[bytes] = []  # response bytes gathered during one upstream read
         self.finished = False
+        self.upgrade = False  # a WebSocket upgrade request: tunnelled after the provider's 101
+        self.tunnel: Tunnel | None = None
 
     # -- the steps -------------------------------------------------------------------------
 
@@ -159,11 +173,29 @@ class RequestCycle:
         if headers.task is not None:
             self.task = headers.task_tag()
 
+        # Paths stay under /v1/ (and so under the provider's base): dot segments resolved here,
+        # in every spelling, so no server resolves them differently later.
+        try:
+            path = normalise_path(path)
+            if not path.startswith(b"/v1/"):
+                raise PathRefused("it leaves /v1/")
+        except PathRefused as exc:
+            self.error_type, self.error_origin = "invalid_path", "lectr"
+            self._reply_error(R.BAD_PATH, exc)
+            return False
+
         # Detect.
         facts = read_body_facts(self.body, headers.content_type)
+        forward = headers.forward
+        if self.method == b"GET" and self.conn.upgrade_requested:
+            # A WebSocket (OpenAI's Realtime API): the model is in the query, and this hop's
+            # Connection/Upgrade fields are what the provider must see to answer 101.
+            self.upgrade = True
+            facts = BodyFacts(model_in_query(query), False)
+            forward = forward + UPGRADE_FIELDS
         self.model = facts.model
         self.stream = facts.stream
-        self.provider = self._choose_provider(headers.provider, facts.model)
+        self.provider = self._choose_provider(headers.provider, path[4:], facts.model)
 
         # Route.
         if self.provider == "azure" and org.azure is None:
@@ -171,24 +203,41 @@ class RequestCycle:
             self._reply_error(R.AZURE_NOT_CONFIGURED)
             return False
         provider = PROVIDERS[self.provider]
-        origin, target = provider.route(self.ctx.origins.get(self.provider), path[4:], query, facts.model, org.azure)
+        try:
+            origin, target = provider.route(self.ctx.origins.get(self.provider), path[4:], query, facts.model,
+                                            org.azure)
+        except PathRefused as exc:
+            self.error_type, self.error_origin = "invalid_path", "lectr"
+            self._reply_error(R.BAD_PATH, exc)
+            return False
         auth = provider.auth(headers.authorization) if headers.authorization is not None else None
-        self.request = upstream_request(self.method, target, origin.host_header, headers.forward, auth, self.body)
+        if may_hold_credentials(forward):
+            # Another provider's key header never leaves for this one; this provider's own,
+            # when the client sent it, is the key it gets (never two keys in one request).
+            forward, own = credentials_for(provider, forward)
+            if own:
+                auth = None
+        self.request = upstream_request(self.method, target, origin.host_header, forward, auth, self.body)
         self.pool = self.ctx.upstream.pool(origin)
         return True
 
-    def _choose_provider(self, override: bytes | None, model: str | None) -> str:
+    def _choose_provider(self, override: bytes | None, rest: bytes, model: str | None) -> str:
+        # X-Lectr-Provider, then a provider's native path (whatever the body holds), then the
+        # model; with none of them the default provider serves it, marked provider_unknown.
         if override is not None:
             name = override.decode("latin-1").strip().lower()
             if name in PROVIDERS:
                 return name
             self.ctx.note_invalid_provider(name)
             return DEFAULT_PROVIDER
+        native = provider_for_path(rest)
+        if native is not None:
+            return native
         if model:
             detected = self.ctx.registry.detect(model)
             if detected is not None:
                 return detected
-            self.provider_unknown = True
+        self.provider_unknown = True
         return DEFAULT_PROVIDER
 
     # -- Forward -------------------------------------------------------------------------------
@@ -220,7 +269,9 @@ class RequestCycle:
     def _exchange(self, upstream: UpstreamConnection) -> None:
         self.upstream = upstream
         self.conn.flow.follow(upstream)
-        upstream.start(self, self.request, head_only=self.method == b"HEAD")
+        method = self.method
+        upstream.start(self, self.request, head_only=method == b"HEAD", idempotent=method in IDEMPOTENT_METHODS,
+                       upgrade=self.upgrade)
 
     def _release_upstream(self, discard: bool) -> None:
         upstream, self.upstream = self.upstream, None
@@ -231,6 +282,12 @@ class RequestCycle:
 
     def _upstream_error(self, exc: UpstreamError) -> None:
         self.t_upstream_done = time.perf_counter()
+        if exc.sent:
+            # The provider took the request and dropped the connection without a word: its
+            # failure, and not Lectr's to repeat (it may have been processed and billed).
+            self.error_type, self.error_origin = "upstream_closed", "provider"
+            self._reply_error(R.UPSTREAM_CLOSED, exc.reason)
+            return
         self.error_type = "upstream_timeout" if exc.status == 504 else "upstream_unreachable"
         self.error_origin = "lectr"
         self._reply_error(R.UPSTREAM_TIMEOUT if exc.status == 504 else R.UPSTREAM_UNREACHABLE, exc.reason)
@@ -263,13 +320,20 @@ class RequestCycle:
         else:
             self.out.append(chunk)
         self.bytes_out += len(chunk)
-        captured = self.captured
-        if captured is not None:
-            self.capture_left -= len(chunk)
-            if self.capture_left >= 0:
-                captured.append(chunk)
-            else:
-                self.captured = None  # too big to keep; the cold path records it without usage
+        self.capture_left -= len(chunk)
+        if self.capture_left >= 0:
+            self.captured.append(chunk)
+        else:
+            # Past the capture limit: keep the head and a bounded tail, where usage is reported.
+            tail = self.tail
+            if tail is None:
+                tail = self.tail = []
+            tail.append(chunk)
+            self.tail_bytes += len(chunk)
+            if self.tail_bytes > _TAIL_TRIM_AT:
+                kept = b"".join(tail)[-CAPTURE_TAIL_BYTES:]
+                tail[:] = (kept,)
+                self.tail_bytes = len(kept)
 
     def flush(self) -> None:
         """Write what one upstream read produced, in one go (head and body share a syscall)."""
@@ -290,8 +354,9 @@ class RequestCycle:
     def upstream_failed(self, error: UpstreamError, *, retryable: bool) -> None:
         self._release_upstream(discard=True)
         if self.t_first_byte is None:
-            # A kept-alive connection the provider had just closed: nothing was processed, so
-            # the request goes once more, on another connection.
+            # A kept-alive connection the provider had just closed, and a request that cannot
+            # have been processed (nothing of it sent, or an idempotent method): it goes once
+            # more, on another connection.
             if retryable and self.attempts == 1:
                 self._send()
             else:
@@ -306,11 +371,40 @@ class RequestCycle:
         self.conn.abort()
         self._finish()
 
+    # -- a WebSocket tunnel, after the provider's 101 ----------------------------------------------
+
+    def upstream_switched(self, head: bytes, rest: bytes, transport: asyncio.Transport) -> None:
+        """The provider answered 101: relay its head unchanged and tunnel both ways from here."""
+        self.status = 101
+        self.t_first_byte = time.perf_counter()
+        self.upstream = None  # out of its pool for good; its transport is the tunnel's now
+        conn = self.conn
+        conn.flow.unfollow()
+        self.tunnel = tunnel = Tunnel(self, conn, transport, self.pool.read_timeout, self.capture_left)
+        transport.set_protocol(tunnel)
+        self.content_encoding = negotiated_extensions(head)  # how the cold path reads the frames
+        conn.write(head)
+        conn.flow.follow(tunnel)
+        conn.upgrade_to_tunnel(tunnel.from_client)
+        if rest:
+            tunnel.data_received(rest)
+
+    def tunnel_closed(self, timed_out: bool) -> None:
+        """Either side closed the tunnel (or it sat silent for the read timeout): record it, once."""
+        self.t_upstream_done = time.perf_counter()
+        self.conn.flow.unfollow()
+        if timed_out:
+            self.error_type, self.error_origin = "tunnel_idle_timeout", "lectr"
+        self._finish()
+
     # -- endings -----------------------------------------------------------------------------------
 
     def cancel(self) -> None:
         """The client went away (or shutdown ran out of time): stop everything, record it."""
         if self.finished:
+            return
+        if self.tunnel is not None:
+            self.tunnel.close()  # a client closing its WebSocket is how a tunnel ends: no error
             return
         self._release_upstream(discard=True)
         if self.waiter is not None:
@@ -386,6 +480,9 @@ class RequestCycle:
         org = self.org
         if org is None:
             return  # no org, no record: unauthenticated traffic belongs to nobody
+        if self.tunnel is not None:
+            self._log_tunnel_event(org)
+            return
         t_end = time.perf_counter()
         upstream = (self.t_upstream_done - self.t_upstream) if self.t_upstream and self.t_upstream_done else 0.0
         # tuple.__new__ rather than RequestEvent(...): the same tuple without a Python-level __new__.
@@ -394,5 +491,18 @@ class RequestCycle:
             self.status, self.error_type, self.error_origin, self.stream,
             self.t_start, self.t_first_byte, t_end, max(0.0, (t_end - self.t_start) - upstream),
             self.provider_unknown, None, len(self.body), self.bytes_out,
-            self.content_type, self.content_encoding, self.captured,
+            self.content_type, self.content_encoding, self.captured, self.tail,
         )))
+
+    def _log_tunnel_event(self, org: Org) -> None:
+        # One event for a whole WebSocket session: bytes each way and the server's frames.
+        tunnel = self.tunnel
+        t_end = time.perf_counter()
+        self.ctx.ring.append(RequestEvent(
+            org_id=org.id, created_at=time.time(), provider=self.provider, model=self.model, model_used=self.model,
+            feature=self.feature, task=self.task, status_code=self.status, error_type=self.error_type,
+            error_origin=self.error_origin, stream=False, t_start=self.t_start, t_first_byte=self.t_first_byte,
+            t_end=t_end, overhead_s=max(0.0, (t_end - self.t_start) - (self.t_upstream_done - self.t_upstream)),
+            provider_unknown=self.provider_unknown, rule_id=None, bytes_in=len(self.body) + tunnel.bytes_in,
+            bytes_out=tunnel.bytes_out, content_type=None, content_encoding=self.content_encoding,
+            response_chunks=tunnel.captured))

@@ -60,7 +60,10 @@ AZURE_NOT_CONFIGURED = (
 NOT_FOUND = (404, "Unknown path. Lectr forwards /v1/... to your provider; point your client's "
              "baseURL at http://<lectr>/v1.", "invalid_request_error", "unknown_url")
 UPSTREAM_UNREACHABLE = (502, "Lectr could not reach the provider ({}).", "upstream_error", "upstream_unreachable")
+UPSTREAM_CLOSED = (502, "The provider closed the connection without answering ({}).", "upstream_error",
+                   "upstream_closed")
 UPSTREAM_TIMEOUT = (504, "The provider did not answer in time ({}).", "upstream_error", "upstream_timeout")
+BAD_PATH = (400, "Lectr does not forward this path: {}.", "invalid_request_error", "invalid_path")
 BAD_REQUEST = (400, "Malformed HTTP request: {}.", "invalid_request_error", "bad_request")
 BODY_TOO_LARGE = (413, "Request body is larger than this Lectr accepts ({} bytes).",
                   "invalid_request_error", "request_too_large")

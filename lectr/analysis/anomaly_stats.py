@@ -1,0 +1,385 @@
+"""The baselines of the anomaly detector: per metric, how far a window of recent hours is from normal.
+
+Each baseline class is built for one scope's hourly columns (index = hours since the series'
+first hour, the last one ``t``, the last complete hour) and answers ``window(L)`` for the hours
+``t-L+1 .. t`` with a ``Deviation``: the window's value, the baseline mean and standard deviation
+of that same quantity (so ``(current - mean) / std == sigma``), and the score thresholds apply to.
+Nothing reads data after ``t``, and baselines end before the longest window, so an incident is
+never part of its own baseline. ``README.md`` → "Understanding" says in words how each is built:
+
+- ``SeasonalSum`` (requests, cost): ``E(s) = w · m(s)``, same hour of day × weekday factor;
+- ``ErrorRate``: the pooled error rate of the 7 days, binomial σ;
+- ``LatencyP95``: the median hourly p95 of the 7 days in log space, σ = κ/√n per hour;
+- ``ModelMix``: the 7 days' model shares; the model that gained most, binomial σ.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from statistics import NormalDist
+
+HOURS_PER_DAY = 24
+BASELINE_DAYS = 7
+BASELINE_HOURS = BASELINE_DAYS * HOURS_PER_DAY
+_MAD_TO_SIGMA = 1.4826
+_NORMAL = NormalDist()
+_MAX_Z = 37.0  # beyond this a tail probability is below double precision
+_UNKNOWN_DAY_FLOOR = 0.25
+_CUT_SEARCH = 8  # hours either side of the quietest hour where a day may really start
+
+
+@dataclass(frozen=True, slots=True)
+class Deviation:
+    current: float
+    mean: float
+    std: float
+    sigma: float
+    volume: float  # requests (or expected requests) behind the figure, for minimum volumes
+    detail: dict
+    # the test statistic thresholds apply to: ``sigma`` itself, or, for small counts, the normal
+    # quantile of the exact Poisson tail (a handful of errors is likelier than a normal tail says)
+    score: float | None = None
+
+    @property
+    def z(self) -> float:
+        return self.sigma if self.score is None else self.score
+
+
+def median(values: Sequence[float]) -> float:
+    s = sorted(values)
+    n = len(s)
+    if not n:
+        raise ValueError("median of nothing")
+    mid = n // 2
+    return s[mid] if n % 2 else (s[mid - 1] + s[mid]) / 2
+
+
+def mad_sigma(values: Sequence[float]) -> float:
+    """A robust standard deviation: 1.4826 × the median absolute deviation."""
+    c = median(values)
+    return _MAD_TO_SIGMA * median([abs(v - c) for v in values])
+
+
+def poisson_upper_z(k: int, lam: float) -> float:
+    """The normal quantile of P(X >= k) for X ~ Poisson(lam): a z-score with the exact tail."""
+    if lam <= 0:
+        return _MAX_Z
+    log_term = -lam + k * math.log(lam) - math.lgamma(k + 1)
+    term, total, i = math.exp(log_term), 0.0, k
+    while term > 0 and (i - k < 10_000):
+        total += term
+        i += 1
+        term *= lam / i
+        if term < total * 1e-12:
+            break
+    if total <= 1e-300:
+        return _MAX_Z
+    return min(_MAX_Z, -_NORMAL.inv_cdf(min(total, 0.5)))
+
+
+def same_hour_median(x: Sequence[float], s: int) -> tuple[float, int]:
+    """``(m(s), days used)``: median of ``x[s - 24i]`` for i = 1..7 that exist."""
+    # only hours that exist: ``x`` ends at the evaluated hour, so nothing later is ever read
+    vals = [x[s - HOURS_PER_DAY * i] for i in range(1, BASELINE_DAYS + 1)
+            if 0 <= s - HOURS_PER_DAY * i < len(x)]
+    return (median(vals), len(vals)) if vals else (0.0, 0)
+
+
+def weighted_median(values: Sequence[float], weights: Sequence[float]) -> float:
+    pairs = sorted(zip(values, weights, strict=True))
+    half, acc = sum(weights) / 2, 0.0
+    for v, w in pairs:
+        acc += w
+        if acc >= half:
+            return v
+    return pairs[-1][0]
+
+
+class SeasonalSum:
+    """Baseline of an additive hourly metric (requests, cost) at hour ``t``; ``window(L)`` tests it.
+
+    The weekday factor is taken per *local day*: days are cut near the scope's quietest hour (the
+    minimum of the 3-hour smoothed daily profile), then the cut is moved to where last week's
+    night switched from one day's level to the next (``cut``), because a weekday/weekend step
+    rarely falls exactly on the quietest hour of a flat night. Before a week of history the
+    factor is unknown; then any day level already seen (lowest to highest), and anything down to
+    a quarter of the typical level (a weekend not seen yet), counts as normal.
+    """
+
+    def __init__(self, x: Sequence[float], t: int, baseline_end: int, *, floor_dispersion: float,
+                 min_profile: float, skewed: bool = False) -> None:
+        self.x, self.t, self.floor, self.min_profile = x, t, floor_dispersion, min_profile
+        self.skewed = skewed
+        self._m: dict[int, tuple[float, int]] = {}
+        self._w: dict[int, tuple[float, float, list[float], bool]] = {}
+        self._cuts: dict[int, int] = {}
+        profile = [self.m(t - j)[0] for j in range(HOURS_PER_DAY)]
+        smooth = [profile[j - 1] + profile[j] + profile[(j + 1) % HOURS_PER_DAY]
+                  for j in range(HOURS_PER_DAY)]
+        self.quiet = (t - min(range(HOURS_PER_DAY), key=smooth.__getitem__)) % HOURS_PER_DAY
+        _, _, residuals, known = self.factor(self.day_start(t))
+        self.dispersion = floor_dispersion
+        if len(residuals) >= 8:
+            self.dispersion = max(floor_dispersion, mad_sigma(residuals) ** 2)
+        self.level_range = (1.0, 1.0)
+        if not known:
+            # Without last week's same day nothing tells a weekend from an outage: any level
+            # already seen is normal, and so is anything down to ``_UNKNOWN_DAY_FLOOR`` of typical.
+            levels = [1.0, _UNKNOWN_DAY_FLOOR]
+            day = self.day_start(baseline_end) - HOURS_PER_DAY
+            while day >= 0:
+                den = sum(profile[(t - u) % HOURS_PER_DAY] for u in range(day, day + HOURS_PER_DAY))
+                if den > 0:
+                    levels.append(sum(x[day:day + HOURS_PER_DAY]) / den)
+                day -= HOURS_PER_DAY
+            self.level_range = (min(levels), max(levels))
+
+    def m(self, s: int) -> tuple[float, int]:
+        if s not in self._m:
+            self._m[s] = same_hour_median(self.x, s)
+        return self._m[s]
+
+    def day_start(self, s: int) -> int:
+        return s - (s - self.quiet) % HOURS_PER_DAY
+
+    def factor(self, day: int) -> tuple[float, float, list[float], bool]:
+        """``(w, relative variance of w, residuals, known)`` for the local day starting at ``day``.
+
+        ``w`` is the weighted median, over the same local day one week earlier, of each hour's
+        value over today's profile ``m`` for that hour (weights ``m``); without that day: 1.
+        """
+        if day in self._w:
+            return self._w[day]
+        result: tuple[float, float, list[float], bool] = (1.0, 0.0, [], False)
+        past = day - BASELINE_HOURS
+        if past >= 0:
+            pairs = []
+            for u in range(past, past + HOURS_PER_DAY):
+                m, n = self.m(u + BASELINE_HOURS)
+                if m >= self.min_profile and n >= 2:
+                    pairs.append((self.x[u], m))
+            if len(pairs) >= 6:
+                w = weighted_median([v / m for v, m in pairs], [m for _, m in pairs])
+                total = sum(v for v, _ in pairs)
+                # a weighted median of Poisson-like ratios: variance about π/2 of the pooled ratio's
+                rel_var = math.pi / 2 * self.floor / total if total > 0 else 0.0
+                residuals = [(v - w * m) / math.sqrt(w * m) for v, m in pairs if w > 0]
+                result = (w, rel_var, residuals, True)
+        self._w[day] = result
+        return result
+
+    def cut(self, day: int) -> int:
+        """The hour the local day starting near ``day`` really starts, learnt from last week.
+
+        Within ``_CUT_SEARCH`` hours of ``day``, the cut that best explains the same night one
+        week earlier with the two neighbouring days' factors. Only last week's hours decide it,
+        so an anomaly tonight cannot move tonight's cut.
+        """
+        if day in self._cuts:
+            return self._cuts[day]
+        best = day
+        w_prev, _, _, known_prev = self.factor(day - HOURS_PER_DAY)
+        w_this, _, _, known_this = self.factor(day)
+        if known_prev and known_this and w_prev != w_this:
+            span = range(day - _CUT_SEARCH, day + _CUT_SEARCH)
+            terms = []
+            for u in span:
+                m = self.m(u)[0]
+                v = self.x[u - BASELINE_HOURS] if u - BASELINE_HOURS >= 0 else None
+                if v is None:
+                    continue
+                terms.append((u, (v - w_prev * m) ** 2 / max(w_prev * m, 1e-9),
+                              (v - w_this * m) ** 2 / max(w_this * m, 1e-9)))
+            best_cost = math.inf
+            for c in range(day - _CUT_SEARCH, day + _CUT_SEARCH + 1):
+                cost = sum(a if u < c else b for u, a, b in terms)
+                if cost < best_cost:
+                    best, best_cost = c, cost
+        self._cuts[day] = best
+        return best
+
+    def day_of(self, s: int) -> int:
+        """The local day (its nominal start hour) whose weekday factor applies to hour ``s``."""
+        day = self.day_start(s)
+        if s - day < _CUT_SEARCH:
+            return day if s >= self.cut(day) else day - HOURS_PER_DAY
+        if day + HOURS_PER_DAY - s <= _CUT_SEARCH:
+            return day + HOURS_PER_DAY if s >= self.cut(day + HOURS_PER_DAY) else day
+        return day
+
+    def _expected(self, s: int, m: float) -> tuple[float, int]:
+        """``(E(s), the day whose factor gave it)``."""
+        day = self.day_of(s)
+        w, _, _, known = self.factor(day)
+        if not known:
+            lo, hi = self.level_range
+            return min(max(self.x[s], lo * m), hi * m), day
+        return w * m, day
+
+    def window(self, L: int) -> Deviation | None:
+        """The sum over hours ``t-L+1 .. t`` against ``E(s) = w · m(s)``; ``None`` under 2 days."""
+        x, t = self.x, self.t
+        observed = expected = variance = 0.0
+        days = BASELINE_DAYS
+        per_day: dict[int, float] = {}
+        for s in range(t - L + 1, t + 1):
+            m, n = self.m(s)
+            if n < 2:
+                return None
+            days = min(days, n)
+            e, day = self._expected(s, m)
+            observed += x[s]
+            expected += e
+            per_day[day] = per_day.get(day, 0.0) + e
+            # the median of n days is itself noisy: its variance is about π/2n of one day's
+            variance += self.dispersion * max(e, self.floor) * (1.0 + math.pi / (2 * n))
+        # one weekday factor serves all of a day's hours: its error does not average out
+        for day, e_sum in per_day.items():
+            variance += e_sum * e_sum * self.factor(day)[1]
+        std = math.sqrt(variance)
+        score = None
+        if not self.skewed and observed > expected > 0 and expected < 200:
+            # Small counts have a longer upper tail than a normal: use the Poisson tail of a
+            # count rescaled so its mean and variance match ours.
+            c = expected / variance
+            score = poisson_upper_z(round(observed * c), expected * c)
+        elif self.skewed and observed > 0 and expected > 0:
+            # A sum of skewed per-request costs has a long right tail: test it as a lognormal
+            # with the same mean and variance (Fenton-Wilkinson), not as a normal.
+            s2 = math.log1p(variance / (expected * expected))
+            score = (math.log(observed) - math.log(expected) + s2 / 2) / math.sqrt(s2)
+        w_now, _, _, known = self.factor(self.day_start(t))
+        return Deviation(current=observed / L, mean=expected / L, std=std / L,
+                         sigma=(observed - expected) / std if std > 0 else 0.0, volume=expected,
+                         detail={"window_hours": L, "weekday_factor": round(w_now, 3) if known else None,
+                                 "dispersion": round(self.dispersion, 6), "baseline_days": days,
+                                 "baseline": "same hour of day over the previous 7 days"
+                                             " x weekday factor"},
+                         score=score)
+
+
+def _baseline_range(baseline_end: int) -> range:
+    return range(max(0, baseline_end - BASELINE_HOURS), baseline_end)
+
+
+class ErrorRate:
+    """Pooled error rate of the 7 days before ``baseline_end``; ``window(L)`` tests hours up to ``t``."""
+
+    def __init__(self, requests: Sequence[float], errors: Sequence[float], t: int, baseline_end: int,
+                 *, min_rate: float) -> None:
+        self.requests, self.errors, self.t = requests, errors, t
+        r = _baseline_range(baseline_end)
+        self.base_n = sum(requests[r.start:r.stop])
+        self.p0 = (max(sum(errors[r.start:r.stop]) / self.base_n, min_rate, 0.5 / self.base_n)
+                   if self.base_n > 0 else None)
+
+    def window(self, L: int) -> Deviation | None:
+        t, p0 = self.t, self.p0
+        n = sum(self.requests[t - L + 1:t + 1])
+        if p0 is None or n <= 0:
+            return None
+        e = sum(self.errors[t - L + 1:t + 1])
+        std = math.sqrt(p0 * (1 - p0) / n)
+        rate = e / n
+        expected = n * p0
+        score = poisson_upper_z(int(e), expected) if e > expected and expected < 100 else None
+        return Deviation(current=rate, mean=p0, std=std, sigma=(rate - p0) / std, volume=n,
+                         detail={"window_hours": L, "errors": int(e), "baseline_requests": int(self.base_n),
+                                 "baseline": "pooled error rate of the previous 7 days"},
+                         score=score)
+
+
+class LatencyP95:
+    """Median hourly p95 of the 7 days before ``baseline_end``, σ per hour κ/√n, in log space.
+
+    Logs, because an hour's p95 from few requests is skewed upwards. Hours are not independent
+    (a slow provider afternoon, a shifting mix of features), so a window's σ is widened by how
+    much more the baseline's own L-hour averages vary than independent hours would (``spread``,
+    at least 1). The decision uses the log-space score; the reported mean and σ are in ms.
+    """
+
+    def __init__(self, p95: Sequence[float | None], counts: Sequence[float], t: int, baseline_end: int,
+                 *, min_hour_requests: int, relative_floor: float) -> None:
+        self.p95, self.counts, self.t = p95, counts, t
+        self.min_n = min_hour_requests
+        self.floor = math.log1p(relative_floor)
+        base = [(math.log(p95[h]), counts[h]) for h in _baseline_range(baseline_end)
+                if p95[h] is not None and p95[h] > 0 and counts[h] >= min_hour_requests]
+        self.hours = len(base)
+        self.b = median([v for v, _ in base]) if len(base) >= HOURS_PER_DAY else None
+        self._spread: dict[int, float] = {}
+        if self.b is not None:
+            self.kappa = mad_sigma([(v - self.b) * math.sqrt(n) for v, n in base])
+            self._scores = [(v - self.b) / self.sd(n) for v, n in base]
+
+    def sd(self, n: float) -> float:
+        return max(self.kappa / math.sqrt(n), self.floor)
+
+    def spread(self, k: int) -> float:
+        if k not in self._spread:
+            sc = self._scores
+            sums = [sum(sc[i:i + k]) / math.sqrt(k) for i in range(0, len(sc) - k + 1)]
+            self._spread[k] = max(1.0, mad_sigma(sums)) if len(sums) >= HOURS_PER_DAY else 1.0
+        return self._spread[k]
+
+    def window(self, L: int) -> Deviation | None:
+        if self.b is None:
+            return None
+        t, b = self.t, self.b
+        hours = [(math.log(self.p95[h]), self.counts[h]) for h in range(t - L + 1, t + 1)
+                 if self.p95[h] is not None and self.p95[h] > 0 and self.counts[h] >= self.min_n]
+        if not hours:
+            return None
+        k = len(hours)
+        spread = self.spread(k)
+        current = sum(v for v, _ in hours) / k
+        std = math.sqrt(sum(self.sd(n) ** 2 for _, n in hours)) / k * spread
+        mean_ms, current_ms = math.exp(b), math.exp(current)
+        std_ms = mean_ms * math.expm1(std)
+        return Deviation(current=current_ms, mean=mean_ms, std=std_ms,
+                         sigma=(current_ms - mean_ms) / std_ms, volume=sum(n for _, n in hours),
+                         detail={"window_hours": L, "hours_used": k, "baseline_hours": self.hours,
+                                 "spread": round(spread, 3),
+                                 "baseline": "median hourly p95 of the previous 7 days"
+                                             " (geometric mean of the window's hours)"},
+                         score=(current - b) / std)
+
+
+def _add_counts(into: dict[str, int], counts: Mapping[str, int]) -> None:
+    for name, c in counts.items():
+        into[name] = into.get(name, 0) + c
+
+
+class ModelMix:
+    """Model shares of the 7 days before ``baseline_end``; ``window(L)`` finds the model that gained most."""
+
+    def __init__(self, models: Sequence[Mapping[str, int]], t: int, baseline_end: int) -> None:
+        self.models, self.t = models, t
+        self.base: dict[str, int] = {}
+        for h in _baseline_range(baseline_end):
+            _add_counts(self.base, models[h])
+        self.nb = sum(self.base.values())
+
+    def window(self, L: int) -> Deviation | None:
+        now: dict[str, int] = {}
+        for h in range(self.t - L + 1, self.t + 1):
+            _add_counts(now, self.models[h])
+        base, nb, nn = self.base, self.nb, sum(now.values())
+        if nb <= 0 or nn <= 0:
+            return None
+        names = sorted(set(base) | set(now))
+        moves = {m: now.get(m, 0) / nn - base.get(m, 0) / nb for m in names}
+        tvd = 0.5 * sum(abs(v) for v in moves.values())
+        # every shift has a model that gained share; it names the drift (and a model that is
+        # merely going away again, after an earlier drift, does not)
+        model = max(names, key=lambda m: moves[m])
+        was = base.get(model, 0) / nb
+        p = min(max(was, 1.0 / (nb + 1)), 1.0 - 1.0 / (nb + 1))  # never a zero σ
+        std = math.sqrt(p * (1 - p) / nn)
+        share = now.get(model, 0) / nn
+        return Deviation(current=share, mean=was, std=std, sigma=(share - was) / std, volume=nn,
+                         detail={"window_hours": L, "model": model, "tvd": round(tvd, 4),
+                                 "new_model": model not in base,
+                                 "baseline": "model shares over the previous 7 days"})

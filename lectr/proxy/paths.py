@@ -1,0 +1,63 @@
+"""Request paths that stay where they were sent: dot segments resolved, ambiguous encodings refused.
+
+Lectr forwards ``/v1/<rest>`` to ``<provider base>/<rest>``. A ``..`` segment in ``rest``,
+in any spelling a server might resolve, would walk out of the provider's base
+(``/openai/v1/../../x`` is ``/x`` to Groq). So before routing, the path's dot segments are
+removed as RFC 3986 §5.2.4 says, counting ``%2e``/``%2E`` as a dot (RFC 3986 §2.3: an
+encoded unreserved character is the character), and what cannot be resolved without
+guessing how the provider decodes is refused with 400:
+
+- ``%2f``/``%5c`` (an encoded ``/`` or ``\\``): some servers decode them into separators
+  after resolving dot segments, some before, so ``..%2f`` means different things to each;
+- ``\\`` itself, which some servers treat as ``/``;
+- ``%25`` before an encoded dot, slash or backslash (double encoding), which a server that
+  decodes twice would resolve after Lectr did;
+- ``%00``, and dot segments with parameters (``..;x``), which some servers resolve as ``..``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from lectr.providers.base import PathRefused
+
+# Anything that could make a path mean something other than its plain segments.
+_SUSPECT = re.compile(rb"%|/\.|\\")
+_REFUSED = re.compile(rb"%(?:2f|5c|00|25(?:2e|2f|5c))|\\", re.IGNORECASE)
+_ENCODED_DOT = re.compile(rb"%2e", re.IGNORECASE)
+_DOT_WITH_PARAMS = re.compile(rb"^\.\.?;")
+
+
+def normalise_path(path: bytes) -> bytes:
+    """``path`` (the request target before ``?``) with its dot segments removed.
+
+    ``b"/v1/chat/../models"`` → ``b"/v1/models"``; ``b"/v1/%2e%2e/x"`` → ``b"/x"``; a path
+    with nothing to resolve comes back as the same object. Other segments keep their bytes.
+    Raises ``PathRefused`` for encoded slashes or backslashes, double-encoded dots, NUL and
+    dot segments with parameters.
+    """
+    if _SUSPECT.search(path) is None:
+        return path  # the usual case: nothing to resolve, one regex scan
+    refused = _REFUSED.search(path)
+    if refused is not None:
+        what = refused.group().decode("latin-1")
+        raise PathRefused(f"the path holds {what!r}, which providers do not all read the same way")
+    out: list[bytes] = []
+    segments = path.split(b"/")
+    last = len(segments) - 1
+    for i, segment in enumerate(segments[1:], 1):
+        plain = _ENCODED_DOT.sub(b".", segment) if b"%" in segment else segment
+        if plain == b".":
+            if i == last:
+                out.append(b"")  # "/a/." is "/a/"
+            continue
+        if plain == b"..":
+            if out:
+                out.pop()
+            if i == last:
+                out.append(b"")
+            continue
+        if _DOT_WITH_PARAMS.match(plain):
+            raise PathRefused("the path holds a dot segment with parameters")
+        out.append(segment)
+    return b"/" + b"/".join(out)
