@@ -127,12 +127,15 @@ def test_unknown_model_goes_to_openai(lectr_server, mock):
 
 def test_stream_relays_the_first_chunk_before_the_stream_ends(lectr_server, mock):
     started = time.monotonic()
+    gate = f"sdk-stream-{time.monotonic_ns()}"  # the mock sends each event once we saw the last
     stream = client(lectr_server).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True,
         stream_options={"include_usage": True},
-        extra_headers={"x-mock-chunk-delay-ms": "250", "x-mock-chunks": "4"})
-    arrivals, texts, usage = [], [], None
+        extra_headers={"x-mock-chunk-delay-ms": "250", "x-mock-chunks": "4", "x-mock-gate": gate})
+    arrivals, texts, usage, seen_at = [], [], None, []
     for chunk in stream:
+        seen_at.append(time.monotonic())
+        mock.release(gate)
         arrivals.append(time.monotonic() - started)
         if chunk.choices:
             texts.append(chunk.choices[0].delta.content or "")
@@ -143,6 +146,11 @@ def test_stream_relays_the_first_chunk_before_the_stream_ends(lectr_server, mock
     # 7 events 250 ms apart: the first must arrive long before the last.
     assert arrivals[-1] - arrivals[0] >= 1.0
     assert arrivals[0] < arrivals[-1] - 1.0
+    # Every gap: each event reached the SDK before the mock sent the next (7 events + [DONE]).
+    sent = mock.sent_at[gate]
+    assert len(seen_at) == 7 and len(sent) == 8
+    for i in range(7):
+        assert seen_at[i] < sent[i + 1], f"event {i} arrived only after event {i + 1} was sent"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -173,6 +181,7 @@ def _status(server, key: str) -> int:
 
 def test_missing_and_invalid_keys_are_401(lectr_server, mock):
     before = len(mock.requests)
+    received = mock.received
     bare = sdk_client(lectr_server.base_url, api_key=PROVIDER_KEY)
     with pytest.raises(openai.AuthenticationError) as missing:
         bare.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
@@ -182,6 +191,7 @@ def test_missing_and_invalid_keys_are_401(lectr_server, mock):
             model="gpt-4o", messages=[{"role": "user", "content": "x"}])
     assert invalid.value.body["code"] == "invalid_lectr_key"
     assert len(mock.requests) == before
+    assert mock.received == received  # a counter that only grows: no cap to hide behind
 
 
 def test_key_rotation_takes_effect_in_the_running_server(lectr_server):

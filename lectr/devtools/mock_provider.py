@@ -13,7 +13,7 @@ asks for one); a path ending in ``/models`` lists models. Request headers script
 - ``x-mock-reason: Slow Down``  the reason phrase of the status line
 - ``x-mock-header-case: 1``  send the response head's names in mixed case (``Content-Type``)
 - ``x-mock-gate: NAME``  in a stream, send each event after the first only once the test
-  calls ``release(NAME)`` (or 10 s passed); the send times are kept in ``sent_at[NAME]``
+  calls ``release(NAME)`` (or 5 s passed); the send times are kept in ``sent_at[NAME]``
 
 The mock sends no ``Date`` header (nor anything else that changes between two identical
 requests), so a response read directly and one read through Lectr can be compared byte for byte.
@@ -315,7 +315,7 @@ class MockProvider:
                     await asyncio.sleep(delay_ms / 1000)
                 if gate and i:
                     try:
-                        await asyncio.wait_for(self._gate(gate).acquire(), 10)
+                        await asyncio.wait_for(self._gate(gate).acquire(), 5)
                     except asyncio.TimeoutError:
                         pass  # the client never saw the last event: send on, the test will say so
                 if sent is not None:
