@@ -250,3 +250,29 @@ def test_real_dropped_events_reach_the_banner(lectr_factory, mock, database_url)
     server.cli("jobs", "run", "aggregator")
     page = log_in(server.extra["api"], server.extra["key"]).get(server.extra["api"] + "/dashboard").text
     assert f"{dropped} events could not be recorded" in page.replace(",", "")
+
+
+def test_the_writers_kept_connection_ended_by_postgres_loses_and_repeats_nothing(lectr_factory, database_url):
+    server = lectr_factory.start(("terminated",), LECTR_FLUSH_INTERVAL="0.1")
+    client = sdk_client(server.base_url, **{"X-Lectr-Key": server.extra["key"]})
+    sent = 0
+    for round_ in range(3):
+        for _ in range(10):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                                           extra_headers={"X-Lectr-Feature": f"round-{round_}"})
+        sent += 10
+        wait_for(lambda: len(org_rows(database_url, "terminated")) >= sent, timeout=20,
+                 message=f"{sent} rows after round {round_}")
+        # Postgres ends every connection Lectr holds, the writer's kept one among them.
+        killed = query(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                     "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                                     "AND backend_type = 'client backend'")
+        assert len(killed) >= 1
+    # One more request, written after everything before it: nothing is still on its way.
+    client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
+                                   extra_headers={"X-Lectr-Feature": "last"})
+    wait_for(lambda: org_rows(database_url, "terminated", "feature = 'last'"), timeout=20)
+    rows = org_rows(database_url, "terminated")
+    assert len(rows) == sent + 1
+    for round_ in range(3):
+        assert len([r for r in rows if r["feature"] == f"round-{round_}"]) == 10
