@@ -187,20 +187,25 @@ async def test_the_aggregator_runs_in_one_process_per_turn(database_url):
     async def slow_job(conn) -> None:
         runs.append(1)
         started.set()
-        await release.wait()
+        await asyncio.wait_for(release.wait(), 10)
 
     # Two pools: two processes' worth of connections to the same database.
     pools = [await asyncpg.create_pool(database_url, min_size=1, max_size=2) for _ in range(2)]
+    first, second = (Scheduler(pool, [Job("aggregator", 3600, AGGREGATOR_LOCK, slow_job)]) for pool in pools)
+    running = asyncio.create_task(first.run_once("aggregator"))
     try:
-        first, second = (Scheduler(pool, [Job("aggregator", 3600, AGGREGATOR_LOCK, slow_job)]) for pool in pools)
-        running = asyncio.create_task(first.run_once("aggregator"))
         await asyncio.wait_for(started.wait(), 10)
-        assert await second.run_once("aggregator") is False  # the lock is held: this turn is skipped
+        # The lock is held: this turn is skipped (a second runner would block in the job).
+        skipped = asyncio.create_task(second.run_once("aggregator"))
+        done, _ = await asyncio.wait({skipped}, timeout=5)
         release.set()
         assert await running is True
+        assert done and skipped.result() is False
         assert len(runs) == 1
         assert await second.run_once("aggregator") is True  # and the next turn may run anywhere
     finally:
+        release.set()
+        await asyncio.gather(running, return_exceptions=True)
         for pool in pools:
             await pool.close()
 
