@@ -49,7 +49,8 @@ def test_sigterm_with_a_stream_in_flight_finishes_it_records_it_and_exits_0(lect
     client = sdk_client(server.base_url, **{"X-Lectr-Key": server.extra["key"], "X-Lectr-Feature": "in-flight"})
     gate = "sigterm-stream"
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}],
-                                            stream=True, extra_headers={"x-mock-gate": gate, "x-mock-chunks": "5"})
+                                            stream=True, extra_headers={"x-mock-gate": gate, "x-mock-chunks": "5",
+                                                                           "x-mock-chunk-delay-ms": "100"})
     chunks = iter(stream)
     texts = [next(chunks)]  # the stream has begun; the mock holds the rest until released
     server.proc.send_signal(signal.SIGTERM)
