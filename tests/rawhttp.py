@@ -65,3 +65,16 @@ def exchange(port: int, method: str, target: str, headers: list[tuple[str, str]]
                 return response
             if isinstance(event, h11.ConnectionClosed):
                 raise AssertionError(f"connection closed mid-response after {response.raw!r}")
+
+
+def transfer_coding(head: bytes) -> bytes | None:
+    """The value of the head's Transfer-Encoding field (names compared case-blind), if any."""
+    lines = [line for line in head.split(b"\r\n") if line.lower().startswith(b"transfer-encoding:")]
+    assert len(lines) <= 1
+    return lines[0].split(b":", 1)[1].strip() if lines else None
+
+
+def end_to_end_head(head: bytes) -> bytes:
+    """The head less its Transfer-Encoding line: hop-by-hop, which Lectr writes for its own hop
+    (README: hop-by-hop headers are removed; the body keeps its chunked framing)."""
+    return b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"transfer-encoding:"))

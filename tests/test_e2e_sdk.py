@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import PROVIDER_PREFIXES, free_port, sdk_client
 from tests.httpcheck import connect, read_replies, request
+from tests.rawhttp import end_to_end_head
+from tests.rawhttp import exchange as raw_exchange
 
 PROVIDER_KEY = "sk-provider-secret-4f1c9a"
 PROMPT = "the secret recipe is saffron and 42 cloves"
@@ -244,6 +246,15 @@ def test_responses_are_byte_identical_to_the_providers(lectr_server, mock, mock_
     assert proxied.body == direct.body
     if "x-mock-gzip" in mock_headers:
         assert proxied.body[:2] == b"\x1f\x8b"  # still compressed: Lectr did not touch it
+    # And as raw bytes (h11 above lower-cases names and drops framing): every byte but the
+    # hop-by-hop Transfer-Encoding line, which Lectr writes for its own hop.
+    raw_headers = [(k, v) for k, v in common.items()]
+    raw_direct = raw_exchange(mock.port, "POST", f"{PROVIDER_PREFIXES['openai']}/chat/completions", raw_headers, body)
+    raw_proxied = raw_exchange(lectr_server.port, "POST", "/v1/chat/completions",
+                               [*raw_headers, ("X-Lectr-Key", lectr_server.extra["key"])], body)
+    assert raw_proxied.status_line == raw_direct.status_line
+    assert end_to_end_head(raw_proxied.head) == end_to_end_head(raw_direct.head)
+    assert raw_proxied.raw[len(raw_proxied.head):] == raw_direct.raw[len(raw_direct.head):]
 
 
 def test_provider_errors_reach_the_sdk_unchanged(lectr_server):
@@ -292,7 +303,15 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_request(lectr_server,
     wait_until(lambda: mock.streams_cut > before, timeout=3)
 
 
-def test_keys_and_prompts_never_reach_the_log(lectr_server):
+def test_keys_and_prompts_never_reach_the_log(lectr_server, mock):
+    # Send them here (plain, stream, provider error), so the test holds when run alone too.
+    sdk = client(lectr_server)
+    messages = [{"role": "user", "content": PROMPT}]
+    sdk.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    list(sdk.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))
+    with pytest.raises(openai.APIStatusError):
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_headers={"x-mock-status": "500"})
+    assert mock.last().header("authorization") == f"Bearer {PROVIDER_KEY}"
     log = lectr_server.log_text()
     assert PROVIDER_KEY not in log
     assert PROMPT not in log

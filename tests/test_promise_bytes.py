@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from tests.conftest import PROVIDER_PREFIXES
-from tests.rawhttp import exchange
+from tests.rawhttp import end_to_end_head, exchange, transfer_coding
 
 PROVIDER_KEY = "sk-bytes-test-key"
 AZURE_VERSION = "2024-10-21"
@@ -49,19 +49,6 @@ def server(module_lectr_factory, mock):
     server = module_lectr_factory.start(env=env)
     server.extra["key"] = key
     return server
-
-
-def transfer_coding(head: bytes) -> bytes | None:
-    """The value of the head's Transfer-Encoding field (names compared case-blind), if any."""
-    lines = [line for line in head.split(b"\r\n") if line.lower().startswith(b"transfer-encoding:")]
-    assert len(lines) <= 1
-    return lines[0].split(b":", 1)[1].strip() if lines else None
-
-
-def end_to_end_head(head: bytes) -> bytes:
-    """The head less its Transfer-Encoding line: hop-by-hop, which Lectr writes for its own hop
-    (README: hop-by-hop headers are removed; the body keeps its chunked framing)."""
-    return b"\r\n".join(line for line in head.split(b"\r\n") if not line.lower().startswith(b"transfer-encoding:"))
 
 
 def _direct_target(provider: str) -> str:

@@ -150,6 +150,14 @@ def test_metrics_endpoint(recorder):
 
 
 def test_no_key_and_no_prompt_anywhere(recorder, database_url):
+    # Send them here (plain, stream, provider error), so the test holds when run alone too.
+    messages = [{"role": "user", "content": PROMPT}]
+    sdk(recorder, "secrets").chat.completions.create(model="gpt-4o-mini", messages=messages)
+    list(sdk(recorder, "secrets").chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))
+    with pytest.raises(openai.APIStatusError):
+        sdk(recorder, "secrets").chat.completions.create(model="gpt-4o-mini", messages=messages,
+                                                         extra_headers={"x-mock-status": "500"})
+    wait_for_rows(database_url, "feature = 'secrets'", 3)
     tables = [r["tablename"] for r in query(database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     for table in tables:
         dump = "".join(str(r[0]) for r in query(database_url, f"SELECT row_to_json(t)::text FROM {table} t"))
