@@ -158,3 +158,8 @@ def test_head_fields_take_the_last_value_trimmed_of_blanks_only():
 def test_a_hop_field_first_keeps_the_status_line_whole():
     head = parse_response_head(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-A: 1\r\n")
     assert head.relay == b"HTTP/1.1 200 OK\r\nX-A: 1\r\n"
+
+
+def test_head_field_values_keep_every_other_character():
+    head = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Type: X-vendor/thingX\r\nContent-Encoding: Xz\r\n")
+    assert (head.content_type, head.content_encoding) == ("X-vendor/thingX", "Xz")
