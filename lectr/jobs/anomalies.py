@@ -47,7 +47,8 @@ def evaluated_hour(at: datetime) -> int:
     return hour_number(at) - 1
 
 
-async def run_anomalies(conn: asyncpg.Connection, *, at: datetime | None = None) -> dict[str, int]:
+async def run_anomalies(conn: asyncpg.Connection, *, at: datetime | None = None,
+                        cache: HourCache | None = None) -> dict[str, int]:
     """Evaluate every org for the last hour complete at ``at`` (default now); counts of what changed.
 
     The caller holds ``ANOMALY_LOCK`` (the scheduler or the CLI do).
@@ -62,13 +63,13 @@ async def run_anomalies(conn: asyncpg.Connection, *, at: datetime | None = None)
         ORDER BY o.id""", hour_time(start), hour_time(at_hour))
     counts = {"opened": 0, "ongoing": 0, "resolved": 0}
     for org in org_rows:
-        scopes = await load_scopes(conn, org["id"], start, at_hour)
-        known = await load_known(conn, org["id"], at_hour)
+        scopes = await load_scopes(conn, org["id"], start, at_hour, cache)
+        known = await load_known(conn, org["id"], at)
         result = evaluate(scopes, at_hour, known=known, p95_threshold_ms=org["p95_threshold_ms"])
         for decision in result.opened:
             counts["opened"] += await _open(conn, decision, at)
         for decision in result.ongoing:
-            counts["ongoing"] += await _continue(conn, decision)
+            counts["ongoing"] += await _continue(conn, decision, at)
         for key in result.resolved:
             counts["resolved"] += await _resolve(conn, key, at)
     return counts
@@ -80,74 +81,106 @@ async def run_range(conn: asyncpg.Connection, start: datetime, end: datetime) ->
     at = datetime.fromtimestamp(hour_number(start) * 3600, UTC)
     if at < start:
         at += timedelta(hours=1)
-    done = 0
+    done, cache = 0, HourCache()
     while at <= end:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", ANOMALY_LOCK)
-            await run_anomalies(conn, at=at)
+            await run_anomalies(conn, at=at, cache=cache)
         done += 1
         at += timedelta(hours=1)
     return done
 
 
-async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: int) -> list[ScopeSeries]:
+class HourCache:
+    """Each org's hours already read, as ``{hour: {scope: HourStats}}``: a backtest (``run_range``)
+    reads each complete hour once instead of ``HISTORY_HOURS`` times. The evaluated hour itself is
+    never kept, so every evaluation sees its latest rows."""
+
+    def __init__(self) -> None:
+        self.orgs: dict[int, dict[int, dict[str | None, HourStats]]] = {}
+
+
+async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: int,
+                      cache: HourCache | None = None) -> list[ScopeSeries]:
     """The org's series (as a whole, then each feature) for hours ``start..end`` from its rollups."""
+    known = cache.orgs.setdefault(org_id, {}) if cache is not None else {}
+    for hour in [h for h in known if h < start]:
+        del known[hour]
+    first = start
+    while first <= end and first in known:
+        first += 1
+    if first <= end:
+        fresh = await _read_hours(conn, org_id, first, end)
+        for hour in range(first, end + 1):
+            if hour < end and cache is not None:
+                known[hour] = fresh.get(hour, {})
+    else:
+        fresh = {}
+    by_hour = {**known, **fresh}
+    scopes = sorted({scope for stats in by_hour.values() for scope in stats} | {None},
+                    key=lambda s: (s is not None, s or ""))
+    empty = HourStats(cost_sq_usd=0.0)  # an hour without requests: every sum is exactly 0
+    out = []
+    for scope in scopes:
+        # A scope's series starts with its first rows: the hours before it existed are no data,
+        # not hours of zero traffic (which would make any new feature look like a surge).
+        first_seen = next((h for h in range(start, end + 1) if scope in by_hour.get(h, {})), end)
+        out.append(ScopeSeries(org_id, scope, first_seen,
+                               [by_hour.get(h, {}).get(scope, empty) for h in range(first_seen, end + 1)]))
+    return out
+
+
+async def _read_hours(conn: asyncpg.Connection, org_id: int, first: int,
+                      last: int) -> dict[int, dict[str | None, HourStats]]:
     rows = await conn.fetch("""
         SELECT hour, feature, model_used, requests,
                errors_provider + errors_lectr + errors_client AS errors,
                cost_usd::float8 AS cost, cost_sq_usd, latency_buckets
         FROM request_rollups WHERE org_id = $1 AND hour >= $2 AND hour <= $3""",
-                            org_id, hour_time(start), hour_time(end))
-    n = end - start + 1
-    # scope -> per hour [requests, errors, cost, cost², {bucket: count}, {model: requests}]
-    acc: dict[str | None, list[list | None]] = {None: [None] * n}
+                            org_id, hour_time(first), hour_time(last))
+    # hour -> scope -> [requests, errors, cost, cost², histogram, {model: requests}]
+    acc: dict[int, dict[str | None, list]] = {}
     for r in rows:
-        k = hour_number(r["hour"]) - start
+        hour = acc.setdefault(hour_number(r["hour"]), {})
         for scope in (None, r["feature"]):
-            hours = acc.get(scope)
-            if hours is None:
-                hours = acc[scope] = [None] * n
-            h = hours[k]
+            h = hour.get(scope)
             if h is None:
-                h = hours[k] = [0, 0, 0.0, 0.0, {}, {}]
+                h = hour[scope] = [0, 0, 0.0, 0.0, None, {}]
             h[0] += r["requests"]
             h[1] += r["errors"]
             h[2] += r["cost"]
             h[3] += r["cost_sq_usd"]
-            buckets = h[4]
-            for i, c in enumerate(r["latency_buckets"]):
-                if c:
-                    buckets[i] = buckets.get(i, 0) + c
+            buckets = r["latency_buckets"]
+            h[4] = list(buckets) if h[4] is None else [a + b for a, b in zip(h[4], buckets)]
             if r["requests"]:
                 h[5][r["model_used"]] = h[5].get(r["model_used"], 0) + r["requests"]
-    out = []
-    for scope in sorted(acc, key=lambda s: (s is not None, s or "")):
-        out.append(ScopeSeries(org_id, scope, start, [_hour_stats(h) for h in acc[scope]]))
-    return out
+    return {hour: {scope: HourStats(requests=h[0], errors=h[1], cost_usd=h[2],
+                                    latency_p95_ms=hg.quantile(h[4], 0.95, spread=True), models=h[5],
+                                    cost_sq_usd=h[3])
+                   for scope, h in scopes.items()}
+            for hour, scopes in acc.items()}
 
 
-def _hour_stats(h: list | None) -> HourStats:
-    if h is None:
-        return HourStats()
-    p95 = None
-    if h[4]:
-        counts = hg.empty()
-        for i, c in h[4].items():
-            counts[i] = c
-        p95 = hg.quantile(counts, 0.95, spread=True)
-    return HourStats(requests=h[0], errors=h[1], cost_usd=h[2], latency_p95_ms=p95, models=h[5], cost_sq_usd=h[3])
+async def load_known(conn: asyncpg.Connection, org_id: int, at: datetime) -> list[KnownAnomaly]:
+    """The org's anomalies as they stood before the hour evaluated at ``at`` was first evaluated:
+    open then, or resolved within the longest window before it.
 
-
-async def load_known(conn: asyncpg.Connection, org_id: int, at_hour: int) -> list[KnownAnomaly]:
-    """The org's open anomalies, and those resolved within the longest window before ``at_hour``."""
+    Evaluations of that hour (every run during the next hour does one; so does a second process,
+    or a replay of a range already run) thus all start from the same state and decide alike: what
+    one of them opened is opened again (a conflict: nothing written), not judged as a held
+    anomaly, and nothing resolved by a later hour is reopened by an earlier one.
+    """
+    at_hour = evaluated_hour(at)
+    before = hour_time(at_hour + 1)  # evaluations of hour h run during hour h + 1
     rows = await conn.fetch("""
-        SELECT feature, metric, direction, window_start, window_end, resolved_at FROM anomalies
-        WHERE org_id = $1 AND window_start <= $2
-          AND (resolved_at IS NULL OR window_end >= $3)""",
-                            org_id, hour_time(at_hour), hour_time(at_hour - _RECENT_HOURS))
+        SELECT feature, metric, direction, window_start, window_end, resolved_at < $2 AS resolved
+        FROM anomalies
+        WHERE org_id = $1 AND opened_at < $2
+          AND (resolved_at IS NULL OR resolved_at >= $2 OR window_end >= $3)""",
+                            org_id, before, hour_time(at_hour - _RECENT_HOURS))
     return [KnownAnomaly(AnomalyKey(org_id, r["feature"], FROM_COLUMN.get(r["metric"], r["metric"]), r["direction"]),
                          hour_number(r["window_start"]), hour_number(r["window_end"]),
-                         resolved=r["resolved_at"] is not None)
+                         resolved=bool(r["resolved"]))
             for r in rows]
 
 
@@ -173,16 +206,18 @@ async def _open(conn: asyncpg.Connection, d: AnomalyDecision, at: datetime) -> i
     return 1 if row_id is not None else 0
 
 
-async def _continue(conn: asyncpg.Connection, d: AnomalyDecision) -> int:
+async def _continue(conn: asyncpg.Connection, d: AnomalyDecision, at: datetime) -> int:
     k = d.key
+    # Only the latest hour's evaluation moves the figures: an earlier hour evaluated again
+    # (a replay, a second process) leaves them as they are.
     status = await conn.execute("""
-        UPDATE anomalies SET window_end = greatest(window_end, $5), current_value = $6, baseline_mean = $7,
+        UPDATE anomalies SET window_end = $5, current_value = $6, baseline_mean = $7,
                              baseline_std = $8, deviation_sigma = $9, detail = $10::jsonb
         WHERE org_id = $1 AND coalesce(feature, '') = coalesce($2, '') AND metric = $3 AND direction = $4
-          AND resolved_at IS NULL""",
+          AND resolved_at IS NULL AND opened_at <= $11 AND window_end <= $5""",
                                 k.org_id, k.feature, TO_COLUMN.get(k.metric, k.metric), k.direction,
                                 hour_time(d.window_end), float(d.current), _finite(d.baseline_mean),
-                                _finite(d.baseline_std), _finite(d.deviation_sigma), _detail(d))
+                                _finite(d.baseline_std), _finite(d.deviation_sigma), _detail(d), at)
     return int(status.split()[-1])
 
 
@@ -190,5 +225,6 @@ async def _resolve(conn: asyncpg.Connection, k: AnomalyKey, at: datetime) -> int
     status = await conn.execute("""
         UPDATE anomalies SET resolved_at = $5
         WHERE org_id = $1 AND coalesce(feature, '') = coalesce($2, '') AND metric = $3 AND direction = $4
-          AND resolved_at IS NULL""", k.org_id, k.feature, TO_COLUMN.get(k.metric, k.metric), k.direction, at)
+          AND resolved_at IS NULL AND opened_at <= $5""",
+                                k.org_id, k.feature, TO_COLUMN.get(k.metric, k.metric), k.direction, at)
     return int(status.split()[-1])
