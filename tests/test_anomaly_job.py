@@ -219,3 +219,34 @@ def test_the_scheduled_job_evaluates_the_last_complete_hour(world):
     assert bad.returncode == 1 and "ISO 8601" in bad.stderr and "\n" not in bad.stderr.strip()
     bad = run_cli(world["env"], "jobs", "run", "aggregator", "--at", "2026-01-01T00:00:00Z", check=False)
     assert bad.returncode == 1 and "not aggregator" in bad.stderr
+
+
+def test_a_row_folded_into_an_old_hour_is_seen_through_the_cache(world):
+    """The scheduled job keeps hourly p95s between runs; a late row changes its hour's."""
+    from lectr.analysis import histogram as hg
+    from tests.rollup_fixtures import rollup_row
+
+    end = 500_000
+
+    async def scenario():
+        conn = await _connect(world["url"])
+        try:
+            org, _ = await orgs.create_org(conn, "late-rows")
+            rows = [rollup_row(org, job.hour_time(h), "f", model="m", requests=50,
+                               latency_buckets=hg.build([100.0] * 50)) for h in range(end - 10, end + 1)]
+            await insert_rollups(conn, rows)
+            cache = job.HourCache()
+            before = await job.load_scopes(conn, org, end - 20, end, cache)
+            late = rollup_row(org, job.hour_time(end - 5), "f", model="m2", requests=50,
+                              latency_buckets=hg.build([5000.0] * 50))
+            await insert_rollups(conn, [late])
+            cached = await job.load_scopes(conn, org, end - 20, end, cache)
+            fresh = await job.load_scopes(conn, org, end - 20, end)
+            return before, cached, fresh
+        finally:
+            await conn.close()
+
+    before, cached, fresh = _run(scenario())
+    assert cached == fresh and cached != before
+    [org_scope] = [s for s in cached if s.feature is None]
+    assert org_scope.hours[end - 5 - org_scope.start_hour].latency_p95_ms > 4000

@@ -75,6 +75,12 @@ async def run_anomalies(conn: asyncpg.Connection, *, at: datetime | None = None,
     return counts
 
 
+def scheduled_run():
+    """The scheduled job's ``run(conn)``: ``run_anomalies`` now, with p95s kept between runs."""
+    cache = HourCache()
+    return lambda conn: run_anomalies(conn, cache=cache)
+
+
 async def run_range(conn: asyncpg.Connection, start: datetime, end: datetime) -> int:
     """Evaluate each hour boundary from ``start`` to ``end`` (inclusive) in turn, each in its own
     transaction under ``ANOMALY_LOCK``; return the number of evaluations (a backtest)."""
@@ -92,73 +98,85 @@ async def run_range(conn: asyncpg.Connection, start: datetime, end: datetime) ->
 
 
 class HourCache:
-    """Each org's hours already read, as ``{hour: {scope: HourStats}}``: a backtest (``run_range``)
-    reads each complete hour once instead of ``HISTORY_HOURS`` times. The evaluated hour itself is
-    never kept, so every evaluation sees its latest rows."""
+    """Each org's hourly p95s already computed, ``{org: {hour: (signature, {scope: p95})}}``.
+
+    Reading latency histograms and their quantiles is most of a run's cost, and an hour's p95
+    changes only when rows are added to it; the signature (rows and requests of the hour) says
+    when, so an hour folded in late is read again. Everything else is summed by the database on
+    each run. Kept by the scheduled job across runs and by a backtest across its hours.
+    """
 
     def __init__(self) -> None:
-        self.orgs: dict[int, dict[int, dict[str | None, HourStats]]] = {}
+        self.orgs: dict[int, dict[int, tuple[tuple[int, int], dict[str | None, float | None]]]] = {}
 
 
 async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: int,
                       cache: HourCache | None = None) -> list[ScopeSeries]:
     """The org's series (as a whole, then each feature) for hours ``start..end`` from its rollups."""
-    known = cache.orgs.setdefault(org_id, {}) if cache is not None else {}
-    for hour in [h for h in known if h < start]:
-        del known[hour]
-    first = start
-    while first <= end and first in known:
-        first += 1
-    if first <= end:
-        fresh = await _read_hours(conn, org_id, first, end)
-        for hour in range(first, end + 1):
-            if hour < end and cache is not None:
-                known[hour] = fresh.get(hour, {})
-    else:
-        fresh = {}
-    by_hour = {**known, **fresh}
-    scopes = sorted({scope for stats in by_hour.values() for scope in stats} | {None},
-                    key=lambda s: (s is not None, s or ""))
-    empty = HourStats(cost_sq_usd=0.0)  # an hour without requests: every sum is exactly 0
-    out = []
-    for scope in scopes:
-        # A scope's series starts with its first rows: the hours before it existed are no data,
-        # not hours of zero traffic (which would make any new feature look like a surge).
-        first_seen = next((h for h in range(start, end + 1) if scope in by_hour.get(h, {})), end)
-        out.append(ScopeSeries(org_id, scope, first_seen,
-                               [by_hour.get(h, {}).get(scope, empty) for h in range(first_seen, end + 1)]))
-    return out
-
-
-async def _read_hours(conn: asyncpg.Connection, org_id: int, first: int,
-                      last: int) -> dict[int, dict[str | None, HourStats]]:
     rows = await conn.fetch("""
-        SELECT hour, feature, model_used, requests,
-               errors_provider + errors_lectr + errors_client AS errors,
-               cost_usd::float8 AS cost, cost_sq_usd, latency_buckets
-        FROM request_rollups WHERE org_id = $1 AND hour >= $2 AND hour <= $3""",
-                            org_id, hour_time(first), hour_time(last))
-    # hour -> scope -> [requests, errors, cost, cost², histogram, {model: requests}]
+        SELECT hour, feature, model_used, sum(requests)::bigint AS requests,
+               sum(errors_provider + errors_lectr + errors_client)::bigint AS errors,
+               sum(cost_usd)::float8 AS cost, sum(cost_sq_usd) AS cost_sq, count(*) AS n
+        FROM request_rollups WHERE org_id = $1 AND hour >= $2 AND hour <= $3
+        GROUP BY hour, feature, model_used""", org_id, hour_time(start), hour_time(end))
+    # hour -> scope -> [requests, errors, cost, cost², {model: requests}]
     acc: dict[int, dict[str | None, list]] = {}
+    signatures: dict[int, list[int]] = {}
     for r in rows:
-        hour = acc.setdefault(hour_number(r["hour"]), {})
+        hour_number_ = hour_number(r["hour"])
+        hour = acc.setdefault(hour_number_, {})
+        sig = signatures.setdefault(hour_number_, [0, 0])
+        sig[0] += r["n"]
+        sig[1] += r["requests"]
         for scope in (None, r["feature"]):
             h = hour.get(scope)
             if h is None:
-                h = hour[scope] = [0, 0, 0.0, 0.0, None, {}]
+                h = hour[scope] = [0, 0, 0.0, 0.0, {}]
             h[0] += r["requests"]
             h[1] += r["errors"]
             h[2] += r["cost"]
-            h[3] += r["cost_sq_usd"]
-            buckets = r["latency_buckets"]
-            h[4] = list(buckets) if h[4] is None else [a + b for a, b in zip(h[4], buckets)]
+            h[3] += r["cost_sq"]
             if r["requests"]:
-                h[5][r["model_used"]] = h[5].get(r["model_used"], 0) + r["requests"]
-    return {hour: {scope: HourStats(requests=h[0], errors=h[1], cost_usd=h[2],
-                                    latency_p95_ms=hg.quantile(h[4], 0.95, spread=True), models=h[5],
-                                    cost_sq_usd=h[3])
-                   for scope, h in scopes.items()}
-            for hour, scopes in acc.items()}
+                h[4][r["model_used"]] = h[4].get(r["model_used"], 0) + r["requests"]
+    p95s = cache.orgs.setdefault(org_id, {}) if cache is not None else {}
+    for hour in [h for h in p95s if h < start]:
+        del p95s[hour]
+    stale = [h for h, sig in signatures.items() if p95s.get(h, (None,))[0] != tuple(sig)]
+    if stale:
+        fresh = await _read_p95s(conn, org_id, stale)
+        for h in stale:
+            p95s[h] = (tuple(signatures[h]), fresh.get(h, {}))
+    empty = HourStats(cost_sq_usd=0.0)  # an hour without requests: every sum is exactly 0
+    out = []
+    for scope in sorted({scope for hour in acc.values() for scope in hour} | {None},
+                        key=lambda s: (s is not None, s or "")):
+        # A scope's series starts with its first rows: the hours before it existed are no data,
+        # not hours of zero traffic (which would make any new feature look like a surge).
+        first_seen = next((h for h in range(start, end + 1) if scope in acc.get(h, {})), end)
+        hours = []
+        for hour in range(first_seen, end + 1):
+            h = acc.get(hour, {}).get(scope)
+            hours.append(empty if h is None else HourStats(
+                requests=h[0], errors=h[1], cost_usd=h[2], latency_p95_ms=p95s[hour][1].get(scope),
+                models=h[4], cost_sq_usd=h[3]))
+        out.append(ScopeSeries(org_id, scope, first_seen, hours))
+    return out
+
+
+async def _read_p95s(conn: asyncpg.Connection, org_id: int, hours: list[int]) -> dict[int, dict[str | None, float | None]]:
+    """``{hour: {scope: p95 ms}}`` from the merged latency histograms of those hours."""
+    rows = await conn.fetch("""
+        SELECT hour, feature, latency_buckets FROM request_rollups
+        WHERE org_id = $1 AND hour = ANY($2::timestamptz[])""", org_id, [hour_time(h) for h in hours])
+    merged: dict[int, dict[str | None, list[int]]] = {}
+    for r in rows:
+        hour = merged.setdefault(hour_number(r["hour"]), {})
+        buckets = r["latency_buckets"]
+        for scope in (None, r["feature"]):
+            h = hour.get(scope)
+            hour[scope] = list(buckets) if h is None else [a + b for a, b in zip(h, buckets)]
+    return {hour: {scope: hg.quantile(counts, 0.95, spread=True) for scope, counts in scopes.items()}
+            for hour, scopes in merged.items()}
 
 
 async def load_known(conn: asyncpg.Connection, org_id: int, at: datetime) -> list[KnownAnomaly]:
