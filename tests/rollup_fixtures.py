@@ -127,3 +127,29 @@ def trace_rows(trace: tracegen.Trace, hists: dict, org_ids: dict[int, int]) -> l
                     cost_sq_usd=stats.cost_sq_usd if first else 0.0,
                     latency_buckets=hists[(trace_org, feature, hour)] if first else hg.empty()))
     return rows
+
+
+def seed_understanding(database_url: str, orgs: dict[str, tuple[str, str, str]]) -> None:
+    """For each org name → (feature, provider, model): one anomaly and one open recommendation,
+    as the jobs would write them, so endpoints listing them have each org's own rows to show."""
+    import asyncio
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for name, (feature, provider, model) in orgs.items():
+                org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
+                await conn.execute("""
+                    INSERT INTO anomalies (org_id, feature, metric, direction, window_start, window_end,
+                                           current_value, baseline_mean, baseline_std, deviation_sigma, detail)
+                    VALUES ($1, $2, 'requests', 'up', date_trunc('hour', now()) - interval '2 hours',
+                            date_trunc('hour', now()), 400, 100, 10, 30, '{"window_hours": 2}')""", org_id, feature)
+                await conn.execute("""
+                    INSERT INTO recommendations (org_id, feature, provider, current_model, suggested_model,
+                                                 aggressiveness, confidence, reason, signals, monthly_saving_usd)
+                    VALUES ($1, $2, $3, $4, $4 || '-smaller', 'moderate', 'high', 'declared task classification',
+                            '{"requests": 600}', 1.5)""", org_id, feature, provider, model)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
