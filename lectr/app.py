@@ -27,6 +27,8 @@ from lectr.events.rows import RowBuilder
 from lectr.events.spool import Spool
 from lectr.events.tokenizer_service import TokenizerClient, TokenizerProcess
 from lectr.events.writer import EventWriter
+from lectr.jobs.anomalies import ANOMALY_LOCK, scheduled_run
+from lectr.jobs.recommendations import RECOMMEND_LOCK, run_recommendations
 from lectr.metrics import Metrics, watch_loop_lag
 from lectr.pricing import PricingTable, ensure_seeded
 from lectr.proxy.busypoll import BusyPoller
@@ -52,6 +54,9 @@ def scheduled_jobs(settings: Settings) -> list[Job]:
     return [
         Job("aggregator", settings.admin.aggregate_interval, AGGREGATOR_LOCK, run_aggregator),
         Job("housekeeping", HOUSEKEEPING_SECONDS, HOUSEKEEPING_LOCK, lambda conn: run_housekeeping(conn, retention)),
+        Job("anomalies", settings.admin.anomaly_interval, ANOMALY_LOCK, scheduled_run()),
+        Job("recommendations", settings.admin.recommend_interval, RECOMMEND_LOCK,
+            lambda conn: run_recommendations(conn, min_requests=settings.admin.recommend_min_requests)),
     ]
 
 

@@ -54,6 +54,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_ADMIN_SECRET": ("", "Bearer secret for the operator API (/api/v1/orgs, /api/v1/pricing); unset: disabled."),
     "LECTR_AGGREGATE_INTERVAL": ("60", "Seconds between dashboard summary runs."),
     "LECTR_SESSION_HOURS": ("12", "Lifetime of a dashboard session."),
+    "LECTR_ANOMALY_INTERVAL": ("300", "Seconds between anomaly detector runs (each evaluates the last complete hour)."),
+    "LECTR_RECOMMEND_INTERVAL": ("86400", "Seconds between model recommendation runs."),
+    "LECTR_RECOMMEND_MIN_REQUESTS": ("500", "Requests in 30 days a feature needs before models are recommended for it."),
     "LECTR_BUSY_POLL_US": ("200", "Longest the proxy loop spins (microseconds) waiting for the next event "
                            "instead of sleeping; self-tuned below that; 0 turns it off."),
     "LECTR_CAPTURE_MAX_BYTES": ("4194304", "Most response bytes kept per event for usage parsing."),
@@ -130,6 +133,9 @@ class AdminSettings:
     secret: str | None = None
     aggregate_interval: float = 60.0
     session_hours: float = 12.0
+    anomaly_interval: float = 300.0
+    recommend_interval: float = 86400.0
+    recommend_min_requests: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,5 +205,8 @@ class Settings:
                 secret=env.get("LECTR_ADMIN_SECRET") or None,
                 aggregate_interval=_float(env, "LECTR_AGGREGATE_INTERVAL"),
                 session_hours=_float(env, "LECTR_SESSION_HOURS"),
+                anomaly_interval=_float(env, "LECTR_ANOMALY_INTERVAL"),
+                recommend_interval=_float(env, "LECTR_RECOMMEND_INTERVAL"),
+                recommend_min_requests=max(1, _int(env, "LECTR_RECOMMEND_MIN_REQUESTS")),
             ),
         )
