@@ -11,7 +11,7 @@ from lectr.config import ProxyLimits
 from lectr.directory import DirectoryHolder
 from lectr.events.ring import EventRing
 from lectr.providers.base import parse_origin
-from lectr.providers.registry import ModelRegistry
+from lectr.providers.registry import PROVIDER_NAMES, ModelRegistry
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.protocol import ProxyProtocol
 from lectr.proxy.upstream import UpstreamPools
@@ -76,8 +76,7 @@ class ProxyContext:
         if name in self._invalid_providers_logged or len(self._invalid_providers_logged) >= _MAX_LOGGED_PROVIDERS:
             return
         self._invalid_providers_logged.add(name)
-        log.warning("X-Lectr-Provider %r is not one of openai, anthropic, groq, gemini, azure; "
-                    "using openai", name[:40])
+        log.warning("X-Lectr-Provider %r is not one of %s; using openai", name[:40], ", ".join(PROVIDER_NAMES))
 
 
 class ProxyServer:
