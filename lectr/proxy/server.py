@@ -13,6 +13,7 @@ from lectr.events.ring import EventRing
 from lectr.providers.base import parse_origin
 from lectr.providers.registry import PROVIDER_NAMES, ModelRegistry
 from lectr.proxy.busypoll import BusyPoller
+from lectr.proxy.decide import Routes
 from lectr.proxy.protocol import ProxyProtocol
 from lectr.proxy.upstream import UpstreamPools
 
@@ -35,6 +36,7 @@ class ProxyContext:
         self.upstream = upstream
         self.ring = ring
         self.registry = ModelRegistry()
+        self.routes = Routes(self.origins, self.registry.detect)  # what decide() needs besides the snapshot
         self.connections: set[ProxyProtocol] = set()
         self.tasks: set[asyncio.Task] = set()
         self.inflight: set = set()  # request cycles not yet finished
