@@ -57,12 +57,14 @@ SNAPSHOT_PARTS: dict[str, Callable[[asyncpg.Connection], Awaitable[dict[str, obj
     "azure": load_azure,
 }
 PRICING = "pricing"  # not the hot path's: the row builder's price table
+UNCACHED = "uncached"  # a table no process keeps in memory (yet): its NOTIFY reloads nothing
 # Which part a NOTIFY for each table reloads; a table not listed reloads the whole snapshot.
 RELOADS: dict[str, str] = {
     "organizations": "orgs",
     "org_keys": "orgs",
     "azure_configs": "azure",
     "model_pricing": PRICING,
+    "model_downgrades": UNCACHED,  # read by the recommendations when they run
 }
 
 
