@@ -22,6 +22,7 @@ from lectr.price_rules import (PriceRow, PriceTier, PricingError, compute_cost, 
 __all__ = ["EPOCH", "PriceRow", "PriceTier", "PricingError", "PricingTable", "SeedRow", "add_operator_price",
            "compute_cost", "downgrade_rows", "ensure_seeded", "list_prices", "load_pricing", "normalize_model",
            "seed_downgrades", "seed_pricing", "tiers_from_json", "tiers_to_json"]
+from lectr.providers.gemini import MODEL_NAMESPACE
 from lectr.providers.registry import PROVIDER_NAMES, PROVIDERS
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ class SeedRow(NamedTuple):
 def normalize_model(model: str) -> str:
     """The key a model name is matched by: lower case, without Gemini's ``models/`` prefix."""
     name = model.strip().lower()
-    return name[len("models/"):] if name.startswith("models/") else name
+    return name[len(MODEL_NAMESPACE):] if name.startswith(MODEL_NAMESPACE) else name
 
 
 def _name_candidates(name: str) -> list[str]:
