@@ -20,12 +20,8 @@ from lectr.events.generated import collect_generated
 from lectr.events.tokens import TokenCounter
 from lectr.events.websocket import realtime_usage
 from lectr.providers.anthropic import CACHE_READ_FIELD, CACHE_WRITE_FIELD
-from lectr.providers.gemini import gemini_billed_completion
+from lectr.providers.gemini import gemini_billed_completion  # noqa: F401 (its old home; still read here)
 from lectr.providers.registry import PROVIDERS, USAGE_HOLDERS
-
-__all__ = ["NO_USAGE", "TRUNCATED", "UNDECODABLE", "Usage", "extract_usage", "gemini_billed_completion",
-           "is_event_stream", "last_usage_object", "response_steps", "response_values", "usage_from_event_stream",
-           "usage_from_json_body", "usage_from_mapping", "usage_values"]
 
 
 class Usage(NamedTuple):
