@@ -13,18 +13,6 @@ reported beside the input rather than inside it.
 
 from lectr.providers.base import Provider
 
-ANTHROPIC = Provider(
-    name="anthropic",
-    default_base_url="https://api.anthropic.com/v1",
-    auth_header=b"x-api-key",
-    native_paths=(b"messages", b"complete"),  # messages, messages/batches[/…], messages/count_tokens
-    credential_headers=frozenset({b"x-api-key"}),
-    base_url_help="Base URL for Anthropic's OpenAI-compatible API.",
-    model_prefixes=("claude-",),
-    usage_holder="message",  # a native stream's message_start holds the input's usage
-    genai_prices_id="anthropic",
-)
-
 # The prompt tokens read from the cache and written to it, reported beside ``input_tokens``.
 CACHE_READ_FIELD = "cache_read_input_tokens"
 CACHE_WRITE_FIELD = "cache_creation_input_tokens"
@@ -38,3 +26,17 @@ def total_input_tokens(input_tokens: int, cache_read_tokens: int, cache_write_to
     (``cache_creation_input_tokens``) are reported beside it, not inside it as OpenAI does.
     """
     return input_tokens + cache_read_tokens + cache_write_tokens
+
+
+ANTHROPIC = Provider(
+    name="anthropic",
+    default_base_url="https://api.anthropic.com/v1",
+    auth_header=b"x-api-key",
+    native_paths=(b"messages", b"complete"),  # messages, messages/batches[/…], messages/count_tokens
+    credential_headers=frozenset({b"x-api-key"}),
+    base_url_help="Base URL for Anthropic's OpenAI-compatible API.",
+    model_prefixes=("claude-",),
+    usage_holder="message",  # a native stream's message_start holds the input's usage
+    genai_prices_id="anthropic",
+    total_input_tokens=total_input_tokens,
+)

@@ -130,6 +130,8 @@ class Provider:
     detect_rank: int = 1
     usage_holder: str | None = None
     billed_completion: Callable[[int | None, int | None, int | None], int | None] | None = None
+    # (input, cache read, cache write) → all input tokens, for one whose input leaves the cache out.
+    total_input_tokens: Callable[[int, int, int], int] | None = None
     price_fallback: str | None = None
     genai_prices_id: str | None = None
     encoding: Callable[[str | None], str] = approximate_encoding
