@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lectr.providers.registry import DEFAULT_UPSTREAMS, UPSTREAM_PROVIDERS
+from lectr.providers.registry import DEFAULT_UPSTREAMS, PROVIDERS, UPSTREAM_PROVIDERS
 
 
 class ConfigError(ValueError):
@@ -31,10 +31,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_DATABASE_URL": ("", "PostgreSQL URL. Unset: an embedded PostgreSQL is started in `LECTR_DATA_DIR`."),
     "LECTR_DATA_DIR": ("~/.local/share/lectr", "Where the embedded database (and later the event spool) live."),
     "LECTR_LOG_LEVEL": ("INFO", "Python logging level name."),
-    "LECTR_UPSTREAM_OPENAI": (DEFAULT_UPSTREAMS["openai"], "Base URL for OpenAI."),
-    "LECTR_UPSTREAM_ANTHROPIC": (DEFAULT_UPSTREAMS["anthropic"], "Base URL for Anthropic's OpenAI-compatible API."),
-    "LECTR_UPSTREAM_GROQ": (DEFAULT_UPSTREAMS["groq"], "Base URL for Groq."),
-    "LECTR_UPSTREAM_GEMINI": (DEFAULT_UPSTREAMS["gemini"], "Base URL for Gemini's OpenAI-compatible API."),
+    # LECTR_UPSTREAM_OPENAI, _ANTHROPIC, ...: one per provider module with a global base URL.
+    **{f"LECTR_UPSTREAM_{name.upper()}": (DEFAULT_UPSTREAMS[name], PROVIDERS[name].base_url_help)
+       for name in UPSTREAM_PROVIDERS},
     "LECTR_MAX_BODY_BYTES": ("33554432", "Largest request body accepted; larger gets 413."),
     "LECTR_MAX_HEADER_BYTES": ("65536", "Largest request line plus headers accepted; larger gets 431."),
     "LECTR_HEADER_TIMEOUT": ("30", "Seconds a client may take to send one whole request (head and body), "
