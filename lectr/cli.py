@@ -10,6 +10,7 @@ import sys
 from typing import Awaitable, Callable
 
 from lectr import __version__
+from lectr.alerts import commands as alert_commands
 from lectr.config import ConfigError
 
 DESCRIPTION = """\
@@ -78,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     run_job = jobs_commands.add_parser("run", help="run a job once, now",
                                        description="Run a scheduled job once, now (waiting if a server "
                                                    "is running it at this moment).")
-    run_job.add_argument("job", choices=["aggregator", "housekeeping"])
+    run_job.add_argument("job", choices=["aggregator", "housekeeping", "alerts"])
+
+    alert_commands.add_parser(commands)
 
     commands.add_parser("bench", help="measure Lectr against a direct connection (see benchmarks/)",
                         description="Run the benchmark suite; `lectr bench --help` lists its options.",
@@ -266,10 +269,12 @@ _DB_ACTIONS = {
     ("pricing", "sync"): _pricing_sync,
     ("jobs", "run"): _jobs_run,
 }
+_DB_ACTIONS.update(alert_commands.ACTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lectr`` command; returns the exit status."""
+    from lectr.alerts.settings import SettingsError
     from lectr.db import DatabaseError
     from lectr.orgs import OrgError
     from lectr.pricing import PricingError
@@ -291,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         action = _DB_ACTIONS[(args.command, sub)]
         return _run_with_db(lambda conn, url: action(args, conn, url),
                             keep_running=(args.command, sub) == ("db", "url"))
-    except (ConfigError, DatabaseError, OrgError, PricingError, StartupError) as exc:
+    except (ConfigError, DatabaseError, OrgError, PricingError, SettingsError, StartupError) as exc:
         _say_error(exc)
         return 1
     except KeyboardInterrupt:
