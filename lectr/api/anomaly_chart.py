@@ -9,7 +9,7 @@ from datetime import datetime
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT, PAD_X, PAD_TOP, PAD_BOTTOM = 560, 110, 6, 8, 18
+WIDTH, HEIGHT, PAD_X, PAD_TOP, PAD_BOTTOM = 900, 130, 6, 8, 20
 
 
 def anomaly_chart_svg(points: list[tuple[datetime, float | None]], *, window_start: datetime,
@@ -35,7 +35,7 @@ def anomaly_chart_svg(points: list[tuple[datetime, float | None]], *, window_sta
         return PAD_TOP + inner_h * (1 - min(max(v / top, 0.0), 1.0))
 
     parts = [f'<svg class="anomaly-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-             f'aria-label="{escape(label)}" data-testid="anomaly-chart" preserveAspectRatio="none">',
+             f'aria-label="{escape(label)}" data-testid="anomaly-chart">',
              f'<title>{escape(label)}</title>']
     if baseline_mean is not None:
         spread = baseline_std or 0.0

@@ -16,7 +16,7 @@ from lectr.api import understand_queries as q
 from lectr.api.anomaly_chart import anomaly_chart_svg
 from lectr.api.auth import Caller
 from lectr.api.dashboard import _html, _page_caller
-from lectr.api.pages import _environment
+from lectr.api.pages import _environment, fmt_ms, fmt_usd
 from lectr.api.state import STATE
 from lectr.orgs import OrgError, set_azure_for
 
@@ -94,7 +94,13 @@ async def anomalies_page(request: web.Request) -> web.Response:
 def _recommendation_view(r: dict) -> dict:
     signals = []
     for key, value in (r.get("signals") or {}).items():
-        if isinstance(value, float):
+        if isinstance(value, bool) or value is None:
+            value = "—" if value is None else ("yes" if value else "no")
+        elif key.endswith("_ms") and isinstance(value, (int, float)):
+            value = fmt_ms(value)
+        elif ("cost" in key or key.endswith("_usd")) and isinstance(value, (int, float)):
+            value = fmt_usd(value)
+        elif isinstance(value, float):
             value = f"{value:.1%}" if "rate" in key or "share" in key else f"{value:,.1f}"
         elif isinstance(value, int):
             value = f"{value:,d}"
