@@ -179,3 +179,22 @@ def test_cli_sets_shows_and_tests_alerts(site, smtp, receiver):
     missing = site.cli("alerts", "show", "no-such-org", check=False)
     assert missing.returncode == 1 and "no org named" in missing.stderr
     assert site.cli("alerts", "set", "beta", "--webhook", "").stdout.count("webhook: -") == 1
+
+
+def test_a_restarted_server_never_resends_a_delivered_alert(site, smtp, receiver, tmp_path):
+    call(site, "PUT", "/api/v1/alert-settings", json={"email_recipients": ["oncall@alpha.test"],
+                                                      "webhook_url": receiver.url})
+    first = asyncio.run(_insert(site.extra["database_url"], "alpha", feature="restart-1"))
+    deadline = time.monotonic() + 20
+    while asyncio.run(_statuses(site.extra["database_url"], first)) != ["sent", "sent"]:
+        assert time.monotonic() < deadline, "the first alert was not delivered"
+        time.sleep(0.05)
+    assert stop_lectr(site) == 0
+    restarted = start_lectr(site.env, tmp_path / "restarted.log")
+    site.proc = restarted.proc  # the fixture stops this one
+    second = asyncio.run(_insert(site.extra["database_url"], "alpha", feature="restart-2"))
+    while not any(h["id"] == second for h in receiver.received):
+        assert time.monotonic() < deadline + 20, "the restarted server delivered nothing"
+        time.sleep(0.05)
+    assert [h["id"] for h in receiver.received].count(first) == 1
+    assert sum(f"anomaly={first}" in m.get_content() for _, m in smtp.messages) == 1
