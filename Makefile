@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install clean
+.PHONY: run test bench install clean mutation
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ run: $(STAMP)  ## start the gateway on its embedded PostgreSQL
 
 test: $(STAMP)  ## run every test against real PostgreSQL, real sockets and the openai SDK
 	$(BIN)/pytest -q
+
+mutation: $(STAMP)  ## mutation score of the pure request-path modules (not part of `make test`)
+	$(BIN)/pip install --quiet -e '.[test,mutation]'
+	rm -rf mutants
+	timeout 1200 $(BIN)/mutmut run --max-children 2 || true
+	$(BIN)/mutmut results
 
 bench: $(STAMP)  ## added latency and throughput, Lectr against a direct connection
 	$(BIN)/python -m benchmarks.run

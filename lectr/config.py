@@ -38,8 +38,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_UPSTREAM_GEMINI": (DEFAULT_UPSTREAMS["gemini"], "Base URL for Gemini's OpenAI-compatible API."),
     "LECTR_MAX_BODY_BYTES": ("33554432", "Largest request body accepted; larger gets 413."),
     "LECTR_MAX_HEADER_BYTES": ("65536", "Largest request line plus headers accepted; larger gets 431."),
-    "LECTR_HEADER_TIMEOUT": ("30", "Seconds a client may take to send one whole request; then 408."),
+    "LECTR_HEADER_TIMEOUT": ("30", "Seconds a client may take to send one whole request (head and body), "
+                             "from the connection's opening or the request's first byte; then 408."),
     "LECTR_IDLE_TIMEOUT": ("75", "Seconds an idle keep-alive client connection is kept open."),
+    "LECTR_CLIENT_WRITE_TIMEOUT": ("60", "Seconds a client may take no bytes of a response before its "
+                                   "connection is closed (recorded as client_write_timeout)."),
     "LECTR_UPSTREAM_CONNECT_TIMEOUT": ("5", "Seconds to open a connection to a provider; then 502."),
     "LECTR_UPSTREAM_READ_TIMEOUT": ("600", "Seconds to wait for the provider's next bytes; then 504."),
     "LECTR_UPSTREAM_POOL_SIZE": ("256", "Most open connections per provider origin."),
@@ -109,6 +112,7 @@ class ProxyLimits:
     max_header_bytes: int = 64 * 1024
     header_timeout: float = 30.0
     idle_timeout: float = 75.0
+    client_write_timeout: float = 60.0
     capture_max_bytes: int = 4 * 1024 * 1024
     busy_poll_us: int = 0
 
@@ -190,6 +194,7 @@ class Settings:
                 max_header_bytes=_int(env, "LECTR_MAX_HEADER_BYTES"),
                 header_timeout=_float(env, "LECTR_HEADER_TIMEOUT"),
                 idle_timeout=_float(env, "LECTR_IDLE_TIMEOUT"),
+                client_write_timeout=_float(env, "LECTR_CLIENT_WRITE_TIMEOUT"),
                 capture_max_bytes=_int(env, "LECTR_CAPTURE_MAX_BYTES"),
                 busy_poll_us=_int(env, "LECTR_BUSY_POLL_US"),
             ),

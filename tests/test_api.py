@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+from decimal import Decimal
 
+import asyncpg
 import jsonschema
 import openai
 import pytest
@@ -12,7 +15,7 @@ from openapi_spec_validator import validate
 
 from lectr.api.app import make_admin_app
 from lectr.api.openapi import ENDPOINTS
-from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
+from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr, wait_for
 
 SECRET = "operator-secret-for-tests"
 
@@ -158,8 +161,13 @@ def test_operator_manages_orgs_like_the_cli(admin):
     assert azure.status_code == 200
     assert op(admin, "PUT", f"/api/v1/orgs/{org_id}/azure",
               json={"endpoint": "nope", "api_version": "2024-10-21"}).status_code == 400
+    proxy = lambda k: _proxy_status(admin, k)  # noqa: E731
+    wait_for(lambda: proxy(key) == 200, timeout=5, message="the new org's key to work")
     rotated = op(admin, "POST", f"/api/v1/orgs/{org_id}/keys").json()["key"]
     assert rotated != key
+    # README: running servers refuse the old key within two seconds (through the proxy).
+    wait_for(lambda: proxy(key) == 401, timeout=2.0, interval=0.02, message="the old key to be refused")
+    assert proxy(rotated) == 200
     listed = {o["name"]: o for o in op(admin, "GET", "/api/v1/orgs").json()["orgs"]}
     assert listed["gamma-2"]["azure"]["endpoint"] == "https://gamma.openai.azure.com"
     assert key not in str(listed) and rotated not in str(listed)
@@ -167,7 +175,7 @@ def test_operator_manages_orgs_like_the_cli(admin):
     assert op(admin, "DELETE", f"/api/v1/orgs/{org_id}").status_code == 404
 
 
-def test_operator_adds_a_price_that_wins(admin):
+def test_operator_adds_a_price_that_wins(admin, database_url):
     added = op(admin, "POST", "/api/v1/pricing", json={"provider": "openai", "model": "gpt-4o-mini",
                                                        "input_usd_per_mtok": 0.1, "output_usd_per_mtok": 0.2})
     assert added.status_code == 201
@@ -176,6 +184,38 @@ def test_operator_adds_a_price_that_wins(admin):
     bad = op(admin, "POST", "/api/v1/pricing", json={"provider": "nowhere", "model": "m",
                                                      "input_usd_per_mtok": 1, "output_usd_per_mtok": 1})
     assert bad.status_code == 400
+    # It wins: a request sent now is priced by the operator's row (12 prompt and 9 completion
+    # tokens from the mock at 0.1 and 0.2 USD per million).
+    probe = op(admin, "POST", "/api/v1/orgs", json={"name": "price-probe"}).json()
+    wait_for(lambda: _proxy_status(admin, probe["key"]) == 200, timeout=5)
+    row = wait_for(lambda: _operator_priced_row(admin, database_url, probe, added.json()["id"]), timeout=10,
+                   message="a request priced by the operator's row")
+    assert row["pricing_id"] == added.json()["id"]
+    assert row["cost_usd"] == Decimal("0.0000030000")
+
+
+def _proxy_status(server, key: str) -> int:
+    try:
+        sdk_client(server.base_url, **{"X-Lectr-Key": key}).chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+        return 200
+    except openai.APIStatusError as exc:
+        return exc.status_code
+
+
+def _operator_priced_row(server, database_url: str, org: dict, pricing_id: int):
+    """Send one request for the org; return its row once one is priced by ``pricing_id``."""
+    assert _proxy_status(server, org["key"]) == 200
+    org_id = org["id"]
+
+    async def fetch():
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchrow("SELECT pricing_id, cost_usd FROM request_logs WHERE org_id = $1 "
+                                       "AND pricing_id = $2 LIMIT 1", org_id, pricing_id)
+        finally:
+            await conn.close()
+    return asyncio.run(fetch())
 
 
 def test_openapi_document_matches_the_routes_and_responses(admin):

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import openai
 import pytest
+import requests
 
-from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
+from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr, wait_for
 
 CHROMIUM = os.environ.get("LECTR_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -71,7 +71,9 @@ def send_traffic(site) -> None:
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}],
                                        extra_headers={"x-mock-status": "500"})
-    time.sleep(0.5)  # the writer flushes every 0.1 s
+    wait_for(lambda: len(requests.get(site.extra["admin"] + "/api/v1/requests",
+                                      headers={"X-Lectr-Key": site.extra["key"]}).json()["requests"]) >= 8,
+             timeout=15, message="the 8 requests to be recorded")
     site.cli("jobs", "run", "aggregator")
 
 

@@ -11,6 +11,8 @@ import pytest
 
 from tests.conftest import PROVIDER_PREFIXES, free_port, sdk_client
 from tests.httpcheck import connect, read_replies, request
+from tests.rawhttp import end_to_end_head
+from tests.rawhttp import exchange as raw_exchange
 
 PROVIDER_KEY = "sk-provider-secret-4f1c9a"
 PROMPT = "the secret recipe is saffron and 42 cloves"
@@ -127,12 +129,15 @@ def test_unknown_model_goes_to_openai(lectr_server, mock):
 
 def test_stream_relays_the_first_chunk_before_the_stream_ends(lectr_server, mock):
     started = time.monotonic()
+    gate = f"sdk-stream-{time.monotonic_ns()}"  # the mock sends each event once we saw the last
     stream = client(lectr_server).chat.completions.create(
         model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True,
         stream_options={"include_usage": True},
-        extra_headers={"x-mock-chunk-delay-ms": "250", "x-mock-chunks": "4"})
-    arrivals, texts, usage = [], [], None
+        extra_headers={"x-mock-chunk-delay-ms": "250", "x-mock-chunks": "4", "x-mock-gate": gate})
+    arrivals, texts, usage, seen_at = [], [], None, []
     for chunk in stream:
+        seen_at.append(time.monotonic())
+        mock.release(gate)
         arrivals.append(time.monotonic() - started)
         if chunk.choices:
             texts.append(chunk.choices[0].delta.content or "")
@@ -143,6 +148,11 @@ def test_stream_relays_the_first_chunk_before_the_stream_ends(lectr_server, mock
     # 7 events 250 ms apart: the first must arrive long before the last.
     assert arrivals[-1] - arrivals[0] >= 1.0
     assert arrivals[0] < arrivals[-1] - 1.0
+    # Every gap: each event reached the SDK before the mock sent the next (7 events + [DONE]).
+    sent = mock.sent_at[gate]
+    assert len(seen_at) == 7 and len(sent) == 8
+    for i in range(7):
+        assert seen_at[i] < sent[i + 1], f"event {i} arrived only after event {i + 1} was sent"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -173,6 +183,7 @@ def _status(server, key: str) -> int:
 
 def test_missing_and_invalid_keys_are_401(lectr_server, mock):
     before = len(mock.requests)
+    received = mock.received
     bare = sdk_client(lectr_server.base_url, api_key=PROVIDER_KEY)
     with pytest.raises(openai.AuthenticationError) as missing:
         bare.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "x"}])
@@ -182,6 +193,7 @@ def test_missing_and_invalid_keys_are_401(lectr_server, mock):
             model="gpt-4o", messages=[{"role": "user", "content": "x"}])
     assert invalid.value.body["code"] == "invalid_lectr_key"
     assert len(mock.requests) == before
+    assert mock.received == received  # a counter that only grows: no cap to hide behind
 
 
 def test_key_rotation_takes_effect_in_the_running_server(lectr_server):
@@ -234,6 +246,15 @@ def test_responses_are_byte_identical_to_the_providers(lectr_server, mock, mock_
     assert proxied.body == direct.body
     if "x-mock-gzip" in mock_headers:
         assert proxied.body[:2] == b"\x1f\x8b"  # still compressed: Lectr did not touch it
+    # And as raw bytes (h11 above lower-cases names and drops framing): every byte but the
+    # hop-by-hop Transfer-Encoding line, which Lectr writes for its own hop.
+    raw_headers = [(k, v) for k, v in common.items()]
+    raw_direct = raw_exchange(mock.port, "POST", f"{PROVIDER_PREFIXES['openai']}/chat/completions", raw_headers, body)
+    raw_proxied = raw_exchange(lectr_server.port, "POST", "/v1/chat/completions",
+                               [*raw_headers, ("X-Lectr-Key", lectr_server.extra["key"])], body)
+    assert raw_proxied.status_line == raw_direct.status_line
+    assert end_to_end_head(raw_proxied.head) == end_to_end_head(raw_direct.head)
+    assert raw_proxied.raw[len(raw_proxied.head):] == raw_direct.raw[len(raw_direct.head):]
 
 
 def test_provider_errors_reach_the_sdk_unchanged(lectr_server):
@@ -282,7 +303,15 @@ def test_client_disconnect_mid_stream_cancels_the_upstream_request(lectr_server,
     wait_until(lambda: mock.streams_cut > before, timeout=3)
 
 
-def test_keys_and_prompts_never_reach_the_log(lectr_server):
+def test_keys_and_prompts_never_reach_the_log(lectr_server, mock):
+    # Send them here (plain, stream, provider error), so the test holds when run alone too.
+    sdk = client(lectr_server)
+    messages = [{"role": "user", "content": PROMPT}]
+    sdk.chat.completions.create(model="gpt-4o-mini", messages=messages)
+    list(sdk.chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))
+    with pytest.raises(openai.APIStatusError):
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=messages, extra_headers={"x-mock-status": "500"})
+    assert mock.last().header("authorization") == f"Bearer {PROVIDER_KEY}"
     log = lectr_server.log_text()
     assert PROVIDER_KEY not in log
     assert PROMPT not in log

@@ -1,10 +1,9 @@
 """The event each request leaves in the ring: the right facts, and never a key or a prompt."""
 
-import time
-
 import orjson
 import pytest
 
+from tests.conftest import wait_for
 from tests.httpcheck import connect, exchange, read_replies, request
 
 SECRET_PROMPT = "please keep this prompt private 7d3a"
@@ -69,11 +68,9 @@ def test_client_disconnect_is_recorded(ring):
     with connect(ring.port) as sock:
         sock.sendall(request("POST", "/v1/chat/completions",
                              {"X-Lectr-Key": ring.key, "x-mock-delay-ms": "1000"}, b'{"model":"gpt-4o"}'))
-        time.sleep(0.2)
-    deadline = time.monotonic() + 3
-    while not (events := ring.events()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    [event] = events
+        wait_for(lambda: ring.mock.requests and ring.mock.last().body == b'{"model":"gpt-4o"}', timeout=5,
+                 message="the request to reach the provider")  # then the client hangs up
+    [event] = wait_for(ring.events, timeout=3, message="the disconnect's event")
     assert (event.status_code, event.error_type) == (499, "client_disconnected")
 
 
@@ -95,10 +92,8 @@ def test_a_full_ring_drops_and_counts_without_failing_requests(ring):
                 sock.sendall(request("POST", "/v1/chat/completions", {"X-Lectr-Key": ring.key},
                                      b'{"model":"gpt-4o-mini"}'))
                 assert read_replies(sock, ["POST"])[0].status == 200
-        # An event is appended just after its response is written: give the last one a moment.
-        deadline = time.monotonic() + 2
-        while ring.ring.dropped["ring_full"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        # An event is appended just after its response is written: wait for the last one.
+        wait_for(lambda: ring.ring.dropped["ring_full"] >= 3, timeout=2, interval=0.01)
         assert ring.ring.dropped["ring_full"] == 3
     finally:
         ring.ring.capacity = saved

@@ -2,10 +2,9 @@
 
 import signal
 import threading
-import time
 
 
-from tests.conftest import create_org, lectr_env, sdk_client, start_lectr
+from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, wait_for
 
 
 def test_sigterm_lets_in_flight_requests_finish_and_exits_0(database_url, mock, tmp_path):
@@ -20,9 +19,10 @@ def test_sigterm_lets_in_flight_requests_finish_and_exits_0(database_url, mock, 
                                                extra_headers={"x-mock-delay-ms": "800"})
         result["model"] = reply.model
 
+    received = mock.received
     worker = threading.Thread(target=slow_request)
     worker.start()
-    time.sleep(0.3)
+    wait_for(lambda: mock.received > received, timeout=5, interval=0.01, message="the request in flight")
     server.proc.send_signal(signal.SIGTERM)
     worker.join(10)
     assert result == {"model": "gpt-4o"}

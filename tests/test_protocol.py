@@ -202,8 +202,10 @@ def test_slow_request_head_gets_408(harness):
 
 def test_missing_and_unknown_keys_are_401_and_never_reach_the_provider(harness):
     before = len(harness.mock.requests)
+    received = harness.mock.received
     for headers, code in (({}, "missing_lectr_key"), ({"X-Lectr-Key": "lc_key_nope"}, "invalid_lectr_key")):
         [reply] = exchange(harness.port, request("POST", "/v1/chat/completions", headers, CHAT), ["POST"])
         assert reply.status == 401
         assert orjson.loads(reply.body)["error"]["code"] == code
     assert len(harness.mock.requests) == before
+    assert harness.mock.received == received  # a counter that only grows, unlike the capped deque

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import urllib.request
 
 import asyncpg
 import openai
 import pytest
 
-from tests.conftest import create_org, free_port, lectr_env, sdk_client, start_lectr, stop_lectr
+from tests.conftest import create_org, free_port, lectr_env, sdk_client, start_lectr, stop_lectr, wait_for
 
 PROVIDER_KEY = "sk-recording-secret-77aa1"
 PROMPT = "classified launch codes: tango foxtrot 1138"
@@ -33,14 +32,10 @@ def query(url: str, sql: str, *args):
 
 
 def wait_for_rows(url: str, where: str, count: int, timeout: float = 15.0) -> list:
-    deadline = time.monotonic() + timeout
-    rows: list = []
-    while time.monotonic() < deadline:
-        rows = query(url, f"SELECT * FROM request_logs WHERE {where} ORDER BY id")
-        if len(rows) >= count:
-            return rows
-        time.sleep(0.1)
-    raise AssertionError(f"expected {count} rows where {where}, found {len(rows)}")
+    def rows() -> list | None:
+        found = query(url, f"SELECT * FROM request_logs WHERE {where} ORDER BY id")
+        return found if len(found) >= count else None
+    return wait_for(rows, timeout=timeout, interval=0.1, message=f"{count} rows where {where}")
 
 
 @pytest.fixture(scope="module")
@@ -116,15 +111,14 @@ def test_lectrs_own_errors_are_recorded_for_a_known_org(recorder, database_url):
                                        extra_headers={"x-mock-delay-ms": "2500"})
     recorder.cli("org", "azure", "recorder", "--endpoint", f"http://127.0.0.1:{free_port()}",
                  "--api-version", "2024-10-21")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:  # unreachable Azure endpoint: 502 once the config is live
+    def unreachable() -> bool:  # unreachable Azure endpoint: 502 once the config is live
         try:
             client.chat.completions.create(model="x", messages=[{"role": "user", "content": "x"}],
                                            extra_headers={"X-Lectr-Provider": "azure"})
         except openai.APIStatusError as exc:
-            if exc.status_code == 502:
-                break
-        time.sleep(0.1)
+            return exc.status_code == 502
+        return False
+    wait_for(unreachable, timeout=5, interval=0.1, message="a 502 from the unreachable Azure endpoint")
     rows = wait_for_rows(database_url, "feature = 'lectr-errors' AND status_code IN (400, 502, 504)", 3)
     by_status = {r["status_code"]: r for r in rows}
     assert by_status[400]["error_type"] == "azure_not_configured"
@@ -142,9 +136,11 @@ def test_unpriced_model_gets_no_cost(recorder, database_url):
 
 def test_metrics_endpoint(recorder):
     sdk(recorder, "metrics").chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-    time.sleep(0.5)
     port = recorder.env["LECTR_ADMIN_PORT"]
-    text = scrape_metrics(port)
+    def counted() -> str | None:
+        t = scrape_metrics(port)
+        return t if 'lectr_requests_total{provider="openai",status_class="2xx"}' in t else None
+    text = wait_for(counted, timeout=10, message="the request counted in /metrics")
     for name in ("lectr_requests_total", "lectr_request_duration_seconds_bucket", "lectr_added_latency_seconds_bucket",
                  "lectr_upstream_errors_total", "lectr_events_buffered", "lectr_events_dropped_total",
                  "lectr_events_written_total", "lectr_writer_batch_seconds_bucket", "lectr_spool_bytes",
@@ -154,6 +150,14 @@ def test_metrics_endpoint(recorder):
 
 
 def test_no_key_and_no_prompt_anywhere(recorder, database_url):
+    # Send them here (plain, stream, provider error), so the test holds when run alone too.
+    messages = [{"role": "user", "content": PROMPT}]
+    sdk(recorder, "secrets").chat.completions.create(model="gpt-4o-mini", messages=messages)
+    list(sdk(recorder, "secrets").chat.completions.create(model="gpt-4o-mini", messages=messages, stream=True))
+    with pytest.raises(openai.APIStatusError):
+        sdk(recorder, "secrets").chat.completions.create(model="gpt-4o-mini", messages=messages,
+                                                         extra_headers={"x-mock-status": "500"})
+    wait_for_rows(database_url, "feature = 'secrets'", 3)
     tables = [r["tablename"] for r in query(database_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
     for table in tables:
         dump = "".join(str(r[0]) for r in query(database_url, f"SELECT row_to_json(t)::text FROM {table} t"))

@@ -13,9 +13,18 @@ asks for one); a path ending in ``/models`` lists models. Request headers script
 - ``x-mock-close: 1``  close the connection without answering
 - ``x-mock-usage: {"prompt_tokens": 250000, ...}``  the ``usage`` object of a JSON completion
 - ``x-mock-reply: NAME``  answer with the body registered by ``add_reply(NAME, ...)``, as it is
+- ``x-mock-reason: Slow Down``  the reason phrase of the status line
+- ``x-mock-header-case: 1``  send the response head's names in mixed case (``Content-Type``)
+- ``x-mock-gate: NAME``  in a stream, send each event after the first only once the test
+  calls ``release(NAME)`` (or 5 s passed); the send times are kept in ``sent_at[NAME]``
+
+The mock sends no ``Date`` header (nor anything else that changes between two identical
+requests), so a response read directly and one read through Lectr can be compared byte for byte.
 
 Streams carry a final usage chunk only when ``stream_options.include_usage`` is true, as
-OpenAI's do. Every request is recorded (method, target, headers, body) for tests to inspect.
+OpenAI's do. Every request is recorded (method, target, headers, body) for tests to inspect;
+the last ``record_limit`` are kept, and ``received`` counts every request ever answered (it only
+grows, so "nothing reached the provider" can always be checked).
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import threading
+import time
 
 from collections import deque
 from dataclasses import dataclass
@@ -108,16 +118,19 @@ def stream_events(model: str, chunks: int, include_usage: bool, chunk_chars: int
     return out
 
 
-def _head(status: int, content_type: bytes, extra: list[bytes]) -> bytes:
-    reason = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
-              429: b"Too Many Requests", 500: b"Internal Server Error", 503: b"Service Unavailable"}
-    return b"".join([
-        b"HTTP/1.1 %d %s\r\n" % (status, reason.get(status, b"Status")),
+def _head(status: int, content_type: bytes, extra: list[bytes], reason: bytes | None = None,
+          mixed_case: bool = False) -> bytes:
+    reasons = {200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 404: b"Not Found",
+               429: b"Too Many Requests", 500: b"Internal Server Error", 503: b"Service Unavailable"}
+    head = b"".join([
         b"content-type: " + content_type + b"\r\n",
         b"x-request-id: req_mock\r\nopenai-processing-ms: 1\r\nx-ratelimit-remaining-requests: 9999\r\n",
         *extra,
-        b"\r\n",
     ])
+    if mixed_case:  # e.g. Content-Type, X-Request-Id: a relay that re-cased names would show
+        head = b"\r\n".join(line.split(b":", 1)[0].title() + b":" + line.split(b":", 1)[1] if line else line
+                             for line in head.split(b"\r\n"))
+    return b"HTTP/1.1 %d %s\r\n" % (status, reason or reasons.get(status, b"Status")) + head + b"\r\n"
 
 
 class _MockConnection(asyncio.Protocol):
@@ -179,6 +192,9 @@ class MockProvider:
         self._canned: dict[bytes, bytes] = {}
         self._replies: dict[bytes, bytes] = {}
         self.streams_cut = 0  # streams whose client left before the end
+        self.received = 0  # every request ever received; unlike ``requests``, never capped
+        self.sent_at: dict[str, list[float]] = {}  # gated streams: time.monotonic() of each event sent
+        self._gates: dict[str, asyncio.Semaphore] = {}
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
@@ -240,8 +256,16 @@ class MockProvider:
     def last(self) -> RecordedRequest:
         return self.requests[-1]
 
+    def _gate(self, name: str) -> asyncio.Semaphore:
+        return self._gates.setdefault(name, asyncio.Semaphore(0))
+
+    def release(self, name: str) -> None:
+        """Let the gated stream ``name`` send its next event (thread-safe)."""
+        self._loop.call_soon_threadsafe(lambda: self._gate(name).release())
+
     async def respond(self, transport, method: bytes, url: bytes, raw_headers, body: bytes) -> None:
         headers = {k.lower(): v for k, v in raw_headers}
+        self.received += 1
         if self.record:
             self.requests.append(RecordedRequest(
                 method.decode(), url.decode("latin-1"),
@@ -254,10 +278,11 @@ class MockProvider:
             await asyncio.sleep(delay / 1000)
         status = int(headers.get(b"x-mock-status", b"200"))
         path = url.partition(b"?")[0]
+        style = {"reason": headers.get(b"x-mock-reason"), "mixed_case": bool(headers.get(b"x-mock-header-case"))}
         if status != 200:
             err = orjson.dumps({"error": {"message": f"mock error {status}", "type": "mock_error",
                                           "param": None, "code": f"mock_{status}"}})
-            transport.write(_head(status, _JSON, [b"content-length: %d\r\n" % len(err)]) + err)
+            transport.write(_head(status, _JSON, [b"content-length: %d\r\n" % len(err)], **style) + err)
             return
         scripted = self._replies.get(headers.get(b"x-mock-reply", b""))
         if scripted is not None:
@@ -266,24 +291,26 @@ class MockProvider:
         if path.endswith(b"/models"):
             doc = orjson.dumps({"object": "list", "data": [
                 {"id": "gpt-4o-mini", "object": "model", "created": 1, "owned_by": "mock"}]})
-            transport.write(_head(200, _JSON, [b"content-length: %d\r\n" % len(doc)]) + doc)
+            transport.write(_head(200, _JSON, [b"content-length: %d\r\n" % len(doc)], **style) + doc)
             return
         request = orjson.loads(body) if body[:1] == b"{" else {}
         model = request.get("model", "unknown") if isinstance(request, dict) else "unknown"
         if isinstance(request, dict) and request.get("stream") is True:
             options = request.get("stream_options") or {}
+            gate = headers.get(b"x-mock-gate")
             await self._stream(transport, model, int(headers.get(b"x-mock-chunks", b"3")),
                                bool(options.get("include_usage")),
                                int(headers.get(b"x-mock-chunk-delay-ms", b"0")),
-                               int(headers.get(b"x-mock-chunk-chars", b"0")))
+                               int(headers.get(b"x-mock-chunk-chars", b"0")),
+                               gate.decode() if gate else None, style)
             return
-        await self._complete(transport, model, headers)
+        await self._complete(transport, model, headers, style)
 
-    async def _complete(self, transport, model: str, headers: dict) -> None:
+    async def _complete(self, transport, model: str, headers: dict, style: dict) -> None:
         gz = bool(headers.get(b"x-mock-gzip"))
         chunked = bool(headers.get(b"x-mock-chunked"))
         usage = headers.get(b"x-mock-usage")
-        if not gz and not chunked and usage is None:
+        if not gz and not chunked and usage is None and not style["reason"] and not style["mixed_case"]:
             cached = self._canned.get(model.encode())
             if cached is None:
                 doc = completion_body(model)
@@ -300,21 +327,30 @@ class MockProvider:
         if chunked:
             half = len(doc) // 2
             extra.append(b"transfer-encoding: chunked\r\n")
-            transport.write(_head(200, _JSON, extra))
+            transport.write(_head(200, _JSON, extra, **style))
             for part in (doc[:half], doc[half:]):
                 transport.write(b"%x\r\n%s\r\n" % (len(part), part))
             transport.write(b"0\r\n\r\n")
         else:
             extra.append(b"content-length: %d\r\n" % len(doc))
-            transport.write(_head(200, _JSON, extra) + doc)
+            transport.write(_head(200, _JSON, extra, **style) + doc)
 
     async def _stream(self, transport, model: str, chunks: int, include_usage: bool, delay_ms: int,
-                      chunk_chars: int = 0) -> None:
-        transport.write(_head(200, _SSE, [b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n"]))
+                      chunk_chars: int = 0, gate: str | None = None, style: dict | None = None) -> None:
+        transport.write(_head(200, _SSE, [b"transfer-encoding: chunked\r\ncache-control: no-cache\r\n"],
+                              **(style or {})))
+        sent = self.sent_at.setdefault(gate, []) if gate else None
         try:
-            for event in stream_events(model, chunks, include_usage, chunk_chars):
+            for i, event in enumerate(stream_events(model, chunks, include_usage, chunk_chars)):
                 if delay_ms:
                     await asyncio.sleep(delay_ms / 1000)
+                if gate and i:
+                    try:
+                        await asyncio.wait_for(self._gate(gate).acquire(), 5)
+                    except asyncio.TimeoutError:
+                        pass  # the client never saw the last event: send on, the test will say so
+                if sent is not None:
+                    sent.append(time.monotonic())
                 if transport.is_closing():
                     self.streams_cut += 1
                     return

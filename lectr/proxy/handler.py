@@ -414,6 +414,14 @@ class RequestCycle:
             self.status = self.status or 499
         self._finish()
 
+    def client_write_timeout(self) -> None:
+        """The client took no bytes for the client write timeout: stop, and record it as the client's."""
+        if self.finished:
+            return
+        self.error_type, self.error_origin = "client_write_timeout", "client"
+        self.status = self.status or 499
+        self.cancel()
+
     def _internal_error(self) -> None:
         log.exception("internal error while handling a request")
         self._release_upstream(discard=True)

@@ -21,12 +21,14 @@ UNTAGGED = "untagged"
 
 # What ``ClientHeaders`` does with a header, by lower-cased name; anything else is forwarded.
 _FORWARD, _LECTR_KEY, _FEATURE, _TASK, _PROVIDER, _AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _EXPECT, \
-    _CONNECTION, _DROP = range(11)
+    _CONNECTION, _DROP, _LECTR_OTHER, _HOST, _TRANSFER_ENCODING, _UPGRADE = range(15)
 _KINDS = {
     b"x-lectr-key": _LECTR_KEY, b"x-lectr-feature": _FEATURE, b"x-lectr-task": _TASK,
     b"x-lectr-provider": _PROVIDER, b"authorization": _AUTHORIZATION, b"content-type": _CONTENT_TYPE,
     b"content-length": _CONTENT_LENGTH, b"expect": _EXPECT, b"connection": _CONNECTION,
-    **{name: _DROP for name in NOT_FORWARDED - {b"content-length", b"expect", b"connection"}},
+    b"host": _HOST, b"transfer-encoding": _TRANSFER_ENCODING, b"upgrade": _UPGRADE,
+    **{name: _DROP for name in NOT_FORWARDED - {b"content-length", b"expect", b"connection", b"host",
+                                                b"transfer-encoding", b"upgrade"}},
 }
 # The same, by name exactly as clients spell it: a client sends the same names request after
 # request, so most headers cost one lookup instead of lower-casing and two checks. Bounded,
@@ -43,7 +45,7 @@ def _kind(name: bytes) -> int:
     lname = name.lower()
     kind = _KINDS.get(lname)
     if kind is None:
-        kind = _DROP if lname.startswith(LECTR_PREFIX) else _FORWARD  # unknown X-Lectr-* headers go too
+        kind = _LECTR_OTHER if lname.startswith(LECTR_PREFIX) else _FORWARD  # unknown X-Lectr-* headers go too
     if len(name) <= _SPELLING_MAX_BYTES:  # a long made-up name is not worth remembering
         if len(_KIND_BY_SPELLING) >= _SPELLINGS_MAX:
             _KIND_BY_SPELLING.clear()
@@ -56,18 +58,27 @@ class ClientHeaders:
 
     One pass over the parsed list, one dictionary lookup per header; names are compared
     lower-cased, values kept as sent.
+
+    ``repeated`` is the lower-cased name of the first ``X-Lectr-*`` header sent more than once
+    (ambiguous: which key bills, which feature counts), else None; ``hosts`` counts Host fields;
+    ``chunked`` says a Transfer-Encoding was sent (the parser accepts one only when it ends in
+    chunked); ``upgrade`` is the Upgrade field's value, for a request cycle that may switch
+    protocols.
     """
 
     __slots__ = ("lectr_key", "feature", "task", "provider", "authorization", "content_type",
-                 "content_length", "expect", "forward")
+                 "content_length", "expect", "forward", "repeated", "hosts", "chunked", "upgrade")
 
     # ``forward`` holds the forwarded headers already laid out as request bytes, four parts per
     # header (CRLF, name, ": ", value), so the upstream request takes them with one list extend.
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.lectr_key = self.feature = self.task = self.provider = self.authorization = None
-        self.content_type = self.content_length = self.expect = None
+        self.content_type = self.content_length = self.expect = self.repeated = self.upgrade = None
+        self.hosts = 0
+        self.chunked = False
         connection = None
+        lectr_others = None
         self.forward = forward = []
         known = _KIND_BY_SPELLING
         for name, value in raw:
@@ -82,25 +93,53 @@ class ClientHeaders:
             elif kind == _AUTHORIZATION:
                 self.authorization = value
             elif kind == _LECTR_KEY:
+                if self.lectr_key is not None:
+                    self._repeat(name)
                 self.lectr_key = value.strip()
             elif kind == _CONTENT_LENGTH:
                 self.content_length = value
             elif kind == _FEATURE:
+                if self.feature is not None:
+                    self._repeat(name)
                 self.feature = value
             elif kind == _TASK:
+                if self.task is not None:
+                    self._repeat(name)
                 self.task = value
             elif kind == _PROVIDER:
+                if self.provider is not None:
+                    self._repeat(name)
                 self.provider = value
             elif kind == _EXPECT:
                 self.expect = value
             elif kind == _CONNECTION:
                 connection = value if connection is None else connection + b"," + value
+            elif kind == _HOST:
+                self.hosts += 1
+            elif kind == _TRANSFER_ENCODING:
+                self.chunked = True
+            elif kind == _UPGRADE:
+                self.upgrade = value
+            elif kind == _LECTR_OTHER:
+                # Not read by Lectr, but a repeat is as ambiguous as a repeated key (and a
+                # header Lectr reads tomorrow must not change meaning then).
+                lname = name.lower()
+                if lectr_others is None:
+                    lectr_others = {lname}
+                elif lname in lectr_others:
+                    self._repeat(name)
+                else:
+                    lectr_others.add(lname)
         if connection:
             # Fields a client names in Connection are for this hop only (RFC 9110 §7.6.1).
             listed = {t.strip().lower() for t in connection.split(b",")} - _NEVER_FORWARDED
             if listed:
                 self.forward = [part for i in range(0, len(forward), 4) if forward[i + 1].lower() not in listed
                                 for part in forward[i:i + 4]]
+
+    def _repeat(self, name: bytes) -> None:
+        if self.repeated is None:
+            self.repeated = name.lower()
 
     def expects_continue(self) -> bool:
         """Whether the client waits for ``100 Continue`` before sending its body."""

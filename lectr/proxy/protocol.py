@@ -3,6 +3,15 @@
 Parser callbacks only record what they are given and hand finished requests to a
 ``RequestCycle``; they never await or do I/O. Requests pipelined on one connection are
 answered strictly in order, one cycle at a time.
+
+Deadlines, one moving timer per connection: a request must arrive whole (head and body) within
+the header timeout, counted from the connection's opening for its first request and from the
+first byte of each later one, else 408 (a connection that sent nothing is closed without an
+answer); between requests an idle keep-alive connection is closed after the idle timeout; a
+client that stops taking a response is cut after the client write timeout (``flow.py``).
+
+Upgrade requests (h2c ignored, WebSocket handed to its cycle with a tunnel seam, CONNECT
+refused) are decided in ``upgrades.py``.
 """
 
 from __future__ import annotations
@@ -16,8 +25,10 @@ import httptools
 
 from lectr.proxy import responses as R
 from lectr.proxy.flow import FlowControl
+from lectr.proxy.framing import chunk_size, header_name, parser_reason
 from lectr.proxy.handler import FixedResponse, RequestCycle
 from lectr.proxy.headers import ClientHeaders
+from lectr.proxy.upgrades import UpgradeSupport
 
 if TYPE_CHECKING:
     from lectr.proxy.server import ProxyContext
@@ -41,17 +52,18 @@ class _Reject(Exception):
         self.detail = detail
 
 
-class ProxyProtocol(asyncio.Protocol):
+class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
     """The proxy's side of one client TCP connection."""
 
     __slots__ = (
         # global
-        "ctx", "loop", "limits", "poller", "max_header_bytes",
+        "ctx", "loop", "limits", "poller", "max_header_bytes", "_shortest",
         # per connection
         "transport", "flow", "parser", "cycles", "active", "closing", "phase", "deadline",
-        "timer", "peer_gone", "tunnel", "held",
+        "timer", "timer_at", "peer_gone", "fresh", "tunnel", "held", "upgrading",
         # per request, while it is being parsed
         "_url", "_headers", "_head", "_header_bytes", "_progress", "_stalled", "_body", "_body_bytes",
+        "in_message", "read_since", "_http11", "_upgrade", "_chunk_open", "_chunk_at", "_new_chunk", "_tail",
     )
 
     def __init__(self, ctx: ProxyContext) -> None:
@@ -60,6 +72,9 @@ class ProxyProtocol(asyncio.Protocol):
         self.limits = ctx.limits
         self.poller = ctx.poller
         self.max_header_bytes = ctx.limits.max_header_bytes
+        # The timer never sleeps past the shortest deadline a request could be given, so a
+        # deadline moved earlier (a request starting on an idle connection) needs no new timer.
+        self._shortest = min(ctx.limits.header_timeout, ctx.limits.idle_timeout)
 
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
@@ -71,8 +86,11 @@ class ProxyProtocol(asyncio.Protocol):
         self.phase = IDLE
         self.deadline = 0.0
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.fresh = True  # no request has begun on this connection yet
         self.tunnel: Callable[[bytes], None] | None = None  # after upgrade_to_tunnel
         self.held: bytearray | None = None  # bytes after a WebSocket upgrade request, unparsed
+        self.upgrading: RequestCycle | None = None  # the cycle of that request
 
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -82,14 +100,25 @@ class ProxyProtocol(asyncio.Protocol):
         self._stalled = 0  # bytes read since it last did
         self._body: list[bytes] = []
         self._body_bytes = 0
+        self.in_message = False  # between a request's first byte and its last
+        self.read_since = 0.0  # when the current request's clock started
+        self._http11 = True
+        self._upgrade: tuple | None = None  # the head of a request that asked to upgrade
+        self._chunk_open = False  # inside a chunk's data (chunked request bodies only)
+        self._chunk_at = 0  # body bytes before the open chunk
+        self._new_chunk = False  # a chunk began during the current read
+        self._tail = b""  # the current line's bytes from earlier reads (chunked bodies only)
 
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self.transport = transport
-        self.flow = FlowControl(transport)
+        self.flow = FlowControl(transport, self.loop, self.limits.client_write_timeout, self._on_write_timeout)
         self.ctx.connections.add(self)
-        self._set_deadline(IDLE, self.limits.idle_timeout)
+        # The first request's clock starts now: a connection opened to send nothing, or to send
+        # a byte at a time, holds its slot for the header timeout at most.
+        self.read_since = self.loop.time()
+        self._set_deadline(IDLE, self.read_since + self.limits.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.peer_gone = True
@@ -115,30 +144,41 @@ class ProxyProtocol(asyncio.Protocol):
         if self.held is not None:  # a WebSocket upgrade awaits its cycle's decision
             self.held += data
             return
-        self._progress = False
-        try:
-            self.parser.feed_data(data)
-            if self._progress:
-                self._stalled = 0
-            else:
-                self._count_stalled(len(data))
-        except httptools.HttpParserUpgrade as exc:
-            if self.held is not None:  # a WebSocket upgrade, handed to its cycle
-                self.held += data[exc.args[0]:]
-            else:
-                self._fail(R.BAD_REQUEST, "protocol upgrades are not supported")
-        except httptools.HttpParserCallbackError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _Reject):
-                self._fail(cause.response, cause.detail)
-            else:
-                # An exception in our own callback is our bug, not the client's.
-                log.error("parser callback failed", exc_info=cause or exc)
-                self._fail(R.INTERNAL_ERROR, None)
-        except httptools.HttpParserError as exc:
-            self._fail(R.BAD_REQUEST, _parser_reason(exc))
-        except _Reject as exc:
-            self._fail(exc.response, exc.detail)
+        while data:
+            self._progress = False
+            self._new_chunk = False
+            try:
+                self.parser.feed_data(data)
+                if self._progress:
+                    self._stalled = 0
+                else:
+                    self._count_stalled(len(data))
+                if self._head is not None and self._head.chunked and self.in_message:
+                    self._watch_chunk_size(data)
+                data = b""
+            except httptools.HttpParserUpgrade as exc:
+                data = self._upgraded(data[exc.args[0]:])
+            except httptools.HttpParserCallbackError as exc:
+                cause = exc.__context__
+                if isinstance(cause, _Reject):
+                    self._fail(cause.response, cause.detail)
+                else:
+                    # An exception in our own callback is our bug, not the client's.
+                    log.error("parser callback failed", exc_info=cause or exc)
+                    self._fail(R.INTERNAL_ERROR, None)
+                return
+            except httptools.HttpParserError as exc:
+                reason = parser_reason(exc)
+                if reason == "Invalid HTTP version":  # llhttp knows 0.9, 1.0, 1.1 and 2.0 only
+                    self._fail(R.VERSION_NOT_SUPPORTED, "unknown version")
+                elif reason == "Pause on PRI/Upgrade":  # HTTP/2 with prior knowledge
+                    self._fail(R.VERSION_NOT_SUPPORTED, "HTTP/2")
+                else:
+                    self._fail(R.BAD_REQUEST, reason)
+                return
+            except _Reject as exc:
+                self._fail(exc.response, exc.detail)
+                return
 
     def pause_writing(self) -> None:
         self.flow.pause_writing()
@@ -151,12 +191,19 @@ class ProxyProtocol(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = []
+        self._head = None
         self._header_bytes = 0
         self._progress = True
         self._body = []
         self._body_bytes = 0
-        if self.phase == IDLE:
-            self._set_deadline(READING, self.limits.header_timeout)
+        self._tail = b""
+        self._chunk_open = False
+        self.in_message = True
+        if self.fresh:
+            self.fresh = False  # the first request's clock started with the connection
+        else:
+            self.read_since = self.loop.time()
+        self._set_deadline(READING, self.read_since + self.limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._progress = True
@@ -173,13 +220,31 @@ class ProxyProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         self._progress = True
         self._head = headers = ClientHeaders(self._headers)
+        version = self.parser.get_http_version()
+        self._http11 = version == "1.1"
+        if version[0] != "1":
+            raise _Reject(R.VERSION_NOT_SUPPORTED, "HTTP/" + version)
+        if headers.hosts != 1 and (headers.hosts or version == "1.1"):
+            # RFC 9112 §3.2: exactly one Host in HTTP/1.1; never two, whatever the version.
+            raise _Reject(R.BAD_HOST, "no Host header" if not headers.hosts else "more than one Host header")
+        if headers.repeated is not None:
+            raise _Reject(R.REPEATED_LECTR_HEADER, header_name(headers.repeated))
         if headers.content_length is not None:
             limit = self.limits.max_body_bytes
             if int(headers.content_length) > limit:  # httptools has already validated it
                 raise _Reject(R.BODY_TOO_LARGE, limit)
-        if headers.expect is not None and headers.expects_continue() and self.parser.get_http_version() == "1.1":
+        if headers.expect is not None and headers.expects_continue() and version == "1.1" \
+                and not self.parser.should_upgrade():  # an upgrade is decided (and parsed) later
             # The client waits for our go-ahead before sending the body.
             self.transport.write(R.CONTINUE_100)
+
+    def on_chunk_header(self) -> None:
+        self._chunk_open = True
+        self._new_chunk = True
+        self._chunk_at = self._body_bytes
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_open = False
 
     def on_body(self, body: bytes) -> None:
         self._progress = True
@@ -190,16 +255,20 @@ class ProxyProtocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._progress = True
+        self.in_message = False
+        self.phase = BUSY
         parser = self.parser
-        if parser.should_upgrade() and parser.get_method() == b"GET" and _asks_for_websocket(self._headers):
-            # Hold what follows until the cycle has answered: after a 101 it is tunnel bytes.
-            self.held = bytearray()
-            self.flow.pause_reading()
+        if parser.should_upgrade():
+            # httptools stops at the head of an upgrade request and skips its body; what to do
+            # with it is decided in ``_upgraded``, where the bytes after the head are known.
+            self._upgrade = (parser.get_method(), self._url, parser.get_http_version(), self._headers,
+                             self._head, parser.should_keep_alive())
+            return
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         cycle = RequestCycle(
             self.ctx, self, parser.get_method(), self._url, self._head, body,
             keep_alive=parser.should_keep_alive() and not self.ctx.draining,
-            http11=parser.get_http_version() == "1.1",
+            http11=self._http11,
         )
         self._body = []
         self._enqueue(cycle)
@@ -231,11 +300,11 @@ class ProxyProtocol(asyncio.Protocol):
         self.active = None
         if self.peer_gone:
             return
-        if (self.tunnel is not None or self.held is not None) and not self.cycles:
-            # A tunnel's end is the connection's end; so is a declined upgrade's, since the
-            # parser stopped at the upgrade request.
-            self.tunnel = self.held = None
+        if self.tunnel is not None:  # a tunnel's end is the connection's end
+            self.tunnel = None
             self.closing = True
+            self.transport.close()
+            return
         if self.closing:
             if not self.cycles:
                 self.transport.close()
@@ -243,8 +312,18 @@ class ProxyProtocol(asyncio.Protocol):
         if self.cycles:
             self._run_next()
             return
-        self.flow.resume_reading()
-        self._set_deadline(IDLE, self.limits.idle_timeout)
+        now = self.loop.time()
+        if self.flow.read_paused and self.in_message:
+            self.read_since = now  # its clock stood still while Lectr was not reading
+        if self.held is not None:
+            # The upgrade was declined (no 101): what followed the request is the next request.
+            self.loop.call_soon(self._parse_held)
+        else:
+            self.flow.resume_reading()
+        if self.in_message:
+            self._set_deadline(READING, self.read_since + self.limits.header_timeout)
+        else:
+            self._set_deadline(IDLE, now + self.limits.idle_timeout)
 
     def _fail(self, response: tuple, detail: object) -> None:
         """Answer a request that cannot be parsed or accepted, after those before it; then close."""
@@ -252,6 +331,8 @@ class ProxyProtocol(asyncio.Protocol):
         if "{}" in message:
             message = message.format(detail)
         self.closing = True
+        self.in_message = False
+        self.phase = BUSY
         self.flow.pause_reading()
         self._enqueue(FixedResponse(self, R.error_response(status, message, type_, code, close=True)))
 
@@ -276,28 +357,6 @@ class ProxyProtocol(asyncio.Protocol):
         if self.transport is not None and not self.peer_gone:
             self.transport.abort()
 
-    # Upgrade seam (a minimal stand-in for the one the protocol branch adds, same names).
-    def upgrade_to_tunnel(self, on_data: Callable[[bytes], None]) -> None:
-        """Make this connection a raw byte tunnel, once the active cycle has written a 101.
-
-        Bytes the client sent after the request's head go to ``on_data`` at once, and every
-        later read goes to it unparsed. The client going away cancels the cycle; the cycle
-        finishing closes the connection. Raises RuntimeError when no upgrade request waits.
-        """
-        held = self.held
-        if held is None or self.active is None:
-            raise RuntimeError("no upgrade request is waiting on this connection")
-        self.held = None
-        self.tunnel = on_data
-        self.flow.resume_reading()
-        if held:
-            on_data(bytes(held))
-
-    @property
-    def upgrade_requested(self) -> bool:
-        """True while the active cycle's request asked to upgrade to WebSocket and awaits a decision."""
-        return self.held is not None
-
     def shutdown(self) -> None:
         """Planned stop: close now if idle, otherwise after the response in progress."""
         self.closing = True
@@ -305,6 +364,36 @@ class ProxyProtocol(asyncio.Protocol):
             self.transport.close()
 
     # -- limits and deadlines ------------------------------------------------------------------
+
+    def _watch_chunk_size(self, data: bytes) -> None:
+        # httptools does not tell a chunk's declared size, and waits for all of it: a size of
+        # 2^64-1 would hold the request open until the header timeout. When a chunk began in
+        # this read and is still open, its size line ends just before the chunk's bytes at the
+        # end of this read; its value is checked against what the body limit leaves.
+        if self._chunk_open and self._new_chunk:
+            lf = len(data) - (self._body_bytes - self._chunk_at) - 1
+            if lf >= 0 and data[lf] == 10:  # b"\n"; else the chunk's data is complete already
+                start = data.rfind(b"\n", 0, lf) + 1
+                line = data[start:lf] if start else self._tail + data[:lf]
+                if chunk_size(line) > self.limits.max_body_bytes - self._chunk_at:
+                    raise _Reject(R.BODY_TOO_LARGE, self.limits.max_body_bytes)
+        # A size line can arrive over several reads: keep the part after the last line break.
+        if self._chunk_open:
+            self._tail = b""
+        else:
+            lf = data.rfind(b"\n")
+            self._tail = data[lf + 1:] if lf >= 0 else self._tail + data
+
+    def _on_write_timeout(self) -> None:
+        # The client has taken nothing for the client write timeout: its fault, recorded so.
+        if self.peer_gone:
+            return
+        self.closing = True
+        self.cycles.clear()
+        active = self.active
+        if isinstance(active, RequestCycle):
+            active.client_write_timeout()
+        self.abort()
 
     def _count_stalled(self, n: int) -> None:
         # httptools hands a header (or trailer) over only once its line ends, and keeps it until
@@ -320,31 +409,32 @@ class ProxyProtocol(asyncio.Protocol):
         if self._header_bytes > self.max_header_bytes:
             raise _Reject(R.HEADERS_TOO_LARGE, self.max_header_bytes)
 
-    def _set_deadline(self, phase: int, seconds: float) -> None:
+    def _set_deadline(self, phase: int, when: float) -> None:
         # One deadline per connection that moves; the timer re-arms itself when it fires early,
-        # so a busy keep-alive connection does not create a timer per request.
+        # so a busy keep-alive connection does not create a timer per request. A deadline
+        # earlier than the armed timer (only possible when settings make it so) re-arms it.
         self.phase = phase
-        self.deadline = self.loop.time() + seconds
-        if self.timer is None:
-            self.timer = self.loop.call_at(self.deadline, self._on_deadline)
+        self.deadline = when
+        timer = self.timer
+        if timer is None or when < self.timer_at:
+            if timer is not None:
+                timer.cancel()
+            self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        when = min(when, self.loop.time() + self._shortest)
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._on_deadline)
 
     def _on_deadline(self) -> None:
         self.timer = None
-        if self.peer_gone or self.phase == BUSY:
+        if self.peer_gone or self.closing or self.phase == BUSY:
             return
-        now = self.loop.time()
-        if now < self.deadline:
-            self.timer = self.loop.call_at(self.deadline, self._on_deadline)
+        if self.phase == READING and self.flow.read_paused:
+            return  # Lectr stopped reading (pipelined requests queued): cycle_done restarts the clock
+        if self.loop.time() < self.deadline:
+            self._arm(self.deadline)
         elif self.phase == READING:
             self._fail(R.REQUEST_TIMEOUT, None)
         else:
             self.transport.close()
-
-
-def _asks_for_websocket(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(name.lower() == b"upgrade" and b"websocket" in value.lower() for name, value in headers)
-
-
-def _parser_reason(exc: httptools.HttpParserError) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text[:200]

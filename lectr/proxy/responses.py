@@ -71,3 +71,10 @@ HEADERS_TOO_LARGE = (431, "Request headers are larger than this Lectr accepts ({
                      "invalid_request_error", "headers_too_large")
 REQUEST_TIMEOUT = (408, "The request was not received in time.", "invalid_request_error", "request_timeout")
 INTERNAL_ERROR = (500, "Lectr hit an internal error handling this request.", "server_error", "internal_error")
+REPEATED_LECTR_HEADER = (400, "The {} header was sent more than once; send each X-Lectr-* header once.",
+                         "invalid_request_error", "repeated_lectr_header")
+BAD_HOST = (400, "Malformed HTTP request: {}.", "invalid_request_error", "bad_host")
+VERSION_NOT_SUPPORTED = (505, "HTTP version not supported ({}); Lectr speaks HTTP/1.1 and HTTP/1.0.",
+                         "invalid_request_error", "http_version_not_supported")
+CONNECT_NOT_ALLOWED = (405, "CONNECT is not supported: Lectr is not a forward proxy; send requests to /v1/... .",
+                       "invalid_request_error", "method_not_allowed")

@@ -1,0 +1,55 @@
+"""Request framing facts the parser does not hand over: chunk sizes, heads to parse again.
+
+Pure functions over bytes, used by ``protocol.py`` off the common path (chunked uploads,
+upgrade requests, error messages).
+"""
+
+from __future__ import annotations
+
+import httptools
+
+_TOO_BIG = 1 << 64  # more hex digits than llhttp accepts
+
+
+def chunk_size(line: bytes) -> int:
+    """The size a chunk-size line (without its CRLF) declares, in bytes; 0 if it is no size line.
+
+    Leading zeros are allowed in any number; more than 16 significant hex digits is 2**64.
+    Chunk extensions (``;name=value``) are ignored.
+    """
+    digits = line.split(b";", 1)[0].strip(b" \t\r").lstrip(b"0")
+    if not digits:
+        return 0
+    if len(digits) > 16:
+        return _TOO_BIG
+    try:
+        return int(digits, 16)
+    except ValueError:
+        return 0  # a trailer line after the last chunk, not a size
+
+
+def head_without_upgrade(method: bytes, url: bytes, version: str, raw: list[tuple[bytes, bytes]]) -> bytes:
+    """A request head rebuilt from its parsed parts, less its Upgrade field.
+
+    Parsed again, it is an ordinary request: its body is read and it is answered in HTTP/1.1.
+    """
+    lines = [b"%s %s HTTP/%s\r\n" % (method, url, version.encode())]
+    lines += [b"%s: %s\r\n" % (name, value) for name, value in raw if name.lower() != b"upgrade"]
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def upgrade_tokens(value: bytes | None) -> set[bytes]:
+    """The protocols an Upgrade field names, lower-cased and without versions' spacing."""
+    return {t.strip().lower() for t in (value or b"").split(b",")} - {b""}
+
+
+def header_name(lname: bytes) -> str:
+    """``x-lectr-key`` as ``X-Lectr-Key``, for a message."""
+    return "-".join(part.capitalize() for part in lname.decode("latin-1").split("-"))
+
+
+def parser_reason(exc: httptools.HttpParserError) -> str:
+    """What httptools said was wrong, cut to 200 characters."""
+    text = str(exc).strip() or type(exc).__name__
+    return text[:200]
