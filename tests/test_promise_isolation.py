@@ -13,6 +13,7 @@ import requests as http
 
 from lectr.api.app import make_admin_app
 from tests.conftest import sdk_client, wait_for
+from tests.understand_contract import seed_orgs
 
 SECRET = "isolation-operator-secret"
 # Names only one org's traffic carries: in API replies (JSON) and on pages (which may list
@@ -40,6 +41,12 @@ def site(module_lectr_factory):
         wait_for(lambda: len(api_get(server, "/api/v1/requests", key=keys[org]).json()["requests"]) == count,
                  timeout=15, message=f"{org}'s {count} rows")
     server.cli("jobs", "run", "aggregator")
+    # issue 15's per-org rows: alert settings, an anomaly and a recommendation on the org's feature
+    features = {"alpha": "alpha-feat-ypsilon", "beta": "beta-feat-zeta"}
+    seed_orgs(server.env["LECTR_DATABASE_URL"], features)
+    for org, feature in features.items():
+        assert http.put(server.extra["api"] + "/api/v1/alert-settings", headers={"X-Lectr-Key": keys[org]},
+                        json={"email_recipients": [f"oncall@{feature}.test"]}).status_code == 200
     server.extra["sessions"] = {org: log_in(server, key) for org, key in keys.items()}
     doc = http.get(server.extra["api"] + "/api/openapi.json").json()
     server.extra["endpoints"] = [(method.upper(), path, op["tags"][0])

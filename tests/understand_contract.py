@@ -80,3 +80,22 @@ async def insert_recommendation(conn: asyncpg.Connection, org_id: int, *, featur
         VALUES ($1, $2, 'openai', $3, $4, 'aggressive', 'high',
                 'Declared task classification: short answers that a smaller model handles as well.', $5::jsonb, $6)
         RETURNING id""", org_id, feature, current, suggested, orjson.dumps(signals).decode(), saving)
+
+
+def seed_orgs(database_url: str, features: dict[str, str]) -> None:
+    """For each org name, an open anomaly and a recommendation on ``features[name]`` (for tests that
+    check every page and endpoint shows an org its own rows and no other's)."""
+    import asyncio
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await ensure_contract_tables(conn)
+            for name, feature in features.items():
+                org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
+                await insert_anomaly(conn, org_id, feature=feature)
+                await insert_recommendation(conn, org_id, feature=feature)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
