@@ -1,6 +1,7 @@
 """Start-up and shutdown of ``lectr serve``: a planned stop finishes what is in flight."""
 
 import signal
+import time
 import threading
 
 

@@ -21,7 +21,7 @@ SECRET = "isolation-operator-secret"
 JSON_MARKS = {"alpha": {"gpt-4.1-mini-2025-04-14", "alpha-feat-ypsilon", "openai"}, "beta": {"gemini", "beta-feat-zeta"}}
 PAGE_MARKS = {"alpha": {"gpt-4.1-mini-2025-04-14", "alpha-feat-ypsilon"}, "beta": {"gemini-2.5-flash", "beta-feat-zeta"}}
 SENT = {"alpha": 4, "beta": 3}
-PUBLIC = {"/login", "/static/lectr.css", "/metrics", "/healthz", "/api/openapi.json"}
+PUBLIC = {"/", "/favicon.ico", "/login", "/static/lectr.css", "/metrics", "/healthz", "/api/openapi.json"}
 
 
 @pytest.fixture(scope="module")
