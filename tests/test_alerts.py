@@ -205,6 +205,23 @@ async def test_one_failing_channel_does_not_hold_back_the_others(pool, hook):
     assert "127.0.0.1:1" in rows["email"]["last_error"]
 
 
+async def test_a_delivery_that_cannot_be_sent_does_not_undo_the_others(pool, smtp, hook):
+    org = await new_org(pool, webhook_url=hook.url)
+    async with pool.acquire() as conn:
+        anomaly = await insert_anomaly(conn, org)
+        assert await outbox.enqueue(conn) == 1
+        # a row no sender can use (written by hand, or by an older version): a header-breaking address
+        await conn.execute("INSERT INTO alert_deliveries (org_id, anomaly_id, channel, target) "
+                           "VALUES ($1, $2, 'email', 'a@x.test\nBcc: b@x.test')", org, anomaly)
+    counts = await run_job(pool, AlertJob(config(smtp)))
+    assert counts["sent"] == 1 and counts["retrying"] == 1
+    rows = {r["channel"]: r for r in await deliveries(pool, anomaly)}
+    assert rows["webhook"]["status"] == "sent" and rows["email"]["status"] == "pending"
+    assert rows["email"]["last_error"].startswith("could not send")
+    await run_job(pool, AlertJob(config(smtp)))
+    assert len(hook.calls) == 1  # the webhook's send was committed, not repeated
+
+
 async def test_the_smtp_password_is_never_logged_or_stored(pool, smtp, caplog):
     caplog.set_level(logging.DEBUG)
     org = await new_org(pool, email_recipients=("a@acme.test",))

@@ -16,6 +16,7 @@ send those again. Repeats carry the same ``Message-ID`` (mail clients fold them)
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -101,8 +102,16 @@ class AlertJob:
         anomaly["id"] = row["id"]
         delivery_id = f"lectr-alert-{row['delivery_id']}"
         try:
-            await send_alert(self.config, session, row["channel"], row["target"],
-                             compose(anomaly, row["org_name"], self.config.dashboard_url), delivery_id)
+            try:
+                await send_alert(self.config, session, row["channel"], row["target"],
+                                 compose(anomaly, row["org_name"], self.config.dashboard_url), delivery_id)
+            except (DeliveryError, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                # One bad row must not abort the run: its rollback would send the run's other
+                # alerts again next turn, and again, for as long as the bad row stays.
+                log.debug("alert %s failed unexpectedly", delivery_id, exc_info=True)
+                raise DeliveryError(f"could not send: {type(exc).__name__}") from None
         except DeliveryError as exc:
             failures = row["attempts"] + 1
             final = failures >= self.backoff.max_attempts
