@@ -15,6 +15,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from lectr import db, partitions
+from lectr.alerts.job import AlertJob
 from lectr.analysis.aggregator import run_aggregator
 from lectr.analysis.housekeeping import run_housekeeping
 from lectr.analysis.schedule import Job, Scheduler
@@ -46,6 +47,7 @@ TOKENIZER_SOCKET_ENV = "LECTR_TOKENIZER_SOCKET"  # set by the supervisor for its
 # Advisory lock ids of the scheduled jobs, one per job.
 AGGREGATOR_LOCK = 0x4C434147  # "LCAG"
 HOUSEKEEPING_LOCK = 0x4C43484B  # "LCHK"
+ALERTS_LOCK = 0x4C43414C  # "LCAL"
 
 
 def scheduled_jobs(settings: Settings) -> list[Job]:
@@ -57,6 +59,7 @@ def scheduled_jobs(settings: Settings) -> list[Job]:
         Job("anomalies", settings.admin.anomaly_interval, ANOMALY_LOCK, scheduled_run()),
         Job("recommendations", settings.admin.recommend_interval, RECOMMEND_LOCK,
             lambda conn: run_recommendations(conn, min_requests=settings.admin.recommend_min_requests)),
+        Job("alerts", settings.alerts.interval, ALERTS_LOCK, AlertJob(settings.alerts).run),
     ]
 
 
@@ -148,7 +151,8 @@ class Lectr:
             from lectr.api.state import AdminState
 
             state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,
-                               admin_secret=s.admin.secret, session_hours=s.admin.session_hours)
+                               admin_secret=s.admin.secret, session_hours=s.admin.session_hours,
+                               alerts=s.alerts)
             self.admin = AdminServer(make_admin_app(state), s.host, s.admin_port)
             await _listen(self.admin.start, Listener("admin", s.host, s.admin_port))
         self.proxy = ProxyServer(ctx, s.host, s.proxy_port, reuse_port=self.worker_index is not None)

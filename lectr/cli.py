@@ -10,6 +10,7 @@ import sys
 from typing import Awaitable, Callable
 
 from lectr import __version__
+from lectr.alerts import commands as alert_commands
 from lectr.config import ConfigError
 
 DESCRIPTION = """\
@@ -83,12 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     run_job = jobs_commands.add_parser("run", help="run a job once, now",
                                        description="Run a scheduled job once, now (waiting if a server "
                                                    "is running it at this moment).")
-    run_job.add_argument("job", choices=["aggregator", "housekeeping", "anomalies", "recommendations"])
+    run_job.add_argument("job", choices=["aggregator", "housekeeping", "anomalies", "recommendations", "alerts"])
     run_job.add_argument("--at", metavar="TIME", help="anomalies, recommendations: run as if it were this "
                                                       "ISO 8601 time (anomalies evaluate the hour before it)")
     run_job.add_argument("--from", dest="from_", metavar="TIME",
                          help="anomalies: evaluate every hour boundary from this time to --to (a backtest)")
     run_job.add_argument("--to", metavar="TIME", help="anomalies: the last time of --from's range")
+
+    alert_commands.add_parser(commands)
 
     commands.add_parser("bench", help="measure Lectr against a direct connection (see benchmarks/)",
                         description="Run the benchmark suite; `lectr bench --help` lists its options.",
@@ -288,10 +291,12 @@ _DB_ACTIONS = {
     ("pricing", "sync"): _pricing_sync,
     ("jobs", "run"): _jobs_run,
 }
+_DB_ACTIONS.update(alert_commands.ACTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lectr`` command; returns the exit status."""
+    from lectr.alerts.settings import SettingsError
     from lectr.db import DatabaseError
     from lectr.orgs import OrgError
     from lectr.pricing import PricingError
@@ -313,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         action = _DB_ACTIONS[(args.command, sub)]
         return _run_with_db(lambda conn, url: action(args, conn, url),
                             keep_running=(args.command, sub) == ("db", "url"))
-    except (ConfigError, DatabaseError, OrgError, PricingError, StartupError) as exc:
+    except (ConfigError, DatabaseError, OrgError, PricingError, SettingsError, StartupError) as exc:
         _say_error(exc)
         return 1
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lectr.alerts.config import AlertConfig, AlertConfigError
 from lectr.providers.registry import DEFAULT_UPSTREAMS, PROVIDERS, UPSTREAM_PROVIDERS
 
 
@@ -59,6 +60,11 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_BUSY_POLL_US": ("200", "Longest the proxy loop spins (microseconds) waiting for the next event "
                            "instead of sleeping; self-tuned below that; 0 turns it off."),
     "LECTR_CAPTURE_MAX_BYTES": ("4194304", "Most response bytes kept per event for usage parsing."),
+    "LECTR_SMTP_URL": ("", "SMTP server for alert mail: `smtp://user:password@host:587` (STARTTLS when offered) "
+                       "or `smtps://...:465`; unset: no email alerts."),
+    "LECTR_ALERT_FROM": ("", "Sender of alert mail; unset: `lectr@` the SMTP host."),
+    "LECTR_DASHBOARD_URL": ("", "Dashboard address used in alert links; unset: `http://` the admin host and port."),
+    "LECTR_ALERT_INTERVAL": ("30", "Seconds between alert delivery runs (sends queued alerts, retries failures)."),
 }
 
 
@@ -89,6 +95,14 @@ def _url(name: str, raw: str) -> str:
     try:
         return check_base_url(raw, what=name)
     except InvalidURL as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _alerts(env: dict[str, str]) -> AlertConfig:
+    try:
+        return AlertConfig.from_env(env, admin_host=env.get("LECTR_HOST") or VARIABLES["LECTR_HOST"][0],
+                                    admin_port=_int(env, "LECTR_ADMIN_PORT"))
+    except AlertConfigError as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -154,6 +168,7 @@ class Settings:
     upstreams: UpstreamSettings = UpstreamSettings()
     recording: RecordingSettings = RecordingSettings()
     admin: AdminSettings = AdminSettings()
+    alerts: AlertConfig = AlertConfig()
 
     @property
     def spool_dir(self) -> Path:
@@ -208,4 +223,5 @@ class Settings:
                 recommend_interval=_float(env, "LECTR_RECOMMEND_INTERVAL"),
                 recommend_min_requests=max(1, _int(env, "LECTR_RECOMMEND_MIN_REQUESTS")),
             ),
+            alerts=_alerts(env),
         )

@@ -47,6 +47,9 @@ def site(module_lectr_factory):
     seed_understanding(module_lectr_factory.database_url, {
         "alpha": ("alpha-feat-ypsilon", "openai", "gpt-4.1-mini-2025-04-14"),
         "beta": ("beta-feat-zeta", "gemini", "gemini-2.5-flash")})
+    for org, feature in (("alpha", "alpha-feat-ypsilon"), ("beta", "beta-feat-zeta")):
+        assert http.put(server.extra["api"] + "/api/v1/alert-settings", headers={"X-Lectr-Key": keys[org]},
+                        json={"email_recipients": [f"oncall@{feature}.test"]}).status_code == 200
     server.extra["sessions"] = {org: log_in(server, key) for org, key in keys.items()}
     doc = http.get(server.extra["api"] + "/api/openapi.json").json()
     server.extra["endpoints"] = [(method.upper(), path, op["tags"][0])

@@ -12,6 +12,7 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from lectr import __version__
+from lectr.api import alerts_api as alerts
 from lectr.api import operator_api as op
 from lectr.api import org_api as org
 from lectr.api import understand_api as understand
@@ -120,6 +121,9 @@ _PROVIDER = Param("provider", "query", {"type": "string", "enum": list(PROVIDER_
 _LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Rows per page.")
 _ORG_ID = Param("org_id", "path", {"type": "integer"}, "The org's id.", required=True)
 _SUMMARY_HEAD = {"period": _STR, "computed_at": _TIME_N}
+ALERT_SETTINGS = _obj(["email_recipients", "email_enabled", "webhook_url", "webhook_enabled"],
+                      email_recipients={"type": "array", "items": _STR}, email_enabled=_BOOL, webhook_url=_STR_N,
+                      webhook_enabled=_BOOL, email_configured=_BOOL)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/v1/summary", org.summary, "The org's summary for a period, against the previous one",
@@ -169,6 +173,16 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "Dismiss a recommendation (until its signals change materially)", "org", RECOMMENDATION,
              params=(Param("recommendation_id", "path", {"type": "integer"}, "The recommendation's id.",
                            required=True),)),
+    Endpoint("GET", "/api/v1/alert-settings", alerts.get_alert_settings, "Where the org's anomaly alerts go", "org",
+             ALERT_SETTINGS),
+    Endpoint("PUT", "/api/v1/alert-settings", alerts.put_alert_settings,
+             "Set where the org's anomaly alerts go (fields left out keep their value)", "org", ALERT_SETTINGS,
+             body=_obj(email_recipients={"type": "array", "items": _STR}, email_enabled=_BOOL, webhook_url=_STR_N,
+                       webhook_enabled=_BOOL)),
+    Endpoint("POST", "/api/v1/alert-settings/test", alerts.test_alert_settings,
+             "Send a test alert to every configured channel now; one result per channel", "org",
+             _obj(["results", "ok"], ok=_BOOL, results={"type": "array", "items": _obj(
+                 ["channel", "target", "ok"], channel=_STR, target=_STR, ok=_BOOL, error=_STR_N)})),
     Endpoint("GET", "/api/v1/orgs", op.list_orgs, "List orgs", "operator",
              _obj(["orgs"], orgs={"type": "array", "items": ORG})),
     Endpoint("POST", "/api/v1/orgs", op.create_org, "Create an org; the response holds its key, shown once",
