@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     run_job = jobs_commands.add_parser("run", help="run a job once, now",
                                        description="Run a scheduled job once, now (waiting if a server "
                                                    "is running it at this moment).")
-    run_job.add_argument("job", choices=["aggregator", "housekeeping"])
+    run_job.add_argument("job", choices=["aggregator", "housekeeping", "rollups"])
 
     commands.add_parser("bench", help="measure Lectr against a direct connection (see benchmarks/)",
                         description="Run the benchmark suite; `lectr bench --help` lists its options.",
