@@ -15,6 +15,9 @@ from datetime import datetime, timedelta, timezone
 import asyncpg
 import orjson
 
+from lectr.analysis import histogram
+from lectr.jobs.rollups import KEY, MEASURES, rollup_select, run_rollups
+
 log = logging.getLogger(__name__)
 # The aggregator runs on a proxy worker's event loop: it yields after this many orgs' worth of
 # assembly, so a request never waits behind more than about a millisecond of it.
@@ -35,77 +38,90 @@ PERIODS = (
 )
 PERIOD_NAMES = tuple(p.name for p in PERIODS)
 
-_ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
-# Cost unknown, not zero: tokens were counted (or the provider answered) but no price was found.
-_UNPRICED = "(cost_usd IS NULL AND (token_source <> 'none' OR status_code BETWEEN 200 AND 399))"
-# A provider's health counts only what the provider caused: its 5xx, 408 and 429 answers and
-# streams it broke off. A client's 4xx (bad request, unknown model, wrong key), Lectr's own
-# refusals and connections Lectr could not make are counted apart.
-_CONNECTION = "(error_origin = 'lectr' AND error_type IN ('upstream_unreachable', 'upstream_timeout'))"
-_PROVIDER_FAULT = ("(error_origin = 'provider' AND NOT (status_code BETWEEN 400 AND 499 "
-                   "AND status_code NOT IN (408, 429)))")
-_LECTR_FAULT = f"(error_origin = 'lectr' AND NOT {_CONNECTION})"
 # Every bucket starts on a whole hour (or day) in UTC, so chart ticks fall on whole hours and days.
 BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
-_LATENCY = """
-    avg(latency_ms) AS latency_avg_ms,
-    percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms"""
+_HOUR = timedelta(hours=1)
 
-_TOTALS = f"""
-SELECT org_id, created_at >= $2 AS current,
-       count(*) AS requests,
-       count(*) FILTER (WHERE {_ERROR}) AS errors,
+# Figures come from request_rollups for the whole hours of a window and from request_logs for
+# the part-hours at its edges ($1 previous start, $2 start, $3 now; $4..$7 the whole hours
+# between them), so every count and sum is what a scan of the raw rows gives, at the cost of
+# at most four part-hours of raw rows per query.
+_COLUMNS = ", ".join(KEY + MEASURES)
+_SOURCE = f"""
+WITH src AS (
+    SELECT {_COLUMNS}, hour >= $2 AS current FROM request_rollups
+    WHERE (hour >= $4 AND hour < $5) OR (hour >= $6 AND hour < $7)
+    UNION ALL
+    SELECT *, false FROM ({rollup_select("request_logs l WHERE l.created_at >= $1 AND l.created_at < $2 "
+                                         "AND (l.created_at < $4 OR l.created_at >= $5)")}) previous_edges
+    UNION ALL
+    SELECT *, true FROM ({rollup_select("request_logs l WHERE l.created_at >= $2 AND l.created_at < $3 "
+                                        "AND (l.created_at < $6 OR l.created_at >= $7)")}) current_edges
+)"""
+
+
+def _merged(column: str) -> str:
+    """The element-wise sum of a histogram column over a group: a bigint[] of BUCKETS counts."""
+    return "ARRAY[" + ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.BUCKETS + 1)) + "]"
+
+
+_LATENCY = f"""
+    sum(latency_ms_sum) / nullif(sum(requests), 0) AS latency_avg_ms,
+    {_merged("latency_buckets")} AS latency_buckets"""
+
+_TOTALS = f"""{_SOURCE}
+SELECT org_id, current,
+       sum(requests)::bigint AS requests,
+       sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
        coalesce(sum(prompt_tokens), 0)::bigint AS prompt_tokens,
        coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
        {_LATENCY},
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS latency_p50_ms,
-       percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms) AS latency_p99_ms,
-       avg(ttfb_ms) AS ttfb_avg_ms,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY ttfb_ms) AS ttfb_p95_ms,
-       count(*) FILTER (WHERE token_source = 'measured') AS measured_requests,
-       count(*) FILTER (WHERE cost_partial) AS partial_cost_requests,
-       count(*) FILTER (WHERE {_UNPRICED}) AS unpriced_requests,
-       count(*) FILTER (WHERE usage_note IS NOT NULL) AS unread_requests
-FROM request_logs WHERE created_at >= $1 AND created_at < $3
+       sum(ttfb_ms_sum) / nullif(sum(ttfb_count), 0) AS ttfb_avg_ms,
+       {_merged("ttfb_buckets")} AS ttfb_buckets,
+       sum(measured_requests)::bigint AS measured_requests,
+       sum(partial_cost_requests)::bigint AS partial_cost_requests,
+       sum(unpriced_requests)::bigint AS unpriced_requests,
+       sum(unread_requests)::bigint AS unread_requests
+FROM src
 GROUP BY org_id, current"""
 
-_MODELS = f"""
-SELECT org_id, model_used AS model, provider, count(*) AS requests,
-       count(*) FILTER (WHERE {_ERROR}) AS errors,
+_MODELS = f"""{_SOURCE}
+SELECT org_id, nullif(model_used, '') AS model, provider, sum(requests)::bigint AS requests,
+       sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
-       coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint AS tokens,
-       count(*) FILTER (WHERE {_UNPRICED}) AS unpriced_requests
-FROM request_logs WHERE created_at >= $1 AND created_at < $2
+       coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens,
+       sum(unpriced_requests)::bigint AS unpriced_requests
+FROM src WHERE current
 GROUP BY org_id, model_used, provider"""
 
-_PROVIDERS = f"""
-SELECT org_id, provider, created_at >= $2 AS current, count(*) AS requests,
-       count(*) FILTER (WHERE {_ERROR}) AS errors,
+_PROVIDERS = f"""{_SOURCE}
+SELECT org_id, provider, current, sum(requests)::bigint AS requests,
+       sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms,
-       count(*) FILTER (WHERE {_UNPRICED}) AS unpriced_requests,
-       count(*) FILTER (WHERE {_PROVIDER_FAULT}) AS provider_errors,
-       count(*) FILTER (WHERE {_CONNECTION}) AS connection_errors,
-       count(*) FILTER (WHERE {_LECTR_FAULT}) AS lectr_errors
-FROM request_logs WHERE created_at >= $1 AND created_at < $3
+       {_merged("latency_buckets")} AS latency_buckets,
+       sum(unpriced_requests)::bigint AS unpriced_requests,
+       sum(provider_fault_errors)::bigint AS provider_errors,
+       sum(connection_errors)::bigint AS connection_errors,
+       sum(lectr_fault_errors)::bigint AS lectr_errors
+FROM src
 GROUP BY org_id, provider, current"""
 
-_FEATURES = f"""
-SELECT org_id, feature, count(*) AS requests,
-       count(*) FILTER (WHERE {_ERROR}) AS errors,
+_FEATURES = f"""{_SOURCE}
+SELECT org_id, feature, sum(requests)::bigint AS requests,
+       sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
-       coalesce(sum(coalesce(prompt_tokens, 0) + coalesce(completion_tokens, 0)), 0)::bigint AS tokens,
-       count(*) FILTER (WHERE {_UNPRICED}) AS unpriced_requests
-FROM request_logs WHERE created_at >= $1 AND created_at < $2
+       coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens,
+       sum(unpriced_requests)::bigint AS unpriced_requests
+FROM src WHERE current
 GROUP BY org_id, feature"""
 
-_SERIES = f"""
-SELECT org_id, date_bin($3, created_at, $4) AS bucket, count(*) AS requests,
-       count(*) FILTER (WHERE {_ERROR}) AS errors,
+_SERIES = f"""{_SOURCE}
+SELECT org_id, date_bin($8, hour, $9) AS bucket, sum(requests)::bigint AS requests,
+       sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS latency_p95_ms
-FROM request_logs WHERE created_at >= $1 AND created_at < $2
+       {_merged("latency_buckets")} AS latency_buckets
+FROM src WHERE current
 GROUP BY org_id, bucket"""
 
 _DROPS = """
@@ -121,7 +137,7 @@ _TOTAL_KEYS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_to
                "measured_requests", "partial_cost_requests", "unpriced_requests", "unread_requests")
 
 
-def _totals(row: asyncpg.Record | None) -> dict:
+def _totals(row: dict | None) -> dict:
     values = {k: (row[k] if row is not None else None) for k in _TOTAL_KEYS}
     for key in ("requests", "errors", "prompt_tokens", "completion_tokens", "measured_requests",
                 "partial_cost_requests", "unpriced_requests", "unread_requests"):
@@ -140,11 +156,39 @@ def _iso(at: datetime) -> str:
     return at.isoformat()
 
 
+def _floor_hour(at: datetime) -> datetime:
+    return BUCKET_ORIGIN + (at - BUCKET_ORIGIN) // _HOUR * _HOUR
+
+
+def _ceil_hour(at: datetime) -> datetime:
+    floor = _floor_hour(at)
+    return floor if floor == at else floor + _HOUR
+
+
+def _with_percentiles(row: asyncpg.Record) -> dict:
+    """A row as a dict, its merged histograms read as the percentiles the dashboard shows (ms)."""
+    values = dict(row)
+    counts = values.pop("latency_buckets", None)
+    if counts is not None:
+        values["latency_p50_ms"], values["latency_p95_ms"], values["latency_p99_ms"] = histogram.quantiles(
+            counts, (0.5, 0.95, 0.99))
+    counts = values.pop("ttfb_buckets", None)
+    if counts is not None:
+        values["ttfb_p95_ms"] = histogram.quantile(counts, 0.95)
+    return values
+
+
 async def summarize_period(conn: asyncpg.Connection, period: Period, now: datetime,
                            org_ids: list[int]) -> dict[int, dict]:
     """The summary of ``period`` ending at ``now`` for every org in ``org_ids``."""
     start, previous_start = now - period.length, now - 2 * period.length
-    totals = {(r["org_id"], r["current"]): r for r in await conn.fetch(_TOTALS, previous_start, start, now)}
+    window = (previous_start, start, now, _ceil_hour(previous_start), _floor_hour(start), _ceil_hour(start),
+              _floor_hour(now))
+
+    async def fetch(query: str, *extra) -> list[dict]:
+        return [_with_percentiles(r) for r in await conn.fetch(query, *window, *extra)]
+
+    totals = {(r["org_id"], r["current"]): r for r in await fetch(_TOTALS)}
     by_org: dict[int, dict] = {org_id: {
         "period": period.name, "computed_at": _iso(now),
         "window": {"start": _iso(start), "end": _iso(now)},
@@ -154,20 +198,19 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
         "series": {"bucket_seconds": int(period.bucket.total_seconds()), "points": []},
     } for org_id in org_ids}
 
-    for r in await conn.fetch(_MODELS, start, now):
+    for r in await fetch(_MODELS):
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["models"].append({k: r[k] for k in (
                 "model", "provider", "requests", "errors", "cost_usd", "latency_avg_ms", "latency_p95_ms", "tokens",
                 "unpriced_requests")})
-    _add_providers(by_org, await conn.fetch(_PROVIDERS, previous_start, start, now))
-    for r in await conn.fetch(_FEATURES, start, now):
+    _add_providers(by_org, await fetch(_PROVIDERS))
+    for r in await fetch(_FEATURES):
         if r["org_id"] in by_org:
             entry = {k: r[k] for k in ("feature", "requests", "errors", "cost_usd", "latency_avg_ms",
                                        "latency_p95_ms", "tokens", "unpriced_requests")}
             entry["error_rate"] = _rate(r["errors"], r["requests"])
             by_org[r["org_id"]]["features"].append(entry)
-    await _add_series(by_org, await conn.fetch(_SERIES, start, now, period.bucket, BUCKET_ORIGIN), start, now,
-                      period.bucket)
+    await _add_series(by_org, await fetch(_SERIES, period.bucket, BUCKET_ORIGIN), start, now, period.bucket)
     for r in await conn.fetch(_DROPS, start, now):
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["dropped_events"] = int(r["dropped"])
@@ -227,8 +270,12 @@ async def _add_series(by_org: dict[int, dict], rows: list, start: datetime, end:
 
 
 async def run_aggregator(conn: asyncpg.Connection, now: datetime | None = None) -> int:
-    """Recompute every org's summaries; returns the number of rows written."""
+    """Recompute every org's summaries; returns the number of rows written.
+
+    Brings the hourly rollups up to date first, so the summaries are as fresh as the raw rows.
+    """
     now = now or datetime.now(timezone.utc)
+    await run_rollups(conn)
     org_ids = [r["id"] for r in await conn.fetch("SELECT id FROM organizations ORDER BY id")]
     rows = []
     for period in PERIODS:
