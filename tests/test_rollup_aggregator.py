@@ -62,8 +62,8 @@ async def conn(database_url):
     await connection.close()
 
 
-@pytest.mark.parametrize("seed", [11, 12])
-async def test_aggregator_figures_from_rollups_match_the_raw_rows(conn, seed):
+@pytest.mark.parametrize("seed, aligned", [(11, False), (12, False), (13, True)])
+async def test_aggregator_figures_from_rollups_match_the_raw_rows(conn, seed, aligned):
     rng = random.Random(seed)
     org_ids = []
     for i in range(3):
@@ -71,6 +71,8 @@ async def test_aggregator_figures_from_rollups_match_the_raw_rows(conn, seed):
                                            f"agg-{seed}-{i}"))
     # Not on a whole hour, so every window has part-hours at both edges.
     now = datetime.now(timezone.utc).replace(second=17, microsecond=250_000) - timedelta(minutes=rng.randrange(60))
+    if aligned:  # a run exactly at midnight: whole days and hours only, no part-hours
+        now = now.replace(hour=0, minute=0, second=0, microsecond=0)
     for batch in range(6):
         rows = [random_row(rng, org_ids, now - timedelta(seconds=rng.randrange(int(60.5 * 86400))))
                 for _ in range(400)]

@@ -64,12 +64,29 @@ async def assert_rollups_match(conn: asyncpg.Connection) -> None:
         values.update(latency_buckets=list(r["latency_buckets"]), ttfb_buckets=list(r["ttfb_buckets"]),
                       latency_ms_sum=r["latency_ms_sum"], ttfb_ms_sum=r["ttfb_ms_sum"], cost_sq_usd=r["cost_sq_usd"])
         actual[tuple(r[k] for k in _KEY)] = values
-    assert actual.keys() == expected.keys()
-    for key, want in expected.items():
-        got = actual[key]
-        for name in ("latency_ms_sum", "ttfb_ms_sum", "cost_sq_usd"):  # float sums: order of addition differs
-            assert got.pop(name) == pytest.approx(want.pop(name), rel=1e-9, abs=1e-12), (key, name)
-        assert got == want, key
+    # The daily rows: the hours of each UTC day merged (here in Python).
+    expected_days: dict[tuple, dict] = {}
+    for (org_id, hour, *dims), values in expected.items():
+        day = expected_days.setdefault((org_id, hour.replace(hour=0), *dims), {})
+        for name, value in values.items():
+            if name.endswith("_buckets"):
+                day[name] = histogram.merge(day.get(name, histogram.empty()), value)
+            else:
+                day[name] = day.get(name, 0) + value
+    actual_days = {}
+    for r in await conn.fetch("SELECT * FROM request_rollups_daily"):
+        values = {k: r[k] for k in _COMPARED}
+        values.update(latency_buckets=list(r["latency_buckets"]), ttfb_buckets=list(r["ttfb_buckets"]),
+                      latency_ms_sum=r["latency_ms_sum"], ttfb_ms_sum=r["ttfb_ms_sum"], cost_sq_usd=r["cost_sq_usd"])
+        actual_days[(r["org_id"], r["day"], *(r[k] for k in _KEY[2:]))] = values
+    for want_all, got_all in ((expected, actual), (expected_days, actual_days)):
+        assert got_all.keys() == want_all.keys()
+        for key, want in want_all.items():
+            got = dict(got_all[key])
+            want = dict(want)
+            for name in ("latency_ms_sum", "ttfb_ms_sum", "cost_sq_usd"):  # float sums: order of addition differs
+                assert got.pop(name) == pytest.approx(want.pop(name), rel=1e-9, abs=1e-12), (key, name)
+            assert got == want, key
 
 
 def random_row(rng: random.Random, org_ids: list[int], at: datetime) -> tuple:

@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from lectr.analysis import histogram
-from lectr.jobs.rollups import KEY, MEASURES, rollup_select, run_rollups
+from lectr.jobs.rollups import KEY, MEASURES, merged_histogram, rollup_select, run_rollups
 
 log = logging.getLogger(__name__)
 # The aggregator runs on a proxy worker's event loop: it yields after this many orgs' worth of
@@ -41,16 +41,25 @@ PERIOD_NAMES = tuple(p.name for p in PERIODS)
 # Every bucket starts on a whole hour (or day) in UTC, so chart ticks fall on whole hours and days.
 BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _HOUR = timedelta(hours=1)
+_DAY = timedelta(days=1)
 
-# Figures come from request_rollups for the whole hours of a window and from request_logs for
-# the part-hours at its edges ($1 previous start, $2 start, $3 now; $4..$7 the whole hours
-# between them), so every count and sum is what a scan of the raw rows gives, at the cost of
-# at most four part-hours of raw rows per query.
+# Figures come from request_rollups_daily for the whole days of a window, request_rollups for
+# its other whole hours and request_logs for the part-hours at its edges, so every count and sum
+# is what a scan of the raw rows gives, at the cost of at most four part-hours of raw rows.
+# $1 previous start, $2 start, $3 now; each window [lo, hi) is cut at H1 = lo's next whole hour,
+# D1 = lo's next whole day, D2 = hi's day and H2 = hi's hour: raw [lo, H1) and [H2, hi), hours
+# [H1, D1) and [D2, H2), days [D1, D2). Previous window: $4 H1, $5 H2, $8 D1, $9 D2; current:
+# $6 H1, $7 H2, $10 D1, $11 D2 (D1 = D2 = H2 when no whole day is read).
 _COLUMNS = ", ".join(KEY + MEASURES)
+_DAY_COLUMNS = _COLUMNS.replace("hour", "day AS hour", 1)
 _SOURCE = f"""
 WITH src AS (
     SELECT {_COLUMNS}, hour >= $2 AS current FROM request_rollups
-    WHERE (hour >= $4 AND hour < $5) OR (hour >= $6 AND hour < $7)
+    WHERE (hour >= $4 AND hour < $8) OR (hour >= $9 AND hour < $5)
+       OR (hour >= $6 AND hour < $10) OR (hour >= $11 AND hour < $7)
+    UNION ALL
+    SELECT {_DAY_COLUMNS}, day >= $2 FROM request_rollups_daily
+    WHERE (day >= $8 AND day < $9) OR (day >= $10 AND day < $11)
     UNION ALL
     SELECT *, false FROM ({rollup_select("request_logs l WHERE l.created_at >= $1 AND l.created_at < $2 "
                                          "AND (l.created_at < $4 OR l.created_at >= $5)")}) previous_edges
@@ -60,11 +69,7 @@ WITH src AS (
 )"""
 
 
-def _merged(column: str) -> str:
-    """The element-wise sum of a histogram column over a group: a bigint[] of BUCKETS counts."""
-    return "ARRAY[" + ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.BUCKETS + 1)) + "]"
-
-
+_merged = merged_histogram
 _LATENCY = f"""
     sum(latency_ms_sum) / nullif(sum(requests), 0) AS latency_avg_ms,
     {_merged("latency_buckets")} AS latency_buckets"""
@@ -117,7 +122,7 @@ FROM src WHERE current
 GROUP BY org_id, feature"""
 
 _SERIES = f"""{_SOURCE}
-SELECT org_id, date_bin($8, hour, $9) AS bucket, sum(requests)::bigint AS requests,
+SELECT org_id, date_bin($12, hour, $13) AS bucket, sum(requests)::bigint AS requests,
        sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
        {_merged("latency_buckets")} AS latency_buckets
@@ -165,6 +170,21 @@ def _ceil_hour(at: datetime) -> datetime:
     return floor if floor == at else floor + _HOUR
 
 
+def _floor_day(at: datetime) -> datetime:
+    return BUCKET_ORIGIN + (at - BUCKET_ORIGIN) // _DAY * _DAY
+
+
+def _cuts(lo: datetime, hi: datetime, whole_days: bool) -> tuple[datetime, datetime, datetime, datetime]:
+    """``(H1, H2, D1, D2)`` of the window [lo, hi) (see _SOURCE); D1 = D2 = H2 without days."""
+    h1, h2 = _ceil_hour(lo), _floor_hour(hi)
+    d1, d2 = _floor_day(lo), _floor_day(hi)
+    if d1 != lo:
+        d1 += _DAY
+    if not whole_days or d1 >= d2 or h1 > h2:
+        d1 = d2 = h2
+    return h1, h2, d1, d2
+
+
 def _with_percentiles(row: asyncpg.Record) -> dict:
     """A row as a dict, its merged histograms read as the percentiles the dashboard shows (ms)."""
     values = dict(row)
@@ -182,11 +202,12 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
                            org_ids: list[int]) -> dict[int, dict]:
     """The summary of ``period`` ending at ``now`` for every org in ``org_ids``."""
     start, previous_start = now - period.length, now - 2 * period.length
-    window = (previous_start, start, now, _ceil_hour(previous_start), _floor_hour(start), _ceil_hour(start),
-              _floor_hour(now))
 
-    async def fetch(query: str, *extra) -> list[dict]:
-        return [_with_percentiles(r) for r in await conn.fetch(query, *window, *extra)]
+    async def fetch(query: str, *extra, whole_days: bool = True) -> list[dict]:
+        ph1, ph2, pd1, pd2 = _cuts(previous_start, start, whole_days)
+        ch1, ch2, cd1, cd2 = _cuts(start, now, whole_days)
+        args = (previous_start, start, now, ph1, ph2, ch1, ch2, pd1, pd2, cd1, cd2, *extra)
+        return [_with_percentiles(r) for r in await conn.fetch(query, *args)]
 
     totals = {(r["org_id"], r["current"]): r for r in await fetch(_TOTALS)}
     by_org: dict[int, dict] = {org_id: {
@@ -210,7 +231,8 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
                                        "latency_p95_ms", "tokens", "unpriced_requests")}
             entry["error_rate"] = _rate(r["errors"], r["requests"])
             by_org[r["org_id"]]["features"].append(entry)
-    await _add_series(by_org, await fetch(_SERIES, period.bucket, BUCKET_ORIGIN), start, now, period.bucket)
+    await _add_series(by_org, await fetch(_SERIES, period.bucket, BUCKET_ORIGIN,
+                                            whole_days=period.bucket % _DAY == timedelta(0)), start, now, period.bucket)
     for r in await conn.fetch(_DROPS, start, now):
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["dropped_events"] = int(r["dropped"])

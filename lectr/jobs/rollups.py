@@ -1,5 +1,6 @@
 """The rollups job: ``request_logs`` → ``request_rollups``, one row per org, UTC hour, feature,
-task, provider and model, recomputed whole for every org-hour a write has touched.
+task, provider and model, recomputed whole for every org-hour a write has touched; and
+``request_rollups_daily``, the same per UTC day, re-merged from the hours for every day touched.
 
 How it stays current (migration 006): statement triggers on ``request_logs`` append the
 ``(org_id, hour)`` pairs each INSERT/COPY, UPDATE or DELETE touched to ``rollup_dirty``, in the
@@ -113,6 +114,25 @@ INSERT INTO request_rollups ({', '.join(KEY + MEASURES)})
     JOIN request_logs l ON l.org_id = t.org_id AND l.created_at >= t.hour AND l.created_at < t.hour + interval '1 hour' ''')}"""
 
 
+def merged_histogram(column: str) -> str:
+    """The element-wise sum of an int[] histogram column over a group (a bigint[] of BUCKETS)."""
+    return "ARRAY[" + ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.BUCKETS + 1)) + "]"
+
+
+_SUMMED = ", ".join(f"{merged_histogram(m)}::int[]" if m.endswith("_buckets") else f"sum({m})" for m in MEASURES)
+_DAYS = f"""
+CREATE TEMP TABLE IF NOT EXISTS rollup_days (org_id bigint NOT NULL, day timestamptz NOT NULL) ON COMMIT DELETE ROWS;
+TRUNCATE rollup_days;
+INSERT INTO rollup_days SELECT DISTINCT org_id, date_trunc('day', hour, 'UTC') FROM rollup_todo;
+DELETE FROM request_rollups_daily r USING rollup_days t WHERE r.org_id = t.org_id AND r.day = t.day;
+INSERT INTO request_rollups_daily (org_id, day, feature, task, provider, model_used, {', '.join(MEASURES)})
+SELECT r.org_id, t.day, feature, task, provider, model_used, {_SUMMED}
+FROM rollup_days t JOIN request_rollups r
+  ON r.org_id = t.org_id AND r.hour >= t.day AND r.hour < t.day + interval '24 hours'
+GROUP BY r.org_id, t.day, feature, task, provider, model_used;
+TRUNCATE rollup_days"""
+
+
 async def run_rollups(conn: asyncpg.Connection) -> int:
     """Bring ``request_rollups`` up to date; returns the number of org-hours recomputed.
 
@@ -127,6 +147,7 @@ async def run_rollups(conn: asyncpg.Connection) -> int:
             await conn.execute("ANALYZE rollup_todo")
             await conn.execute(_CLEAR)
             await conn.execute(_RECOMPUTE)
+            await conn.execute(_DAYS)
             await conn.execute("TRUNCATE rollup_todo")
     log.debug("rollups recomputed %d org-hours", hours)
     return hours

@@ -40,6 +40,12 @@ CREATE TABLE request_rollups (
 );
 CREATE INDEX request_rollups_hour ON request_rollups (hour);
 
+-- The same per UTC day, merged from the hourly rows by the same job (long windows read these).
+CREATE TABLE request_rollups_daily (LIKE request_rollups INCLUDING DEFAULTS);
+ALTER TABLE request_rollups_daily RENAME COLUMN hour TO day;
+ALTER TABLE request_rollups_daily ADD PRIMARY KEY (org_id, day, feature, task, provider, model_used),
+    ADD FOREIGN KEY (org_id) REFERENCES organizations (id) ON DELETE CASCADE;
+
 -- Org-hours whose rollups are stale. Every write to request_logs marks the (org, hour) pairs it
 -- touched here, in the same transaction as the rows themselves, so a mark becomes visible exactly
 -- when its rows do, whatever order writers commit in and however old their created_at is. The
@@ -76,6 +82,7 @@ END $$;
 CREATE FUNCTION lectr_rollup_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     DELETE FROM request_rollups;
+    DELETE FROM request_rollups_daily;
     DELETE FROM rollup_dirty;
     RETURN NULL;
 END $$;
