@@ -69,12 +69,39 @@ WITH src AS (
 )"""
 
 
-_merged = merged_histogram
+# Each period's source rows are first merged into one row per org, window, feature, provider,
+# model and chart bucket (the finest grain any figure needs); every figure is then grouped from
+# those few rows, so the histograms of the many rollup rows are added up once, not once a figure.
+_STAGE = "lectr_aggregator_stage"
+_STAGE_TABLE = f"""
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
+    org_id bigint, current boolean, feature text, provider text, model_used text, bucket timestamptz,
+    requests bigint, errors bigint, cost_usd numeric, prompt_tokens bigint, completion_tokens bigint,
+    latency_ms_sum float8, latency_buckets bigint[], ttfb_count bigint, ttfb_ms_sum float8, ttfb_buckets bigint[],
+    measured_requests bigint, partial_cost_requests bigint, unpriced_requests bigint, unread_requests bigint,
+    provider_fault_errors bigint, connection_errors bigint, lectr_fault_errors bigint);
+TRUNCATE {_STAGE}"""
+_STAGE_SUMS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_ms_sum",
+               "latency_buckets", "ttfb_count", "ttfb_ms_sum", "ttfb_buckets", "measured_requests",
+               "partial_cost_requests", "unpriced_requests", "unread_requests", "provider_fault_errors",
+               "connection_errors", "lectr_fault_errors")
+
+
+def _summed(columns: tuple[str, ...]) -> str:
+    return ", ".join(merged_histogram(c) if c.endswith("_buckets") else f"sum({c})" for c in columns)
+
+
+_FILL_STAGE = f"""{_SOURCE}
+INSERT INTO {_STAGE}
+SELECT org_id, current, feature, provider, model_used, CASE WHEN current THEN date_bin($12, hour, $13) END,
+       {_summed(_STAGE_SUMS)}
+FROM src GROUP BY 1, 2, 3, 4, 5, 6"""
+
 _LATENCY = f"""
     sum(latency_ms_sum) / nullif(sum(requests), 0) AS latency_avg_ms,
-    {_merged("latency_buckets")} AS latency_buckets"""
+    {merged_histogram("latency_buckets")} AS latency_buckets"""
 
-_TOTALS = f"""{_SOURCE}
+_TOTALS = f"""
 SELECT org_id, current,
        sum(requests)::bigint AS requests,
        sum(errors)::bigint AS errors,
@@ -83,50 +110,50 @@ SELECT org_id, current,
        coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
        {_LATENCY},
        sum(ttfb_ms_sum) / nullif(sum(ttfb_count), 0) AS ttfb_avg_ms,
-       {_merged("ttfb_buckets")} AS ttfb_buckets,
+       {merged_histogram("ttfb_buckets")} AS ttfb_buckets,
        sum(measured_requests)::bigint AS measured_requests,
        sum(partial_cost_requests)::bigint AS partial_cost_requests,
        sum(unpriced_requests)::bigint AS unpriced_requests,
        sum(unread_requests)::bigint AS unread_requests
-FROM src
+FROM {_STAGE}
 GROUP BY org_id, current"""
 
-_MODELS = f"""{_SOURCE}
+_MODELS = f"""
 SELECT org_id, nullif(model_used, '') AS model, provider, sum(requests)::bigint AS requests,
        sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
        coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens,
        sum(unpriced_requests)::bigint AS unpriced_requests
-FROM src WHERE current
+FROM {_STAGE} WHERE current
 GROUP BY org_id, model_used, provider"""
 
-_PROVIDERS = f"""{_SOURCE}
+_PROVIDERS = f"""
 SELECT org_id, provider, current, sum(requests)::bigint AS requests,
        sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
-       {_merged("latency_buckets")} AS latency_buckets,
+       {merged_histogram("latency_buckets")} AS latency_buckets,
        sum(unpriced_requests)::bigint AS unpriced_requests,
        sum(provider_fault_errors)::bigint AS provider_errors,
        sum(connection_errors)::bigint AS connection_errors,
        sum(lectr_fault_errors)::bigint AS lectr_errors
-FROM src
+FROM {_STAGE}
 GROUP BY org_id, provider, current"""
 
-_FEATURES = f"""{_SOURCE}
+_FEATURES = f"""
 SELECT org_id, feature, sum(requests)::bigint AS requests,
        sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
        coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens,
        sum(unpriced_requests)::bigint AS unpriced_requests
-FROM src WHERE current
+FROM {_STAGE} WHERE current
 GROUP BY org_id, feature"""
 
-_SERIES = f"""{_SOURCE}
-SELECT org_id, date_bin($12, hour, $13) AS bucket, sum(requests)::bigint AS requests,
+_SERIES = f"""
+SELECT org_id, bucket, sum(requests)::bigint AS requests,
        sum(errors)::bigint AS errors,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
-       {_merged("latency_buckets")} AS latency_buckets
-FROM src WHERE current
+       {merged_histogram("latency_buckets")} AS latency_buckets
+FROM {_STAGE} WHERE current
 GROUP BY org_id, bucket"""
 
 _DROPS = """
@@ -203,12 +230,16 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
     """The summary of ``period`` ending at ``now`` for every org in ``org_ids``."""
     start, previous_start = now - period.length, now - 2 * period.length
 
-    async def fetch(query: str, *extra, whole_days: bool = True) -> list[dict]:
-        ph1, ph2, pd1, pd2 = _cuts(previous_start, start, whole_days)
-        ch1, ch2, cd1, cd2 = _cuts(start, now, whole_days)
-        args = (previous_start, start, now, ph1, ph2, ch1, ch2, pd1, pd2, cd1, cd2, *extra)
-        return [_with_percentiles(r) for r in await conn.fetch(query, *args)]
+    async def fetch(query: str) -> list[dict]:
+        return [_with_percentiles(r) for r in await conn.fetch(query)]
 
+    # The previous window feeds no chart: whole days serve it; the current one's chart buckets
+    # shorter than a day need its hours.
+    ph1, ph2, pd1, pd2 = _cuts(previous_start, start, True)
+    ch1, ch2, cd1, cd2 = _cuts(start, now, period.bucket % _DAY == timedelta(0))
+    await conn.execute(_STAGE_TABLE)
+    await conn.execute(_FILL_STAGE, previous_start, start, now, ph1, ph2, ch1, ch2, pd1, pd2, cd1, cd2,
+                       period.bucket, BUCKET_ORIGIN)
     totals = {(r["org_id"], r["current"]): r for r in await fetch(_TOTALS)}
     by_org: dict[int, dict] = {org_id: {
         "period": period.name, "computed_at": _iso(now),
@@ -231,8 +262,7 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
                                        "latency_p95_ms", "tokens", "unpriced_requests")}
             entry["error_rate"] = _rate(r["errors"], r["requests"])
             by_org[r["org_id"]]["features"].append(entry)
-    await _add_series(by_org, await fetch(_SERIES, period.bucket, BUCKET_ORIGIN,
-                                            whole_days=period.bucket % _DAY == timedelta(0)), start, now, period.bucket)
+    await _add_series(by_org, await fetch(_SERIES), start, now, period.bucket)
     for r in await conn.fetch(_DROPS, start, now):
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["dropped_events"] = int(r["dropped"])

@@ -116,7 +116,7 @@ INSERT INTO request_rollups ({', '.join(KEY + MEASURES)})
 
 def merged_histogram(column: str) -> str:
     """The element-wise sum of an int[] histogram column over a group (a bigint[] of BUCKETS)."""
-    return "ARRAY[" + ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.BUCKETS + 1)) + "]"
+    return "ARRAY[" + ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.BUCKETS + 1)) + "]::bigint[]"
 
 
 _SUMMED = ", ".join(f"{merged_histogram(m)}::int[]" if m.endswith("_buckets") else f"sum({m})" for m in MEASURES)
