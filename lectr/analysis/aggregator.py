@@ -54,12 +54,17 @@ _COLUMNS = ", ".join(KEY + MEASURES)
 _DAY_COLUMNS = _COLUMNS.replace("hour", "day AS hour", 1)
 _SOURCE = f"""
 WITH src AS (
-    SELECT {_COLUMNS}, hour >= $2 AS current FROM request_rollups
-    WHERE (hour >= $4 AND hour < $8) OR (hour >= $9 AND hour < $5)
-       OR (hour >= $6 AND hour < $10) OR (hour >= $11 AND hour < $7)
+    SELECT {_COLUMNS}, false AS current FROM request_rollups WHERE hour >= $4 AND hour < $8
     UNION ALL
-    SELECT {_DAY_COLUMNS}, day >= $2 FROM request_rollups_daily
-    WHERE (day >= $8 AND day < $9) OR (day >= $10 AND day < $11)
+    SELECT {_COLUMNS}, false FROM request_rollups WHERE hour >= $9 AND hour < $5
+    UNION ALL
+    SELECT {_COLUMNS}, true FROM request_rollups WHERE hour >= $6 AND hour < $10
+    UNION ALL
+    SELECT {_COLUMNS}, true FROM request_rollups WHERE hour >= $11 AND hour < $7
+    UNION ALL
+    SELECT {_DAY_COLUMNS}, false FROM request_rollups_daily WHERE day >= $8 AND day < $9
+    UNION ALL
+    SELECT {_DAY_COLUMNS}, true FROM request_rollups_daily WHERE day >= $10 AND day < $11
     UNION ALL
     SELECT *, false FROM ({rollup_select("request_logs l WHERE l.created_at >= $1 AND l.created_at < $2 "
                                          "AND (l.created_at < $4 OR l.created_at >= $5)")}) previous_edges
@@ -73,11 +78,12 @@ WITH src AS (
 # model and chart bucket (the finest grain any figure needs); every figure is then grouped from
 # those few rows, so the histograms of the many rollup rows are added up once, not once a figure.
 _STAGE = "lectr_aggregator_stage"
+_MERGE_MEMORY = "256MB"
 _STAGE_TABLE = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     org_id bigint, current boolean, feature text, provider text, model_used text, bucket timestamptz,
     requests bigint, errors bigint, cost_usd numeric, prompt_tokens bigint, completion_tokens bigint,
-    latency_ms_sum float8, latency_buckets bigint[], ttfb_count bigint, ttfb_ms_sum float8, ttfb_buckets bigint[],
+    latency_ms_sum float8, latency_buckets int[], ttfb_count bigint, ttfb_ms_sum float8, ttfb_buckets int[],
     measured_requests bigint, partial_cost_requests bigint, unpriced_requests bigint, unread_requests bigint,
     provider_fault_errors bigint, connection_errors bigint, lectr_fault_errors bigint);
 TRUNCATE {_STAGE}"""
@@ -238,8 +244,11 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
     ph1, ph2, pd1, pd2 = _cuts(previous_start, start, True)
     ch1, ch2, cd1, cd2 = _cuts(start, now, period.bucket % _DAY == timedelta(0))
     await conn.execute(_STAGE_TABLE)
-    await conn.execute(_FILL_STAGE, previous_start, start, now, ph1, ph2, ch1, ch2, pd1, pd2, cd1, cd2,
-                       period.bucket, BUCKET_ORIGIN)
+    async with conn.transaction():
+        # Room to merge the histograms in memory (a hash per group) rather than sort wide rows on disk.
+        await conn.execute(f"SET LOCAL work_mem = '{_MERGE_MEMORY}'")
+        await conn.execute(_FILL_STAGE, previous_start, start, now, ph1, ph2, ch1, ch2, pd1, pd2, cd1, cd2,
+                           period.bucket, BUCKET_ORIGIN)
     totals = {(r["org_id"], r["current"]): r for r in await fetch(_TOTALS)}
     by_org: dict[int, dict] = {org_id: {
         "period": period.name, "computed_at": _iso(now),

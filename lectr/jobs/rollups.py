@@ -51,8 +51,7 @@ KEY = ("org_id", "hour", "feature", "task", "provider", "model_used")
 
 def _counts(indexes: str) -> str:
     """Bucket counts (an int[] of ``histogram.BUCKETS``) from an int[] of bucket indexes."""
-    return (f"(SELECT array_agg(coalesce(c.n, 0)::int ORDER BY g) FROM generate_series(0, {histogram.OVERFLOW}) g "
-            f"LEFT JOIN (SELECT i, count(*) AS n FROM unnest({indexes}) i GROUP BY i) c ON c.i = g)")
+    return f"lectr_histogram({indexes}, {histogram.BUCKETS})"
 
 
 def rollup_select(source: str) -> str:

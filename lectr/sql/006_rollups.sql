@@ -45,6 +45,20 @@ CREATE TABLE request_rollups_daily (LIKE request_rollups INCLUDING DEFAULTS);
 ALTER TABLE request_rollups_daily RENAME COLUMN hour TO day;
 ALTER TABLE request_rollups_daily ADD PRIMARY KEY (org_id, day, feature, task, provider, model_used),
     ADD FOREIGN KEY (org_id) REFERENCES organizations (id) ON DELETE CASCADE;
+CREATE INDEX request_rollups_daily_day ON request_rollups_daily (day);
+
+-- Bucket counts (an int[] of ``size``) from an int[] of 0-based bucket indexes.
+CREATE FUNCTION lectr_histogram(indexes int[], size int) RETURNS int[]
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+    counts int[] := array_fill(0, ARRAY[size]);
+    i int;
+BEGIN
+    FOREACH i IN ARRAY indexes LOOP
+        counts[i + 1] := counts[i + 1] + 1;
+    END LOOP;
+    RETURN counts;
+END $$;
 
 -- Org-hours whose rollups are stale. Every write to request_logs marks the (org, hour) pairs it
 -- touched here, in the same transaction as the rows themselves, so a mark becomes visible exactly
