@@ -203,3 +203,33 @@ async def test_a_row_committed_after_a_run_started_is_folded_into_its_hour(conn,
     finally:
         await other.close()
 
+
+
+def test_the_rollups_job_is_scheduled_every_rollup_interval_with_its_own_lock():
+    from lectr.app import scheduled_jobs
+    from lectr.config import Settings
+
+    jobs = {job.name: job for job in scheduled_jobs(Settings.from_env({"LECTR_ROLLUP_INTERVAL": "17"}))}
+    assert jobs["rollups"].interval == 17.0 and jobs["rollups"].run is run_rollups
+    assert len({job.lock_id for job in jobs.values()}) == len(jobs)
+    assert {job.name: job.interval for job in scheduled_jobs(Settings.from_env({}))}["rollups"] == 60.0
+
+
+
+async def test_lectr_jobs_run_rollups_brings_the_rollups_up_to_date(conn, database_url, tmp_path):
+    import asyncio
+    import os
+
+    from tests.conftest import run_cli
+
+    [org_id] = [r["id"] for r in await conn.fetch("SELECT id FROM organizations ORDER BY id LIMIT 1")]
+    rng = random.Random(9)
+    await conn.copy_records_to_table("request_logs", records=[random_row(rng, [org_id], random_time(rng))
+                                                              for _ in range(20)], columns=COLUMNS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LECTR_")}
+    env.update(LECTR_DATABASE_URL=database_url, LECTR_DATA_DIR=str(tmp_path / "data"))
+    result = await asyncio.to_thread(run_cli, env, "jobs", "run", "rollups")
+    assert "Ran rollups." in result.stdout
+    assert await conn.fetchval("SELECT count(*) FROM rollup_dirty") == 0
+    await assert_rollups_match(conn)
+    assert await conn.fetchval("SELECT sum(requests) FROM request_rollups WHERE org_id = $1", org_id) == 20
