@@ -120,9 +120,12 @@ def main() -> int:
         asyncio.run(_run(url, args.sizes, args.orgs, args.repeats))
         return 0
     with tempfile.TemporaryDirectory(prefix="lectr-rollup-scale-") as tmp:
-        url = db.start_embedded(Path(tmp))
-        asyncio.run(db.ensure_database(url))
-        asyncio.run(_run(url, args.sizes, args.orgs, args.repeats))
+        url = db.start_embedded(Path(tmp), keep_running=True)
+        try:
+            asyncio.run(db.ensure_database(url))
+            asyncio.run(_run(url, args.sizes, args.orgs, args.repeats))
+        finally:  # before its directory goes
+            db.stop_embedded(Path(tmp))
     return 0
 
 
