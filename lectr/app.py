@@ -30,6 +30,7 @@ from lectr.events.tokenizer_service import TokenizerClient, TokenizerProcess
 from lectr.events.writer import EventWriter
 from lectr.jobs.anomalies import ANOMALY_LOCK, scheduled_run
 from lectr.jobs.recommendations import RECOMMEND_LOCK, run_recommendations
+from lectr.jobs.rollups import ROLLUPS_LOCK, run_rollups
 from lectr.metrics import Metrics, watch_loop_lag
 from lectr.pricing import PricingTable, ensure_seeded
 from lectr.proxy.busypoll import BusyPoller
@@ -54,6 +55,7 @@ def scheduled_jobs(settings: Settings) -> list[Job]:
     """The cold-path jobs every Lectr process schedules (and one of them runs each turn)."""
     retention = settings.recording.retention_days
     return [
+        Job("rollups", settings.admin.rollup_interval, ROLLUPS_LOCK, run_rollups),
         Job("aggregator", settings.admin.aggregate_interval, AGGREGATOR_LOCK, run_aggregator),
         Job("housekeeping", HOUSEKEEPING_SECONDS, HOUSEKEEPING_LOCK, lambda conn: run_housekeeping(conn, retention)),
         Job("anomalies", settings.admin.anomaly_interval, ANOMALY_LOCK, scheduled_run()),

@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     run_job = jobs_commands.add_parser("run", help="run a job once, now",
                                        description="Run a scheduled job once, now (waiting if a server "
                                                    "is running it at this moment).")
-    run_job.add_argument("job", choices=["aggregator", "housekeeping", "anomalies", "recommendations", "alerts"])
+    run_job.add_argument("job", choices=["rollups", "aggregator", "housekeeping", "anomalies", "recommendations", "alerts"])
     run_job.add_argument("--at", metavar="TIME", help="anomalies, recommendations: run as if it were this "
                                                       "ISO 8601 time (anomalies evaluate the hour before it)")
     run_job.add_argument("--from", dest="from_", metavar="TIME",

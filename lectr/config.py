@@ -53,6 +53,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_RETENTION_DAYS": ("90", "Days of request_logs kept; older daily partitions are dropped."),
     "LECTR_ADMIN_SECRET": ("", "Bearer secret for the operator API (/api/v1/orgs, /api/v1/pricing); unset: disabled."),
     "LECTR_AGGREGATE_INTERVAL": ("60", "Seconds between dashboard summary runs."),
+    "LECTR_ROLLUP_INTERVAL": ("60", "Seconds between runs of the hourly rollups job."),
     "LECTR_SESSION_HOURS": ("12", "Lifetime of a dashboard session."),
     "LECTR_ANOMALY_INTERVAL": ("300", "Seconds between anomaly detector runs (each evaluates the last complete hour)."),
     "LECTR_RECOMMEND_INTERVAL": ("86400", "Seconds between model recommendation runs."),
@@ -145,6 +146,7 @@ class AdminSettings:
 
     secret: str | None = None
     aggregate_interval: float = 60.0
+    rollup_interval: float = 60.0
     session_hours: float = 12.0
     anomaly_interval: float = 300.0
     recommend_interval: float = 86400.0
@@ -218,6 +220,7 @@ class Settings:
             admin=AdminSettings(
                 secret=env.get("LECTR_ADMIN_SECRET") or None,
                 aggregate_interval=_float(env, "LECTR_AGGREGATE_INTERVAL"),
+                rollup_interval=_float(env, "LECTR_ROLLUP_INTERVAL"),
                 session_hours=_float(env, "LECTR_SESSION_HOURS"),
                 anomaly_interval=_float(env, "LECTR_ANOMALY_INTERVAL"),
                 recommend_interval=_float(env, "LECTR_RECOMMEND_INTERVAL"),
