@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     from lectr.jobs.registry import job_names
     run_job.add_argument("job", choices=job_names())
 
-    commands.add_parser("bench", help="measure Lectr against a direct connection (see benchmarks/)",
+    commands.add_parser("bench", help="measure Lectr against a direct connection (see lectr/bench/)",
                         description="Run the benchmark suite; `lectr bench --help` lists its options.",
                         add_help=False)
 
@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        from benchmarks.run import main as bench  # the suite parses its own options
+        from lectr.bench.run import main as bench  # the suite parses its own options
         return bench(argv[1:])
     args = _parser().parse_args(argv)
     try:
