@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import orjson
 
-from lectr.pricing import EPOCH, PriceTier, SeedRow, tiers_from_json, tiers_to_json
+from lectr.price_rules import EPOCH, PriceTier, SeedRow, tiers_from_json, tiers_to_json
 
 CHILD_TIMEOUT_SECONDS = 120.0
 # genai-prices provider id -> Lectr's provider name, for the providers Lectr serves.

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import orjson
 
 # The price rules are part of this module's surface too (rows.py and the API import them from here).
-from lectr.price_rules import (PriceRow, PriceTier, PricingError, compute_cost, parse_price, tiers_from_json,
-                               tiers_to_json)
+from lectr.price_rules import (EPOCH, PriceRow, PriceTier, PricingError, SeedRow, compute_cost, parse_price,
+                               tiers_from_json, tiers_to_json)
 
 __all__ = ["EPOCH", "PriceRow", "PriceTier", "PricingError", "PricingTable", "SeedRow", "add_operator_price",
            "compute_cost", "downgrade_rows", "ensure_seeded", "list_prices", "load_pricing", "normalize_model",
@@ -27,7 +27,6 @@ from lectr.providers.registry import PROVIDER_NAMES
 if TYPE_CHECKING:
     import asyncpg
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Azure serves OpenAI's models under the same names, and genai-prices lists few of them for Azure.
 _FALLBACK_PROVIDER = {"azure": "openai"}
 # Version suffixes that pin a snapshot of a family: -2024-08-06, -20241022, @20250514, -0125 (MMDD),
@@ -40,20 +39,6 @@ _PREVIEW_SNAPSHOT = re.compile(r"-preview-(?:\d{2}-\d{2}|\d{2}-\d{4})$")
 _MEMO_MAX = 10_000
 _MISSING = object()
 _SEED_LOCK = 0x4C454355  # advisory lock so several starting processes seed once
-
-
-class SeedRow(NamedTuple):
-    """A row to seed from genai-prices."""
-
-    provider: str
-    model: str
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    cached_input_per_mtok: Decimal | None
-    effective_from: datetime
-    note: str
-    cache_write_per_mtok: Decimal | None = None
-    tiers: tuple[PriceTier, ...] = ()
 
 
 def normalize_model(model: str) -> str:

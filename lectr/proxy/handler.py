@@ -27,8 +27,8 @@ from lectr.proxy.tunnel import UPGRADE_FIELDS, Tunnel, model_in_query, negotiate
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
-    from lectr.proxy.protocol import ProxyProtocol
-    from lectr.proxy.server import ProxyContext
+    from lectr.proxy.connection import ClientConnection
+    from lectr.proxy.context import ProxyContext
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class FixedResponse:
 
     __slots__ = ("conn", "data")
 
-    def __init__(self, conn: ProxyProtocol, data: bytes) -> None:
+    def __init__(self, conn: ClientConnection, data: bytes) -> None:
         self.conn = conn
         self.data = data
 
@@ -97,7 +97,7 @@ class RequestCycle:
         "chunked", "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
     )
 
-    def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
+    def __init__(self, ctx: ProxyContext, conn: ClientConnection, method: bytes, url: bytes,
                  headers: ClientHeaders, body: bytes, *,
                  keep_alive: bool, http11: bool) -> None:
         self.ctx = ctx
