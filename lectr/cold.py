@@ -50,7 +50,6 @@ class ColdSide:
 
     async def start(self) -> None:
         s = self.settings
-        self.tokenizer = await start_server(self.tokenizer_path)  # first: the workers' writers wait for it
         url = await db.resolve_url(s.database_url, s.data_dir)  # the supervisor's URL, already migrated
         self.pool = await db.open_pool(url, migrate=False)
         self.loader = CacheLoader(url, self.pool, self.directory, lambda table: None)
@@ -71,6 +70,9 @@ class ColdSide:
             await self.admin.start()
         except OSError as exc:
             raise CannotListen(describe_bind_error(Listener("admin", s.host, s.admin_port), exc)) from None
+        # Last: the supervisor starts the workers once this socket exists, so a proxy that is
+        # ready means an admin listener that is too.
+        self.tokenizer = await start_server(self.tokenizer_path)
         gc.collect()
         gc.freeze()
         log.info("Lectr cold process: admin on http://%s:%d, jobs %s", s.host, self.admin.port,

@@ -2,7 +2,7 @@
 
 The supervisor starts the database (embedded unless ``LECTR_DATABASE_URL`` is set), applies
 migrations and seed data once, then starts the cold process (``lectr.cold``: tokeniser,
-scheduled jobs, admin listener) and, once its tokeniser listens, N proxy workers sharing the
+scheduled jobs, admin listener) and, once it is ready (its tokeniser listens last), N proxy workers sharing the
 proxy port with ``SO_REUSEPORT``, each with its own event loop, caches, ring buffer and writer.
 With one worker, the supervisor is that worker itself: two processes in all. A worker or cold
 process that dies is restarted; SIGTERM/SIGINT is passed on, every worker drains, the cold
