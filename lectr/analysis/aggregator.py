@@ -9,33 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import orjson
 
+from lectr.analysis.summary import (ERROR_CONDITION, FEATURE_ROW, MODEL_ROW, PERIOD_NAMES, PERIODS,  # noqa: F401
+                                   TOTALS, Period)
+
 log = logging.getLogger(__name__)
-# The aggregator runs on a proxy worker's event loop: it yields after this many orgs' worth of
-# assembly, so a request never waits behind more than about a millisecond of it.
+# The aggregator runs on the cold process's event loop, beside the admin listener: it yields
+# after this many orgs' worth of assembly, so an API call never waits long behind it.
 _ORGS_PER_SLICE = 25
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
-    name: str
-    length: timedelta
-    bucket: timedelta  # width of one point of the time series
 
-
-PERIODS = (
-    Period("last_24h", timedelta(hours=24), timedelta(hours=1)),
-    Period("last_7d", timedelta(days=7), timedelta(hours=6)),
-    Period("last_30d", timedelta(days=30), timedelta(days=1)),
-)
-PERIOD_NAMES = tuple(p.name for p in PERIODS)
-
-_ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
+_ERROR = ERROR_CONDITION
 # Cost unknown, not zero: tokens were counted (or the provider answered) but no price was found.
 _UNPRICED = "(cost_usd IS NULL AND (token_source <> 'none' OR status_code BETWEEN 200 AND 399))"
 # A provider's health counts only what the provider caused: its 5xx, 408 and 429 answers and
@@ -116,9 +105,8 @@ _UPSERT = """
 INSERT INTO dashboard_summaries (org_id, period, computed_at, data) VALUES ($1, $2, $3, $4::jsonb)
 ON CONFLICT (org_id, period) DO UPDATE SET computed_at = EXCLUDED.computed_at, data = EXCLUDED.data"""
 
-_TOTAL_KEYS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_avg_ms",
-               "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "ttfb_avg_ms", "ttfb_p95_ms",
-               "measured_requests", "partial_cost_requests", "unpriced_requests", "unread_requests")
+# Read from the totals query; total_tokens and error_rate are derived from them.
+_TOTAL_KEYS = tuple(k for k in TOTALS.names if k not in ("total_tokens", "error_rate"))
 
 
 def _totals(row: asyncpg.Record | None) -> dict:
@@ -156,14 +144,11 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
 
     for r in await conn.fetch(_MODELS, start, now):
         if r["org_id"] in by_org:
-            by_org[r["org_id"]]["models"].append({k: r[k] for k in (
-                "model", "provider", "requests", "errors", "cost_usd", "latency_avg_ms", "latency_p95_ms", "tokens",
-                "unpriced_requests")})
+            by_org[r["org_id"]]["models"].append({k: r[k] for k in MODEL_ROW.names})
     _add_providers(by_org, await conn.fetch(_PROVIDERS, previous_start, start, now))
     for r in await conn.fetch(_FEATURES, start, now):
         if r["org_id"] in by_org:
-            entry = {k: r[k] for k in ("feature", "requests", "errors", "cost_usd", "latency_avg_ms",
-                                       "latency_p95_ms", "tokens", "unpriced_requests")}
+            entry = {k: r[k] for k in FEATURE_ROW.names if k != "error_rate"}
             entry["error_rate"] = _rate(r["errors"], r["requests"])
             by_org[r["org_id"]]["features"].append(entry)
     await _add_series(by_org, await conn.fetch(_SERIES, start, now, period.bucket, BUCKET_ORIGIN), start, now,

@@ -12,6 +12,7 @@ from typing import Any
 
 import jinja2
 
+from lectr.analysis.summary import PERIODS
 from lectr.api import charts
 from lectr.api.charts import share_bar_svg
 from lectr.api.formats import (DASH, change_tone, coverage_notes, datetime_local, fmt_bucket, fmt_change, fmt_cost,
@@ -25,7 +26,7 @@ __all__ = [
 
 _env: jinja2.Environment | None = None
 
-PERIOD_PHRASES = {"last_24h": "24 hours", "last_7d": "7 days", "last_30d": "30 days"}
+PERIOD_PHRASES = {p.name: p.phrase for p in PERIODS}
 
 ORIGIN_LABELS = {"lectr": "Lectr", "provider": "Provider", "client": "Client hung up"}
 
