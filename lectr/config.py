@@ -38,7 +38,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_IDLE_TIMEOUT": ("75", "Seconds an idle keep-alive client connection is kept open."),
     "LECTR_CLIENT_WRITE_TIMEOUT": ("60", "Seconds a client may take no bytes of a response before its "
                                    "connection is closed (recorded as client_write_timeout)."),
-    "LECTR_UPSTREAM_CONNECT_TIMEOUT": ("5", "Seconds to open a connection to a provider; then 502."),
+    "LECTR_UPSTREAM_CONNECT_TIMEOUT": ("5", "Seconds to open a connection to a provider; then 504 (refused: 502)."),
     "LECTR_UPSTREAM_READ_TIMEOUT": ("600", "Seconds to wait for the provider's next bytes; then 504."),
     "LECTR_UPSTREAM_POOL_SIZE": ("256", "Most open connections per provider origin."),
     "LECTR_SHUTDOWN_TIMEOUT": ("30", "Seconds in-flight requests get to finish after SIGTERM/SIGINT."),

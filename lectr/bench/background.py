@@ -42,11 +42,13 @@ async def fill(url: str, org_name: str, rows: int = ROWS) -> float:
 
 
 class SummaryWatch:
-    """Counts the summary runs that finish while it watches (each writes a new computed_at)."""
+    """Watches the summaries while a scenario measures: runs finished, and how often one was running."""
 
     def __init__(self, url: str, org_name: str) -> None:
         self.url, self.org_name = url, org_name
         self.seen: set = set()
+        self.samples = 0
+        self.busy = 0  # samples that found a summary query running on request_logs
         self._task: asyncio.Task | None = None
 
     async def __aenter__(self) -> SummaryWatch:
@@ -57,7 +59,11 @@ class SummaryWatch:
             try:
                 while True:
                     self.seen.add(await self._latest(conn))
-                    await asyncio.sleep(0.5)
+                    self.samples += 1
+                    self.busy += bool(await conn.fetchval("""
+                        SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()
+                        AND query LIKE '%FROM request_logs WHERE created_at >= $1%'"""))
+                    await asyncio.sleep(0.25)
             finally:
                 await conn.close()
 
@@ -76,3 +82,7 @@ class SummaryWatch:
     def runs(self) -> int:
         """Summary runs finished during the watch (the one before it not counted)."""
         return len(self.seen) - 1
+
+    @property
+    def busy_pct(self) -> float:
+        return 100.0 * self.busy / self.samples if self.samples else 0.0

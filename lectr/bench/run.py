@@ -95,8 +95,8 @@ class Suite:
         if self.args.background_summary:
             async with background.SummaryWatch(self.stack.database_url, "bench") as watch:
                 await self.rounds(scenario, targets, rows, samples)
-            self.progress(f"{scenario.name}: {watch.runs} summary runs over {background.ROWS:,} rows finished "
-                          "while it measured")
+            self.progress(f"{scenario.name}: a summary query over {background.ROWS:,} rows was running in "
+                          f"{watch.busy_pct:.0f}% of {watch.samples} samples; {watch.runs} summary runs finished")
         else:
             await self.rounds(scenario, targets, rows, samples)
         peaks = {t.name: t.tree.peaks_mb() for t in targets}

@@ -135,7 +135,8 @@ class TokenizerClient:
 
 
 class TokenizerProcess:
-    """Starts the tokeniser process, restarts it if it dies, stops it at the end."""
+    """The tokeniser as a process of its own (tests, tools; `lectr serve` hosts it in the cold process):
+    starts it, restarts it if it dies, stops it at the end."""
 
     def __init__(self) -> None:
         # A short private directory: Unix socket paths are limited to about 100 bytes.
