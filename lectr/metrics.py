@@ -1,10 +1,11 @@
 """Prometheus metrics, served as text at ``/metrics`` on the admin port.
 
 The hot path updates none of them: request counts and durations are observed by the cold
-path from the events it writes, and the ring's and the spool's state is copied into gauges
-once a second (and at every scrape). Requests are counted in batches: ``observe`` collects,
-``flush`` updates each metric once per label set. With several workers, prometheus-client's
-multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor) merges every worker's values.
+path from the events it writes, and the ring's state is copied into the metrics once a second
+by each worker (the spool's is read from the disk at every scrape). The cold process serves
+``/metrics``, merged over every process by prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor). Requests are counted in batches:
+``observe`` collects, ``flush`` updates each metric once per label set.
 """
 
 from __future__ import annotations
