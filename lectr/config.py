@@ -18,11 +18,6 @@ class ConfigError(ValueError):
     """A ``LECTR_*`` variable holds a value Lectr cannot use."""
 
 
-def _default_data_dir() -> str:
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(base, "lectr")
-
-
 # name -> (default, description). Defaults are strings, as the environment would give them.
 VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_WORKERS": ("0", "Worker processes sharing the proxy port (SO_REUSEPORT); 0 means one per core."),
@@ -30,7 +25,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_PROXY_PORT": ("8080", "Port of the proxy listener (`/v1/...`, `/healthz`, `/readyz`)."),
     "LECTR_ADMIN_PORT": ("8081", "Port of the admin listener (management API, dashboard, metrics)."),
     "LECTR_DATABASE_URL": ("", "PostgreSQL URL. Unset: an embedded PostgreSQL is started in `LECTR_DATA_DIR`."),
-    "LECTR_DATA_DIR": ("~/.local/share/lectr", "Where the embedded database (and later the event spool) live."),
+    "LECTR_DATA_DIR": ("~/.local/share/lectr", "Where the embedded database and the event spool live "
+                       "(`$XDG_DATA_HOME/lectr` when XDG_DATA_HOME is set)."),
     "LECTR_LOG_LEVEL": ("INFO", "Python logging level name."),
     # LECTR_UPSTREAM_OPENAI, _ANTHROPIC, ...: one per provider module with a global base URL.
     **{f"LECTR_UPSTREAM_{name.upper()}": (DEFAULT_UPSTREAMS[name], PROVIDERS[name].base_url_help)
@@ -42,7 +38,7 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_IDLE_TIMEOUT": ("75", "Seconds an idle keep-alive client connection is kept open."),
     "LECTR_CLIENT_WRITE_TIMEOUT": ("60", "Seconds a client may take no bytes of a response before its "
                                    "connection is closed (recorded as client_write_timeout)."),
-    "LECTR_UPSTREAM_CONNECT_TIMEOUT": ("5", "Seconds to open a connection to a provider; then 502."),
+    "LECTR_UPSTREAM_CONNECT_TIMEOUT": ("5", "Seconds to open a connection to a provider; then 504 (refused: 502)."),
     "LECTR_UPSTREAM_READ_TIMEOUT": ("600", "Seconds to wait for the provider's next bytes; then 504."),
     "LECTR_UPSTREAM_POOL_SIZE": ("256", "Most open connections per provider origin."),
     "LECTR_SHUTDOWN_TIMEOUT": ("30", "Seconds in-flight requests get to finish after SIGTERM/SIGINT."),
@@ -107,17 +103,36 @@ def _alerts(env: dict[str, str]) -> AlertConfig:
         raise ConfigError(str(exc)) from None
 
 
+def _default_data_dir(env: dict[str, str] | None = None) -> Path:
+    xdg = (os.environ if env is None else env).get("XDG_DATA_HOME")
+    return Path(xdg, "lectr") if xdg else Path(VARIABLES["LECTR_DATA_DIR"][0]).expanduser()
+
+
+def _workers(env: dict[str, str]) -> int:
+    return _int(env, "LECTR_WORKERS") or len(os.sched_getaffinity(0))  # 0: one per core
+
+
+# The dataclasses' defaults are VARIABLES' defaults, parsed as from an empty environment:
+# one source, so ``Settings()`` and ``Settings.from_env({})`` cannot disagree.
+def _d_int(name: str) -> int:
+    return _int({}, name)
+
+
+def _d_float(name: str) -> float:
+    return _float({}, name)
+
+
 @dataclass(frozen=True, slots=True)
 class ProxyLimits:
     """Limits the proxy listener enforces on each client connection."""
 
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_header_bytes: int = 64 * 1024
-    header_timeout: float = 30.0
-    idle_timeout: float = 75.0
-    client_write_timeout: float = 60.0
-    capture_max_bytes: int = 4 * 1024 * 1024
-    busy_poll_us: int = 0
+    max_body_bytes: int = _d_int("LECTR_MAX_BODY_BYTES")
+    max_header_bytes: int = _d_int("LECTR_MAX_HEADER_BYTES")
+    header_timeout: float = _d_float("LECTR_HEADER_TIMEOUT")
+    idle_timeout: float = _d_float("LECTR_IDLE_TIMEOUT")
+    client_write_timeout: float = _d_float("LECTR_CLIENT_WRITE_TIMEOUT")
+    capture_max_bytes: int = _d_int("LECTR_CAPTURE_MAX_BYTES")
+    busy_poll_us: int = _d_int("LECTR_BUSY_POLL_US")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,19 +140,19 @@ class UpstreamSettings:
     """Base URLs and pool settings for the providers Lectr forwards to."""
 
     base_urls: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_UPSTREAMS))
-    connect_timeout: float = 5.0
-    read_timeout: float = 600.0
-    pool_size: int = 256
+    connect_timeout: float = _d_float("LECTR_UPSTREAM_CONNECT_TIMEOUT")
+    read_timeout: float = _d_float("LECTR_UPSTREAM_READ_TIMEOUT")
+    pool_size: int = _d_int("LECTR_UPSTREAM_POOL_SIZE")
 
 
 @dataclass(frozen=True, slots=True)
 class RecordingSettings:
     """How events move from the ring to Postgres, and how long they are kept."""
 
-    flush_events: int = 20
-    flush_interval: float = 5.0
-    spool_max_bytes: int = 256 * 1024 * 1024
-    retention_days: int = 90
+    flush_events: int = _d_int("LECTR_FLUSH_EVENTS")
+    flush_interval: float = _d_float("LECTR_FLUSH_INTERVAL")
+    spool_max_bytes: int = _d_int("LECTR_SPOOL_MAX_MB") * 1024 * 1024
+    retention_days: int = _d_int("LECTR_RETENTION_DAYS")
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,27 +160,27 @@ class AdminSettings:
     """The admin side: operator secret, dashboard sessions, summary schedule."""
 
     secret: str | None = None
-    aggregate_interval: float = 60.0
-    rollup_interval: float = 60.0
-    session_hours: float = 12.0
-    anomaly_interval: float = 300.0
-    recommend_interval: float = 86400.0
-    recommend_min_requests: int = 500
+    aggregate_interval: float = _d_float("LECTR_AGGREGATE_INTERVAL")
+    rollup_interval: float = _d_float("LECTR_ROLLUP_INTERVAL")
+    session_hours: float = _d_float("LECTR_SESSION_HOURS")
+    anomaly_interval: float = _d_float("LECTR_ANOMALY_INTERVAL")
+    recommend_interval: float = _d_float("LECTR_RECOMMEND_INTERVAL")
+    recommend_min_requests: int = _d_int("LECTR_RECOMMEND_MIN_REQUESTS")
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything Lectr reads from its environment."""
 
-    host: str = "127.0.0.1"
-    proxy_port: int = 8080
-    admin_port: int = 8081
+    host: str = VARIABLES["LECTR_HOST"][0]
+    proxy_port: int = _d_int("LECTR_PROXY_PORT")
+    admin_port: int = _d_int("LECTR_ADMIN_PORT")
     database_url: str | None = None
-    data_dir: Path = Path(_default_data_dir())
-    log_level: str = "INFO"
-    shutdown_timeout: float = 30.0
-    workers: int = 1
-    ring_size: int = 65536
+    data_dir: Path = field(default_factory=_default_data_dir)
+    log_level: str = VARIABLES["LECTR_LOG_LEVEL"][0]
+    shutdown_timeout: float = _d_float("LECTR_SHUTDOWN_TIMEOUT")
+    workers: int = field(default_factory=lambda: _workers({}))
+    ring_size: int = _d_int("LECTR_RING_SIZE")
     limits: ProxyLimits = ProxyLimits()
     upstreams: UpstreamSettings = UpstreamSettings()
     recording: RecordingSettings = RecordingSettings()
@@ -185,16 +200,16 @@ class Settings:
                            env.get(f"LECTR_UPSTREAM_{provider.upper()}") or DEFAULT_UPSTREAMS[provider])
             for provider in UPSTREAM_PROVIDERS
         }
-        data_dir = env.get("LECTR_DATA_DIR") or _default_data_dir()
+        data_dir = env.get("LECTR_DATA_DIR") or _default_data_dir(env)
         return cls(
             host=env.get("LECTR_HOST") or VARIABLES["LECTR_HOST"][0],
             proxy_port=_int(env, "LECTR_PROXY_PORT"),
             admin_port=_int(env, "LECTR_ADMIN_PORT"),
             database_url=env.get("LECTR_DATABASE_URL") or None,
             data_dir=Path(data_dir).expanduser(),
-            log_level=(env.get("LECTR_LOG_LEVEL") or "INFO").upper(),
+            log_level=(env.get("LECTR_LOG_LEVEL") or VARIABLES["LECTR_LOG_LEVEL"][0]).upper(),
             shutdown_timeout=_float(env, "LECTR_SHUTDOWN_TIMEOUT"),
-            workers=_int(env, "LECTR_WORKERS") or len(os.sched_getaffinity(0)),
+            workers=_workers(env),
             ring_size=max(1, _int(env, "LECTR_RING_SIZE")),
             limits=ProxyLimits(
                 max_body_bytes=_int(env, "LECTR_MAX_BODY_BYTES"),

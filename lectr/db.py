@@ -160,6 +160,7 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
                                    version, name)
             log.info("applied migration %s", name)
             applied_now.append(name)
+        log.debug("migrations checked: %d applied now", len(applied_now))  # once per `lectr serve`
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
     return applied_now
@@ -170,8 +171,10 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
 
 
 async def open_pool(url: str, *, min_size: int = 1, max_size: int = 5,
-                    synchronous_commit: bool = True, stateless: bool = False) -> asyncpg.Pool:
+                    synchronous_commit: bool = True, stateless: bool = False, migrate: bool = True) -> asyncpg.Pool:
     """A connection pool on a migrated database.
+
+    ``migrate=False`` is for the processes ``lectr serve`` starts: their supervisor migrated once.
 
     ``synchronous_commit=False`` suits the event writer: a commit does not wait for the WAL
     flush, so a Postgres crash may lose the last moments of events, never a Lectr restart.
@@ -186,6 +189,10 @@ async def open_pool(url: str, *, min_size: int = 1, max_size: int = 5,
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, OverflowError) as exc:
         # ValueError, OverflowError and InterfaceError: a URL the driver cannot use (scheme, port, options).
         raise DatabaseError(f"could not connect to PostgreSQL: {exc}") from exc
-    async with pool.acquire() as conn:
-        await migrate(conn)
+    if migrate:
+        async with pool.acquire() as conn:
+            await migrate_database(conn)
     return pool
+
+
+migrate_database = migrate  # open_pool's ``migrate`` flag shadows the function's name there

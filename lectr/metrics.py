@@ -1,10 +1,11 @@
 """Prometheus metrics, served as text at ``/metrics`` on the admin port.
 
 The hot path updates none of them: request counts and durations are observed by the cold
-path from the events it writes, and the ring's and the spool's state is copied into gauges
-once a second (and at every scrape). Requests are counted in batches: ``observe`` collects,
-``flush`` updates each metric once per label set. With several workers, prometheus-client's
-multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor) merges every worker's values.
+path from the events it writes, and the ring's state is copied into the metrics once a second
+by each worker (the spool's is read from the disk at every scrape). The cold process serves
+``/metrics``, merged over every process by prometheus-client's multiprocess mode
+(``PROMETHEUS_MULTIPROC_DIR``, set by the supervisor). Requests are counted in batches:
+``observe`` collects, ``flush`` updates each metric once per label set.
 """
 
 from __future__ import annotations
@@ -43,7 +44,11 @@ class Metrics:
     """This process's metrics and their registry."""
 
     def __init__(self, ring: EventRing, *, spool_bytes: Callable[[], int] = lambda: 0,
-                 database_up: Callable[[], bool] = lambda: True, unwritten: Callable[[], int] = lambda: 0) -> None:
+                 database_up: Callable[[], bool] = lambda: True, unwritten: Callable[[], int] = lambda: 0,
+                 exports_state: bool = True) -> None:
+        # False for a process with no ring or writer of its own (the cold process): it renders
+        # the workers' state and must not add a ring, a database view or drops of its own.
+        self._exports_state = exports_state
         self._ring = ring
         self._unwritten = unwritten  # events out of the ring, not yet in Postgres (the writer's batch)
         self._spool_bytes = spool_bytes
@@ -150,6 +155,8 @@ class Metrics:
     def refresh(self) -> None:
         """Copy the ring's and the spool's current state into the exported metrics."""
         self.flush()
+        if not self._exports_state:
+            return
         self.buffered.set(len(self._ring) + self._unwritten())
         up = bool(self._database_up())
         if up != self._database_exported:

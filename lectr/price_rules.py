@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
 
@@ -16,6 +16,23 @@ from lectr.providers.registry import PROVIDERS
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
 _MAX_PRICE = Decimal(10) ** 8  # numeric(14, 6) holds less than this
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # effective_from of prices with no known start
+
+
+class SeedRow(NamedTuple):
+    """A row to seed from genai-prices."""
+
+    provider: str
+    model: str
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None
+    effective_from: datetime
+    note: str
+    cache_write_per_mtok: Decimal | None = None
+    tiers: tuple[PriceTier, ...] = ()
 
 
 class PricingError(ValueError):

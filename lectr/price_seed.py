@@ -15,8 +15,8 @@ from decimal import Decimal
 
 import orjson
 
+from lectr.price_rules import EPOCH, PriceTier, SeedRow, tiers_from_json, tiers_to_json
 from lectr.providers.registry import PROVIDERS
-from lectr.pricing import EPOCH, PriceTier, SeedRow, tiers_from_json, tiers_to_json
 
 CHILD_TIMEOUT_SECONDS = 120.0
 # genai-prices provider id -> Lectr's provider name, for the providers Lectr serves (each

@@ -11,13 +11,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, time
 from decimal import Decimal
 from importlib import resources
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import orjson
 
 # The price rules are part of this module's surface too (rows.py and the API import them from here).
-from lectr.price_rules import (PriceRow, PriceTier, PricingError, compute_cost, parse_price, tiers_from_json,
-                               tiers_to_json)
+from lectr.price_rules import (EPOCH, PriceRow, PriceTier, PricingError, SeedRow, compute_cost, parse_price,
+                               tiers_from_json, tiers_to_json)
 
 __all__ = ["EPOCH", "PriceRow", "PriceTier", "PricingError", "PricingTable", "SeedRow", "add_operator_price",
            "compute_cost", "downgrade_rows", "ensure_seeded", "list_prices", "load_pricing", "normalize_model",
@@ -28,7 +28,6 @@ from lectr.providers.registry import PROVIDER_NAMES, PROVIDERS
 if TYPE_CHECKING:
     import asyncpg
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Whose rows price a model a provider has none for (Azure: OpenAI's, the same models under the
 # same names, of which genai-prices lists few for Azure); each provider module says its own.
 _FALLBACK_PROVIDER = {p.name: p.price_fallback for p in PROVIDERS.values() if p.price_fallback}
@@ -42,20 +41,6 @@ _PREVIEW_SNAPSHOT = re.compile(r"-preview-(?:\d{2}-\d{2}|\d{2}-\d{4})$")
 _MEMO_MAX = 10_000
 _MISSING = object()
 _SEED_LOCK = 0x4C454355  # advisory lock so several starting processes seed once
-
-
-class SeedRow(NamedTuple):
-    """A row to seed from genai-prices."""
-
-    provider: str
-    model: str
-    input_per_mtok: Decimal
-    output_per_mtok: Decimal
-    cached_input_per_mtok: Decimal | None
-    effective_from: datetime
-    note: str
-    cache_write_per_mtok: Decimal | None = None
-    tiers: tuple[PriceTier, ...] = ()
 
 
 def normalize_model(model: str) -> str:

@@ -106,3 +106,6 @@ class PortClaim:
     def release(self) -> None:
         while self._locks:
             self._locks.pop().close()
+
+# Where the cold process's tokeniser listens; set by the supervisor for the processes it starts.
+TOKENIZER_SOCKET_ENV = "LECTR_TOKENIZER_SOCKET"

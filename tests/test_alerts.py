@@ -14,7 +14,7 @@ from lectr.alerts import outbox
 from lectr.alerts.config import AlertConfig, parse_smtp_url
 from lectr.alerts.job import AlertJob, Backoff, send_test_alerts
 from lectr.alerts.settings import AlertSettings, put_settings
-from lectr.app import ALERTS_LOCK
+from lectr.jobs.registry import ALERTS_LOCK
 from lectr.orgs import create_org
 from tests.alert_servers import SMTP_PASSWORD, WebhookReceiver, start_smtp
 from tests.understand_contract import ensure_contract_tables, insert_anomaly

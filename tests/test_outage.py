@@ -103,6 +103,8 @@ def test_gauges_after_an_outage_read_the_shared_state_whichever_worker_replayed(
         assert condition(), what
 
     try:
+        # Ready means one worker serves; both must have started before the database goes away.
+        wait_for(lambda: server.log_text().count("proxy on http") == 2, "both workers started")
         pg.stop()
         for i in range(60):  # fresh connections: the kernel spreads them over both workers
             with sdk_client(server.base_url, **{"X-Lectr-Key": key}) as fresh:

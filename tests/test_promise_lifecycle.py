@@ -16,8 +16,8 @@ import orjson
 import pytest
 import requests as http
 
-from lectr.analysis.schedule import Job, Scheduler
-from lectr.app import AGGREGATOR_LOCK
+from lectr.jobs.scheduler import Job, Scheduler
+from lectr.jobs.registry import AGGREGATOR_LOCK
 from tests.conftest import sdk_client, wait_for
 from tests.rawhttp import exchange
 

@@ -176,7 +176,12 @@ def test_ring_overflow_drops_and_counts_without_failing_requests(database_url, m
         client = sdk_client(server.base_url, **{"X-Lectr-Key": key})
         for _ in range(10):
             assert client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
-        text = scrape_metrics(env["LECTR_ADMIN_PORT"])
+        # The worker exports its counts once a second; the cold process's /metrics reads them.
+        def exported() -> str | None:
+            text = scrape_metrics(env["LECTR_ADMIN_PORT"])
+            return text if 'lectr_events_dropped_total{reason="ring_full"} 0.0' not in text else None
+
+        text = wait_for(exported, timeout=10, message="the worker's drop count at /metrics")
         assert 'lectr_events_dropped_total{reason="ring_full"} 8.0' in text
     finally:
         assert stop_lectr(server) == 0

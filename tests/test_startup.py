@@ -55,13 +55,18 @@ def test_a_port_held_by_someone_else_is_named(database_url, mock, tmp_path):
         assert str(other.getsockname()[1]) in line
 
 
-def test_a_worker_that_cannot_listen_exits_with_one_line_and_is_not_restarted(database_url, mock, tmp_path):
+# The admin port is the cold process's; the proxy port, a worker's.
+@pytest.mark.parametrize("role,port_variable", [(("--cold",), "LECTR_ADMIN_PORT"),
+                                                (("--worker-index", "0"), "LECTR_PROXY_PORT")])
+def test_a_worker_that_cannot_listen_exits_with_one_line_and_is_not_restarted(database_url, mock, tmp_path, role,
+                                                                               port_variable):
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
-        env = lectr_env(database_url, mock, tmp_path, LECTR_ADMIN_PORT=str(other.getsockname()[1]))
+        env = lectr_env(database_url, mock, tmp_path, **{port_variable: str(other.getsockname()[1])},
+                        LECTR_TOKENIZER_SOCKET=str(tmp_path / "tokenizer.sock"))
         # As the supervisor starts it, past its checks (its INFO lines, e.g. migrations, aside).
-        result = _serve(env, "--worker-index", "0", level="WARNING")
+        result = _serve(env, *role, level="WARNING")
         line = _one_error_line(result)
         assert result.returncode == 3 and str(other.getsockname()[1]) in line
 

@@ -102,7 +102,7 @@ def test_unknown_kind_is_refused():
 
 def test_replayed_trace_finds_six_sigma_injections():
     # the benchmark's own replay and matching, on a small trace of large injections
-    from benchmarks.anomaly_quality import _finds, replay
+    from lectr.bench.anomaly_quality import _finds, replay
 
     trace = generate(21, days=16, n_orgs=2, injections_per_org=2, peaks=(600.0, 300.0), sizes=(6.0,),
                      durations=(6,), kinds=("traffic_spike", "error_spike", "latency", "traffic_drop"))

@@ -61,8 +61,10 @@ def test_two_workers_share_the_port_record_everything_and_stop_cleanly(database_
             time.sleep(0.1)
         workers = workers_of(server.proc.pid)
         assert len(workers) == 2
-        tokenizers = [p for p in psutil.Process(server.proc.pid).children() if "tokenizer_service" in " ".join(p.cmdline())]
+        # One process beside the workers serves them the tokeniser: the cold process.
+        tokenizers = [p for p in psutil.Process(server.proc.pid).children() if "--cold" in p.cmdline()]
         assert len(tokenizers) == 1  # one tokeniser process serves both workers
+        cold = tokenizers[0]
         def listening(worker, port: int) -> bool:
             return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in worker.net_connections())
 
@@ -71,13 +73,14 @@ def test_two_workers_share_the_port_record_everything_and_stop_cleanly(database_
         while not all(listening(w, port) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert all(listening(w, port) for w in workers)  # each on the proxy port itself (SO_REUSEPORT)
-        assert sum(listening(w, admin_port) for w in workers) == 1  # one admin listener
+        wait_for(lambda: listening(cold, admin_port), timeout=20, message="the cold process's admin listener")
+        assert sum(listening(w, admin_port) for w in [*workers, cold]) == 1  # one admin listener
 
         def loaded_aiohttp(worker) -> bool:
             return any("aiohttp" in m.path for m in worker.memory_maps())
 
-        # Only the admin's worker loads aiohttp (about 14 MB).
-        assert [loaded_aiohttp(w) for w in workers] == [listening(w, admin_port) for w in workers]
+        # Only the admin's process loads aiohttp (about 14 MB): no worker does.
+        assert [loaded_aiohttp(w) for w in [*workers, cold]] == [listening(w, admin_port) for w in [*workers, cold]]
         client = sdk_client(server.base_url, **{"X-Lectr-Key": key})
         for _ in range(60):
             client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])

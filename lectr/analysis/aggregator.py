@@ -1,4 +1,4 @@
-"""The dashboard aggregator: ``request_logs`` → one ``dashboard_summaries`` row per org per period.
+"""The dashboard aggregator: the rollups (and the raw rows at a window's edges) → one ``dashboard_summaries`` row per org per period.
 
 Each period (last 24 hours, 7 days, 30 days) is compared with the period of equal length
 before it. A handful of grouped queries cover every org at once; the rows are assembled here
@@ -9,34 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import orjson
 
 from lectr.analysis import histogram
+from lectr.analysis.summary import PERIOD_NAMES, PERIODS, Period  # noqa: F401 -- the one summary shape
 from lectr.jobs.rollups import KEY, MEASURES, merged_histogram, rollup_select, run_rollups
 
 log = logging.getLogger(__name__)
-# The aggregator runs on a proxy worker's event loop: it yields after this many orgs' worth of
-# assembly, so a request never waits behind more than about a millisecond of it.
+# The aggregator runs in the cold process, beside the admin listener: it yields after this many
+# orgs' worth of assembly, so an API or dashboard request never waits long behind it.
 _ORGS_PER_SLICE = 25
 
 
-@dataclass(frozen=True, slots=True)
-class Period:
-    name: str
-    length: timedelta
-    bucket: timedelta  # width of one point of the time series
-
-
-PERIODS = (
-    Period("last_24h", timedelta(hours=24), timedelta(hours=1)),
-    Period("last_7d", timedelta(days=7), timedelta(hours=6)),
-    Period("last_30d", timedelta(days=30), timedelta(days=1)),
-)
-PERIOD_NAMES = tuple(p.name for p in PERIODS)
 
 # Every bucket starts on a whole hour (or day) in UTC, so chart ticks fall on whole hours and days.
 BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)

@@ -3,7 +3,7 @@
 The job (every ``LECTR_ANOMALY_INTERVAL``) reads one org's hourly rollups — the org as a whole and
 each feature, each a ``ScopeSeries`` — and calls ``evaluate`` for the last complete hour with the
 anomalies already recorded. Nothing here reads a clock or a database, so a month can be replayed
-hour by hour (``benchmarks/anomaly_quality.py``) and gives the same answers as the live job.
+hour by hour (``lectr/bench/anomaly_quality.py``) and gives the same answers as the live job.
 
 Per scope and metric the test is run on windows of the last 1, 2, 4 and 8 hours (``Config.windows``
 gives each window its own threshold in σ; ``anomaly_stats`` builds the baselines). Why windows:

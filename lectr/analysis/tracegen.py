@@ -1,5 +1,5 @@
 """A synthetic, seeded month of hourly traffic with injected anomalies of known size: the ground truth
-the anomaly detector is measured against (``benchmarks/anomaly_quality.py``, ``tests``).
+the anomaly detector is measured against (``lectr/bench/anomaly_quality.py``, ``tests``).
 
 Each org has a local time zone, a daily shape (quiet nights, a busy afternoon), quieter weekends
 and a few features, each with its own share of traffic, error rate, lognormal latency, model mix

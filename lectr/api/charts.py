@@ -15,6 +15,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from lectr.api.formats import fmt_int, fmt_ms, fmt_usd
+
 __all__ = ["time_series_svg", "share_bar_svg", "COLORS"]
 
 COLORS = {
@@ -100,9 +102,6 @@ def _tick_label(value: float, unit: str) -> str:
 
 
 def _value_text(value: float | None, unit: str) -> str:
-    # Local import: pages imports this module lazily, never at import time.
-    from lectr.api.pages import fmt_int, fmt_ms, fmt_usd
-
     if value is None:
         return "no data"
     if unit == "ms":

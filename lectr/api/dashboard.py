@@ -17,6 +17,7 @@ from aiohttp import web
 
 from lectr.api import pages, sessions
 from lectr.api.auth import SESSION_COOKIE, Caller, org_caller
+from lectr.analysis.summary import PERIODS
 from lectr.api.errors import ApiError
 from lectr.api.queries import RequestFilters, fetch_summary, list_failures, list_requests, parse_period
 from lectr.api.state import STATE
@@ -24,7 +25,7 @@ from lectr.api.understand_queries import open_anomaly_count
 from lectr.providers.registry import PROVIDER_NAMES
 
 CSRF_COOKIE = "lectr_login_csrf"
-PERIOD_LABELS = [("last_24h", "Last 24 hours"), ("last_7d", "Last 7 days"), ("last_30d", "Last 30 days")]
+PERIOD_LABELS = [(p.name, p.label) for p in PERIODS]
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",

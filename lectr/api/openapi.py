@@ -13,13 +13,15 @@ from aiohttp import web
 
 from lectr import __version__
 from lectr.api import alerts_api as alerts
+from lectr.analysis import summary as shape
+from lectr.analysis.summary import DEFAULT_PERIOD, PERIOD_NAMES
 from lectr.api import operator_api as op
 from lectr.api import org_api as org
 from lectr.api import understand_api as understand
 from lectr.providers.registry import PROVIDER_NAMES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PERIODS = ["last_24h", "last_7d", "last_30d"]
+PERIODS = list(PERIOD_NAMES)
 
 
 @dataclass(frozen=True)
@@ -63,26 +65,23 @@ _TIME = {"type": "string", "format": "date-time"}
 _TIME_N = {"type": ["string", "null"], "format": "date-time"}
 
 ERROR = _obj(["error"], error=_obj(["message", "type", "code"], message=_STR, type=_STR, param=_STR_N, code=_STR))
-MODEL_ROW = _obj(["model", "provider", "requests", "cost_usd"], model=_STR_N, provider=_STR, requests=_INT,
-                 errors=_INT, cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT,
-                 unpriced_requests=_INT)
-PROVIDER_ROW = _obj(["provider", "requests", "error_rate", "cost_usd"], provider=_STR, requests=_INT, errors=_INT,
-                    error_rate=_NUM, cost_usd=_NUM, previous_cost_usd=_NUM, latency_p95_ms=_NUM_N,
-                    unpriced_requests=_INT, previous_unpriced_requests=_INT, provider_errors=_INT,
-                    provider_error_rate=_NUM, connection_errors=_INT, lectr_errors=_INT, client_errors=_INT)
-FEATURE_ROW = _obj(["feature", "requests", "cost_usd"], feature=_STR, requests=_INT, errors=_INT, error_rate=_NUM,
-                   cost_usd=_NUM, latency_avg_ms=_NUM_N, latency_p95_ms=_NUM_N, tokens=_INT, unpriced_requests=_INT)
-TOTALS = _obj(["requests", "errors", "error_rate", "cost_usd"], requests=_INT, errors=_INT, error_rate=_NUM,
-              cost_usd=_NUM, prompt_tokens=_INT, completion_tokens=_INT, total_tokens=_INT, latency_avg_ms=_NUM_N,
-              latency_p50_ms=_NUM_N, latency_p95_ms=_NUM_N, latency_p99_ms=_NUM_N, ttfb_avg_ms=_NUM_N,
-              ttfb_p95_ms=_NUM_N, measured_requests=_INT, partial_cost_requests=_INT, unpriced_requests=_INT,
-              unread_requests=_INT)
-SUMMARY = _obj(["period", "totals", "previous", "series", "models", "providers", "features", "dropped_events"],
-               period=_STR, computed_at=_TIME, totals=TOTALS, previous=TOTALS,
+_KINDS = {"int": _INT, "int?": _INT_N, "number": _NUM, "number?": _NUM_N, "string": _STR, "string?": _STR_N,
+          "time": _TIME, "time?": _TIME_N}
+
+
+def _schema(fields: shape.Fields) -> dict:
+    return _obj(list(fields.required), **{name: _KINDS[kind] for name, kind in fields.kinds.items()})
+
+
+MODEL_ROW = _schema(shape.MODEL_ROW)
+PROVIDER_ROW = _schema(shape.PROVIDER_ROW)
+FEATURE_ROW = _schema(shape.FEATURE_ROW)
+TOTALS = _schema(shape.TOTALS)
+SUMMARY = _obj(list(shape.SUMMARY_REQUIRED),
+               period={"type": "string", "enum": PERIODS}, computed_at=_TIME, totals=TOTALS, previous=TOTALS,
                window=_obj(start=_TIME, end=_TIME), previous_window=_obj(start=_TIME, end=_TIME),
-               series=_obj(["bucket_seconds", "points"], bucket_seconds=_INT, points={"type": "array", "items": _obj(
-                   ["start", "requests"], start=_TIME, requests=_INT, errors=_INT, cost_usd=_NUM,
-                   latency_p95_ms=_NUM_N)}),
+               series=_obj(["bucket_seconds", "points"], bucket_seconds=_INT,
+                           points={"type": "array", "items": _schema(shape.SERIES_POINT)}),
                models={"type": "array", "items": MODEL_ROW}, providers={"type": "array", "items": PROVIDER_ROW},
                features={"type": "array", "items": FEATURE_ROW}, dropped_events=_INT)
 REQUEST_ROW = _obj(
@@ -116,7 +115,7 @@ RECOMMENDATION = _obj(["id", "feature", "provider", "current_model", "suggested_
                       signals={"type": "object"}, monthly_saving_usd=_NUM_N,
                       state={"type": "string", "enum": ["open", "dismissed", "applied"]}, created_at=_TIME,
                       updated_at=_TIME)
-_PERIOD = Param("period", "query", {"type": "string", "enum": PERIODS, "default": "last_24h"}, "Which period.")
+_PERIOD = Param("period", "query", {"type": "string", "enum": PERIODS, "default": DEFAULT_PERIOD.name}, "Which period.")
 _PROVIDER = Param("provider", "query", {"type": "string", "enum": list(PROVIDER_NAMES)}, "Only this provider.")
 _LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Rows per page.")
 _ORG_ID = Param("org_id", "path", {"type": "integer"}, "The org's id.", required=True)

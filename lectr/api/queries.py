@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import asyncpg
 import orjson
 
-from lectr.analysis.aggregator import PERIODS
+from lectr.analysis.summary import DEFAULT_PERIOD, ERROR_CONDITION, PERIODS
 from lectr.api.errors import bad_parameter
 from lectr.providers.registry import PROVIDER_NAMES
 
@@ -19,7 +19,7 @@ REQUEST_FIELDS = ("id", "created_at", "provider", "model", "model_used", "featur
                   "completion_tokens", "cached_tokens", "reasoning_tokens", "token_source", "cost_usd",
                   "cost_partial", "provider_unknown", "bytes_in", "bytes_out", "usage_note")
 _SELECT = f"SELECT {', '.join(REQUEST_FIELDS)} FROM request_logs"
-_ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
+_ERROR = ERROR_CONDITION
 PERIOD_LENGTH = {p.name: p.length for p in PERIODS}
 BIGINT_MAX = 2**63 - 1  # ids are Postgres bigints
 _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")  # str.isdigit() also takes "²" and "٣", which int() may refuse
@@ -94,7 +94,7 @@ def parse_time(query, name: str) -> datetime | None:
 
 
 def parse_period(query) -> str:
-    period = query.get("period") or "last_24h"
+    period = query.get("period") or DEFAULT_PERIOD.name
     if period not in PERIOD_LENGTH:
         raise bad_parameter("period", f"must be one of {', '.join(PERIOD_LENGTH)}")
     return period

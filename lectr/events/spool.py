@@ -156,3 +156,14 @@ def _decode(path: Path) -> SpooledBatch:
     if len(rows) != header["rows"]:
         raise ValueError(f"expected {header['rows']} rows, found {len(rows)} (truncated write?)")
     return SpooledBatch(path, uuid.UUID(header["batch_id"]), rows)
+
+
+def spooled_bytes(directory: Path) -> int:
+    """The spool's size on disk now, whichever worker wrote or replayed it."""
+    total = 0
+    for path in directory.glob("*.batch"):
+        try:
+            total += path.stat().st_size
+        except FileNotFoundError:  # replayed meanwhile, by this worker or another
+            pass
+    return total

@@ -1,7 +1,8 @@
-"""The tokeniser as a process of its own, shared by every worker.
+"""The tokeniser as a service shared by every worker, hosted by the cold process.
 
 tiktoken's vocabularies take about 70 MB once loaded; kept in each worker they would be most
-of its memory. So one small process holds them, and workers ask it over a Unix socket for
+of its memory. So one process holds them (the cold process, or this module run on its own),
+and workers ask it over a Unix socket for
 the token counts of a whole batch at once: a request is ``[[encoding, text], ...]``, the
 reply ``[count, ...]``, each framed by a 4-byte big-endian length. Cold path only: the
 writer awaits it between COPYs; no request ever does.
@@ -45,8 +46,11 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(size)
 
 
-async def serve(path: str) -> None:
-    """Answer count requests on the Unix socket ``path`` until SIGTERM."""
+async def start_server(path: str) -> asyncio.Server:
+    """Load the vocabularies and answer count requests on the Unix socket ``path``.
+
+    The cold process hosts it beside its jobs; ``serve`` runs it as a process of its own.
+    """
     from lectr.events.tokens import TokenCounter
 
     counter = TokenCounter()
@@ -67,7 +71,13 @@ async def serve(path: str) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_unix_server(handle, path)
+    Path(path).unlink(missing_ok=True)  # left by a predecessor that was killed
+    return await asyncio.start_unix_server(handle, path)
+
+
+async def serve(path: str) -> None:
+    """Answer count requests on the Unix socket ``path`` until SIGTERM."""
+    server = await start_server(path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -125,7 +135,8 @@ class TokenizerClient:
 
 
 class TokenizerProcess:
-    """Starts the tokeniser process, restarts it if it dies, stops it at the end."""
+    """The tokeniser as a process of its own (tests, tools; `lectr serve` hosts it in the cold process):
+    starts it, restarts it if it dies, stops it at the end."""
 
     def __init__(self) -> None:
         # A short private directory: Unix socket paths are limited to about 100 bytes.

@@ -70,7 +70,7 @@ class TokenCounter:
         return len(self.encoding(encoding_name(model, provider)).encode_ordinary(text))
 
     def preload(self) -> None:
-        """Load both encodings now (blocking; run it in a thread before serving)."""
+        """Load both encodings now (blocking, about a second: the tokeniser does it before it listens)."""
         for name in _SPECS:
             self.encoding(name)
 
@@ -78,7 +78,7 @@ class TokenCounter:
         """The loaded encoding ``name`` (``o200k_base`` or ``cl100k_base``)."""
         enc = self._encodings.get(name)
         if enc is None:
-            with self._lock:  # called from worker threads; load each encoding only once
+            with self._lock:  # tests count from threads too; load each encoding only once
                 enc = self._encodings.get(name)
                 if enc is None:
                     enc = self._encodings[name] = load_encoding(name)
@@ -94,7 +94,7 @@ def load_encoding(name: str) -> tiktoken.Encoding:
                                  mergeable_ranks=_read_ranks(name, spec["sha256"]), special_tokens=spec["special_tokens"])
     # tiktoken keeps the ranks twice: in its Rust core, which does all the counting, and as the
     # Python dict it was given, used only to pickle the encoding. Both vocabularies' dicts
-    # take 41 MB of the tokeniser process.
+    # take 41 MB of the process that hosts the tokeniser.
     if isinstance(getattr(encoding, "_mergeable_ranks", None), dict):
         encoding._mergeable_ranks = {}
     return encoding

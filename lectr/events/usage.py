@@ -1,6 +1,6 @@
 """Token usage from a response's bytes: what the provider reported, else the completion counted.
 
-Cold path only (the event writer's loop). Any body, however broken, yields a ``Usage``; nothing raises.
+Cold path only (the event writer, on the worker's loop between requests). Any body, however broken, yields a ``Usage``; nothing raises.
 Besides the usage, ``response_values`` gives the model the response names (the snapshot that
 served it) and a note when the usage could not be fully read: ``"undecodable"`` (a
 content-encoding that could not be undone) or ``"truncated"`` (the body outgrew the capture

@@ -6,7 +6,7 @@ slices on the event loop (so no request waits behind it), and hands them to the 
 has time to spare, the busy poller's idle spins build rows ahead (``build_waiting``), so a
 flush at low load is only the COPY. Closing drains the ring completely.
 
-Streams that reported no usage need their completion counted by the tokeniser process. No
+Streams that reported no usage need their completion counted by the tokeniser (hosted by the cold process). No
 other row waits for that: such rows go to a bounded queue that a second task counts, a bounded
 request at a time, and join a later batch. Past the queue's bound a row is written at once
 without a count (``usage_note`` 'not_counted', and ``lectr_unmeasured_events_total``). Big

@@ -26,8 +26,8 @@ from lectr.proxy.tunnel import Tunnel, negotiated_extensions
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
-    from lectr.proxy.protocol import ProxyProtocol
-    from lectr.proxy.server import ProxyContext
+    from lectr.proxy.connection import ClientConnection
+    from lectr.proxy.context import ProxyContext
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class FixedResponse:
 
     __slots__ = ("conn", "data")
 
-    def __init__(self, conn: ProxyProtocol, data: bytes) -> None:
+    def __init__(self, conn: ClientConnection, data: bytes) -> None:
         self.conn = conn
         self.data = data
 
@@ -96,7 +96,7 @@ class RequestCycle:
         "chunked", "pool", "request", "upstream", "waiter", "attempts", "out", "finished",
     )
 
-    def __init__(self, ctx: ProxyContext, conn: ProxyProtocol, method: bytes, url: bytes,
+    def __init__(self, ctx: ProxyContext, conn: ClientConnection, method: bytes, url: bytes,
                  headers: ClientHeaders, body: bytes, *,
                  keep_alive: bool, http11: bool) -> None:
         self.ctx = ctx

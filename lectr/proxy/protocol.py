@@ -31,7 +31,7 @@ from lectr.proxy.headers import ClientHeaders
 from lectr.proxy.upgrades import UpgradeSupport
 
 if TYPE_CHECKING:
-    from lectr.proxy.server import ProxyContext
+    from lectr.proxy.context import ProxyContext
 
 log = logging.getLogger(__name__)
 

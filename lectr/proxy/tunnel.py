@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
 
 if TYPE_CHECKING:
-    from lectr.proxy.protocol import ProxyProtocol
+    from lectr.proxy.connection import ClientConnection
 
 
 # This hop's Connection and Upgrade fields, which a proxy otherwise drops (RFC 9110 §7.6.1),
@@ -54,7 +54,7 @@ class Tunnel(asyncio.Protocol):
     __slots__ = ("owner", "client", "transport", "loop", "idle_timeout", "deadline", "timer",
                  "bytes_in", "bytes_out", "captured", "capture_left", "closed", "timed_out")
 
-    def __init__(self, owner: TunnelOwner, client: ProxyProtocol, transport: asyncio.Transport,
+    def __init__(self, owner: TunnelOwner, client: ClientConnection, transport: asyncio.Transport,
                  idle_timeout: float, capture_max_bytes: int) -> None:
         self.owner = owner
         self.client = client

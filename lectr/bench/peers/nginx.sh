@@ -1,6 +1,6 @@
 #!/bin/sh
 # nginx as a plain keep-alive reverse proxy, for `lectr bench --peer`:
-#   lectr bench --peer 'nginx=benchmarks/peers/nginx.sh {upstream} 9100@9100'
+#   lectr bench --peer 'nginx=lectr/bench/peers/nginx.sh {upstream} 9100@9100'
 # Needs nginx on the PATH (Debian: apt-get install nginx-light). Usage: nginx.sh UPSTREAM_URL PORT
 set -eu
 upstream=$(echo "$1" | sed -e 's#^http://##' -e 's#/.*$##')

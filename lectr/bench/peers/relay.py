@@ -1,7 +1,7 @@
 """A TCP relay that does nothing else: the floor of any proxy in Python on uvloop.
 
-    lectr bench --peer 'relay=python benchmarks/peers/relay.py {upstream} 9101@9101'
-    lectr bench --peer 'relay-spin=python benchmarks/peers/relay.py {upstream} 9102 --spin@9102'
+    lectr bench --peer 'relay=python lectr/bench/peers/relay.py {upstream} 9101@9101'
+    lectr bench --peer 'relay-spin=python lectr/bench/peers/relay.py {upstream} 9102 --spin@9102'
 
 Each client connection gets its own upstream connection and bytes are copied both ways
 unread. ``--spin`` keeps the loop polling instead of sleeping, as Lectr's busy polling does

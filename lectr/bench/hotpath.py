@@ -1,4 +1,4 @@
-"""Lectr's own Python per request, without sockets: ``python -m benchmarks.hotpath``.
+"""Lectr's own Python per request, without sockets: ``python -m lectr.bench.hotpath``.
 
 The hot path (the client connection's and the upstream connection's callbacks, from the
 request's bytes to the response's) and the cold path (row building and metrics for the
@@ -147,7 +147,7 @@ async def run(requests: int, profile: bool, cold_too: bool = True, light: bool =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.hotpath", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m lectr.bench.hotpath", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=100_000)
     parser.add_argument("--hot-only", action="store_true", help="skip the cold path (to count the hot path's "

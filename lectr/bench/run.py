@@ -6,13 +6,13 @@ through each peer, interleaved, over several rounds, and reports medians. On a m
 or more cores Lectr (and the peers) get a core of their own and the mock, the load generator
 and Postgres share another, so the proxy is measured rather than the contention.
 
-    python -m benchmarks.run                              # the full run (a few minutes)
-    python -m benchmarks.run --seconds 2 --rounds 1       # a quick look
-    python -m benchmarks.run --only c1,stream             # some scenarios
-    python -m benchmarks.run --peer 'other=other-proxy --upstream {upstream} --port 9100@9100'
+    python -m lectr.bench.run                              # the full run (a few minutes)
+    python -m lectr.bench.run --seconds 2 --rounds 1       # a quick look
+    python -m lectr.bench.run --only c1,stream             # some scenarios
+    python -m lectr.bench.run --peer 'other=other-proxy --upstream {upstream} --port 9100@9100'
 
-Scenarios: c1, c32, c128, stream, body100k, idle1000, recording (see benchmarks/README.md).
-Results: a table here, and JSON, Markdown and a PNG chart in benchmarks/results/.
+Scenarios: c1, c32, c128, stream, body100k, idle1000, recording (see lectr/bench/README.md).
+Results: a table here, and JSON, Markdown and a PNG chart in lectr/bench/results/.
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ from pathlib import Path
 
 import uvloop
 
-from benchmarks import report as reporting
-from benchmarks.processes import CoreMeter, PeerSpec, Stack, parse_cpus
-from benchmarks.scenarios import BY_NAME, SCENARIOS, Scenario, Target, measure, measure_idle, recording, summarize
+from lectr.bench import background
+from lectr.bench import report as reporting
+from lectr.bench.processes import CoreMeter, PeerSpec, Stack, parse_cpus
+from lectr.bench.scenarios import BY_NAME, SCENARIOS, Scenario, Target, measure, measure_idle, recording, summarize
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# Beside the suite in a checkout; in the working directory when Lectr is installed from a wheel.
+_CHECKOUT = (Path(__file__).resolve().parents[2] / "setup.cfg").exists()
+RESULTS_DIR = Path(__file__).resolve().parent / "results" if _CHECKOUT else Path("lectr-bench-results")
 WARMUP_REQUESTS = 500
 
 
@@ -65,6 +68,10 @@ class Suite:
         # SIGTERM cancels the run cleanly (a KeyboardInterrupt raised inside a protocol callback would not)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
         targets = self.targets()
+        if self.args.background_summary:
+            self.progress(f"filling request_logs with {background.ROWS:,} rows for the background summary")
+            seconds = await background.fill(self.stack.database_url, "bench")
+            self.progress(f"filled in {seconds:.1f} s; the cold process now runs the aggregator back to back")
         scenarios = []
         rec = None
         for scenario in sorted(self.scenarios, key=lambda s: not s.run_first):
@@ -85,6 +92,19 @@ class Suite:
             await measure(target, scenario, min(1.0, self.args.seconds), requests=min(WARMUP_REQUESTS, scenario.requests))
         rows: dict[str, list[dict]] = {t.name: [] for t in targets}
         samples = self.samples[scenario.name] = {t.name: {"latency": [], "ttfb": []} for t in targets}
+        if self.args.background_summary:
+            async with background.SummaryWatch(self.stack.database_url, "bench") as watch:
+                await self.rounds(scenario, targets, rows, samples)
+            self.progress(f"{scenario.name}: a summary query over {background.ROWS:,} rows was running in "
+                          f"{watch.busy_pct:.0f}% of {watch.samples} samples; {watch.runs} summary runs finished")
+        else:
+            await self.rounds(scenario, targets, rows, samples)
+        peaks = {t.name: t.tree.peaks_mb() for t in targets}
+        summary = summarize(scenario, rows, peaks)
+        summary["peaks_reset"] = peaks_reset
+        return summary
+
+    async def rounds(self, scenario: Scenario, targets: list[Target], rows: dict, samples: dict) -> None:
         for round_no in range(self.args.rounds):
             shift = round_no % len(targets)
             for target in targets[shift:] + targets[:shift]:
@@ -94,10 +114,6 @@ class Suite:
                 samples[target.name]["latency"] += result.latencies
                 samples[target.name]["ttfb"] += result.ttfb
                 self.progress(self.line(scenario, round_no, target.name, row))
-        peaks = {t.name: t.tree.peaks_mb() for t in targets}
-        summary = summarize(scenario, rows, peaks)
-        summary["peaks_reset"] = peaks_reset
-        return summary
 
     def line(self, scenario: Scenario, round_no: int, target: str, row: dict) -> str:
         text = (f"{scenario.name:9} round {round_no + 1}/{self.args.rounds} {target:8} "
@@ -129,8 +145,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--peer", action="append", default=[], metavar="NAME=COMMAND@PORT",
                         help="another OpenAI-compatible proxy to compare, started with the shell; {upstream} in "
                              "COMMAND becomes the mock's base URL; repeatable")
+    parser.add_argument("--background-summary", action="store_true",
+                        help=f"fill request_logs with {background.ROWS:,} rows and run the dashboard summary back to "
+                             "back in Lectr's cold process while the scenarios measure")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, metavar="DIR",
-                        help="where the JSON, Markdown and PNG go (default benchmarks/results)")
+                        help="where the JSON, Markdown and PNG go (default lectr/bench/results in a checkout, else ./lectr-bench-results)")
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.seconds <= 0 or args.workers < 1:
         parser.error("--rounds and --workers must be at least 1, --seconds above 0")
@@ -148,6 +167,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.lectr_env = dict(_setting(text) for text in args.lectr_env)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.background_summary:
+        args.lectr_env.setdefault("LECTR_AGGREGATE_INTERVAL", background.INTERVAL)
     if len({p.name for p in args.peers}) != len(args.peers):
         parser.error("two --peer options have the same NAME")
     return args
@@ -216,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous_term)
     report = {
-        "stamp": stamp, "started": started, "rounds": args.rounds, "seconds": args.seconds, "workers": args.workers,
+        "stamp": stamp, "started": started, "background_summary": args.background_summary, "rounds": args.rounds, "seconds": args.seconds, "workers": args.workers,
         "machine": {"cores": os.cpu_count(), "pinned": args.lectr_cores is not None,
                     "lectr_cores": sorted(args.lectr_cores or []), "client_cores": sorted(args.client_cores or [])},
         "peers": [{"name": p.name, "command": p.command, "port": p.port} for p in args.peers],

@@ -14,8 +14,8 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from benchmarks.loadgen import RunResult, open_connections, post_request, request_each, run_load
-from benchmarks.processes import CoreMeter, ProcessTree
+from lectr.bench.loadgen import RunResult, open_connections, post_request, request_each, run_load
+from lectr.bench.processes import CoreMeter, ProcessTree
 
 HOST = "127.0.0.1"
 PATH = "/v1/chat/completions"

@@ -5,8 +5,8 @@ binomial and lognormal noise, injections of 3σ, 4σ and 6σ per hour) is replay
 through ``lectr.analysis.anomaly_model.evaluate``, as the 5-minute job would see it, carrying the
 open and resolved anomalies from one hour to the next. Pure CPU, no database; one core.
 
-    python -m benchmarks.anomaly_quality                 # tuning seeds 1-3, held-out seed 2026
-    python -m benchmarks.anomaly_quality --seeds 4 5 --holdout 77
+    python -m lectr.bench.anomaly_quality                 # tuning seeds 1-3, held-out seed 2026
+    python -m lectr.bench.anomaly_quality --seeds 4 5 --holdout 77
 
 Scoring:
 

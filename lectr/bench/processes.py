@@ -215,7 +215,7 @@ class Stack:
         progress(f"starting embedded Postgres in {self.tmp / 'data'}")
         from lectr.db import start_embedded
         self.pg_dir = self.tmp / "data" / "pg"
-        start_embedded(self.tmp / "data")
+        self.database_url = start_embedded(self.tmp / "data")
         progress(f"starting the mock provider on {self.mock_url}")
         mock = self._spawn([python, "-m", "lectr", "mock-provider", "--port", str(self.mock_port)], env,
                            self.client_cores, "mock.log")

@@ -1,8 +1,9 @@
 """Scheduled jobs, each run by one process only.
 
 A job runs inside a transaction that first takes a Postgres advisory lock with
-``pg_try_advisory_xact_lock``: of several workers or machines, whoever gets the lock runs
-the job and the others skip that turn. ``run_now`` waits for the lock instead (the CLI).
+``pg_try_advisory_xact_lock``: of several machines' cold processes, whoever gets the lock
+runs the job and the others skip that turn. ``run_once(name, wait=True)`` and ``run_job``
+(``lectr jobs run``) wait for the lock instead.
 """
 
 from __future__ import annotations
@@ -66,3 +67,10 @@ class Scheduler:
             except Exception as exc:  # the database may be away; try again next turn
                 log.warning("job %s failed: %s", job.name, exc)
             await asyncio.sleep(job.interval)
+
+
+async def run_job(conn: asyncpg.Connection, job: Job) -> None:
+    """Run ``job`` once on ``conn``, waiting for its advisory lock if another process holds it."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", job.lock_id)
+        await job.run(conn)

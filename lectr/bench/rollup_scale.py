@@ -11,8 +11,8 @@ lognormal latencies), brings the rollups up to date, and times
 then grows the table to the next size over the same 30 days and times them again. The rollups
 have one row per org, hour and feature whatever N is, so the two times should stay flat.
 
-    python -m benchmarks.rollup_scale                       # 1M then 10M rows, embedded Postgres
-    python -m benchmarks.rollup_scale --sizes 100000 1000000 --database-url postgresql://...
+    python -m lectr.bench.rollup_scale                       # 1M then 10M rows, embedded Postgres
+    python -m lectr.bench.rollup_scale --sizes 100000 1000000 --database-url postgresql://...
 
 Heavy: the 10M-row step writes about 4 GB and takes minutes (the one-off catch-up dominates).
 """

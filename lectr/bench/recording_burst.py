@@ -10,8 +10,8 @@ counted by the tokeniser) while ordinary non-streamed requests keep flowing, and
   ``created_at``) to written (the first poll of Postgres that sees the row; polled every 50 ms);
 - when the big streams' rows were all written, and how many were measured or left uncounted.
 
-    python -m benchmarks.recording_burst [--streams 20] [--chunks 21000] [--ordinary 5000]
-    python -m benchmarks.recording_burst --chunk-chars 1000 --chunks 3300   # text-heavy streams
+    python -m lectr.bench.recording_burst [--streams 20] [--chunks 21000] [--ordinary 5000]
+    python -m lectr.bench.recording_burst --chunk-chars 1000 --chunks 3300   # text-heavy streams
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import time
 import aiohttp
 import asyncpg
 
-from benchmarks.processes import ProcessTree, Stack
+from lectr.bench.processes import ProcessTree, Stack
 
 ORDINARY_CONCURRENCY = 8
 POLL_SECONDS = 0.05

@@ -1,0 +1,88 @@
+"""``lectr bench --background-summary``: the dashboard summary running while a scenario measures.
+
+Fills ``request_logs`` with ``ROWS`` rows for the bench org (spread over the last 20 hours, so
+every period's summary reads them all) and has Lectr's cold process run the aggregator back to
+back (``LECTR_AGGREGATE_INTERVAL`` near zero). The scenario's p99 is then compared with a run
+without it: the summary runs in the cold process, so the proxy worker's latency should not move.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+ROWS = 1_000_000
+INTERVAL = "0.05"  # seconds between the cold process's aggregator runs: back to back
+
+
+async def fill(url: str, org_name: str, rows: int = ROWS) -> float:
+    """Insert ``rows`` plausible request_logs rows for ``org_name``; return the seconds it took."""
+    started = time.monotonic()
+    conn = await asyncpg.connect(url)
+    try:
+        org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", org_name)
+        await conn.execute("""
+            INSERT INTO request_logs (created_at, org_id, provider, model, model_used, feature, task, status_code,
+                error_type, error_origin, stream, latency_ms, ttfb_ms, overhead_us, prompt_tokens,
+                completion_tokens, token_source, cost_usd, bytes_in, bytes_out)
+            SELECT now() - (i % 72000) * interval '1 second', $1, 'openai', m, m,
+                   'feature-' || (i % 40), NULL, CASE WHEN i % 97 = 0 THEN 500 ELSE 200 END,
+                   CASE WHEN i % 97 = 0 THEN 'server_error' END, CASE WHEN i % 97 = 0 THEN 'provider' END,
+                   i % 3 = 0, 200 + (i % 1000), 50 + (i % 300), 80, 100 + (i % 500), 20 + (i % 200),
+                   'provider', 0.0001 * (i % 50), 400, 900
+            FROM generate_series(1, $2) AS i,
+                 LATERAL (SELECT CASE i % 3 WHEN 0 THEN 'gpt-4o-mini' WHEN 1 THEN 'gpt-4o' ELSE 'o3-mini' END) AS x(m)
+            """, org_id, rows)
+        await conn.execute("ANALYZE request_logs")
+    finally:
+        await conn.close()
+    return time.monotonic() - started
+
+
+class SummaryWatch:
+    """Watches the summaries while a scenario measures: runs finished, and how often one was running."""
+
+    def __init__(self, url: str, org_name: str) -> None:
+        self.url, self.org_name = url, org_name
+        self.seen: set = set()
+        self.samples = 0
+        self.busy = 0  # samples that found a summary query running on request_logs
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> SummaryWatch:
+        conn = await asyncpg.connect(self.url)
+        self.seen = {await self._latest(conn)}
+
+        async def watch() -> None:
+            try:
+                while True:
+                    self.seen.add(await self._latest(conn))
+                    self.samples += 1
+                    self.busy += bool(await conn.fetchval("""
+                        SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()
+                        AND query LIKE '%FROM request_logs WHERE created_at >= $1%'"""))
+                    await asyncio.sleep(0.25)
+            finally:
+                await conn.close()
+
+        self._task = asyncio.get_running_loop().create_task(watch())
+        return self
+
+    async def _latest(self, conn: asyncpg.Connection):
+        return await conn.fetchval("""SELECT max(s.computed_at) FROM dashboard_summaries s
+                                      JOIN organizations o ON o.id = s.org_id WHERE o.name = $1""", self.org_name)
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    @property
+    def runs(self) -> int:
+        """Summary runs finished during the watch (the one before it not counted)."""
+        return len(self.seen) - 1
+
+    @property
+    def busy_pct(self) -> float:
+        return 100.0 * self.busy / self.samples if self.samples else 0.0
