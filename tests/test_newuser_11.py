@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from lectr.events.tokens import TokenCounter
+from lectr.events.usage import response_values
 from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
 from tests.test_recording import wait_for_rows
 
@@ -138,3 +139,29 @@ def test_anthropic_cache_reads_through_the_openai_compatible_route_are_priced_on
     assert float(native_row["cost_usd"]) == pytest.approx(expected)
     assert float(compat_row["cost_usd"]) == pytest.approx(expected)
     assert compat_row["cached_tokens"] == 100 and compat_row["model_used"] == "claude-sonnet-4-20250514"
+
+
+@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n"])
+def test_a_usage_chunk_cut_by_the_capture_boundary_is_still_read(sep):
+    # The head ends where the capture limit fell, anywhere; the tail carries on from there.
+    docs = [{"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini-2024-07-18",
+             "choices": [{"index": 0, "delta": {"content": "word "}, "finish_reason": None}]} for _ in range(500)]
+    docs.append({"id": "c", "object": "chat.completion.chunk", "model": "gpt-4o-mini-2024-07-18", "choices": [],
+                 "usage": {"prompt_tokens": 50, "completion_tokens": 500, "total_tokens": 550}})
+    raw = b"".join(sse(*docs, sep=sep))
+    start = raw.rindex(b"data: ", 0, raw.rindex(b'"usage"'))
+    for cut in range(start - 3, len(raw) - 10, 7):
+        usage = response_values("openai", "gpt-4o-mini", True, 200, "text/event-stream", None, [raw[:cut]],
+                                [raw[cut:]], TokenCounter())[0]
+        assert usage[:2] == (50, 500) and usage[4] == "provider", cut
+
+
+def test_a_usage_object_cut_by_the_capture_boundary_of_a_json_body_is_still_read():
+    body = orjson.dumps({"id": "c", "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18",
+                         "choices": [{"index": 0, "message": {"content": "word " * 20_000}}],
+                         "usage": {"prompt_tokens": 5, "completion_tokens": 20_000, "total_tokens": 20_005}})
+    start = body.rindex(b'"usage"')
+    for cut in range(start - 2, len(body) - 1, 5):
+        usage = response_values("openai", "gpt-4o-mini", False, 200, "application/json", None, [body[:cut]],
+                                [body[cut:]], TokenCounter())[0]
+        assert usage[:2] == (5, 20_000), cut

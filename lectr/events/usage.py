@@ -50,6 +50,8 @@ _USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
 # How an SSE body's first line starts: a field (data, event, id, retry) or a comment.
 _SSE_STARTS = (b"d", b"e", b"i", b"r", b":")
 _BOM = b"\xef\xbb\xbf"
+# How much of a truncated body's head is read with its tail (an object cut at the capture's end).
+_JOIN_BYTES = 64 * 1024
 # Content type -> True (SSE), False (JSON) or None (neither); providers send a handful of them.
 _MIME_KINDS: dict[str | None, bool | None] = {}
 _MIME_KINDS_MAX = 256
@@ -109,7 +111,8 @@ def response_values(provider: str, model: str | None, stream: bool, status_code:
         if truncated:
             # The body's end holds its usage (OpenAI, Anthropic and the Responses API put it last);
             # a server that writes it before the content has it in the kept head.
-            found = last_usage_object(tail_body) or first_usage_object(body)
+            # The usage object may straddle the head's end and the tail's start: read them joined.
+            found = last_usage_object(body[-_JOIN_BYTES:] + tail_body) or first_usage_object(body)
             values = _counts(found, provider)
             match = _MODEL_FIELD.search(body, 0, _MODEL_SEARCH_BYTES)
             served = match.group(1).decode("utf-8", "replace") if match else None
@@ -210,6 +213,11 @@ def _event_stream_steps(body: bytes, tail: bytes | None, provider: str, model: s
     served: str | None = None
     written: int | None = None
     texts: list[str] = []
+    if tail:
+        # An event cut where the capture ended goes on in the tail (when nothing was dropped
+        # between them): read the head's unfinished last event joined to the tail.
+        end = max(body.rfind(b"\n\n"), body.rfind(b"\n\r\n") + 1, body.rfind(b"\r\r"))
+        body, tail = body[:end + 2], body[end + 2:] + tail
     for part in (body, tail):
         if not part:
             continue
