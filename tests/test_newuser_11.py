@@ -165,3 +165,27 @@ def test_a_usage_object_cut_by_the_capture_boundary_of_a_json_body_is_still_read
         usage = response_values("openai", "gpt-4o-mini", False, 200, "application/json", None, [body[:cut]],
                                 [body[cut:]], TokenCounter())[0]
         assert usage[:2] == (5, 20_000), cut
+
+
+def _cell(html: str, testid: str) -> str:
+    start = html.index(f'data-testid="{testid}"')
+    return html[start:html.index("</article>", start)] if "stat-" in testid else html[start:]
+
+
+def test_a_period_whose_requests_were_all_unpriced_shows_no_zero_cost_on_the_overview():
+    from lectr.api.pages import render_overview
+    from tests.test_pages import overview_ctx, sample_summary, totals
+
+    summary = sample_summary(
+        totals=totals(cost_usd=0.0, unpriced_requests=7),
+        previous=totals(cost_usd=0.0, unpriced_requests=4),
+        providers=[{"provider": "openai", "requests": 7, "errors": 0, "error_rate": 0.0, "cost_usd": 0.0,
+                    "previous_cost_usd": 0.0, "latency_p95_ms": 900.0, "unpriced_requests": 7,
+                    "previous_unpriced_requests": 4}])
+    html = render_overview(overview_ctx(summary=summary))
+    card = _cell(html, "stat-cost")
+    assert "$0.00" not in card and "unpriced" in card and "nothing in previous" not in card
+    table = html[html.index('data-testid="cost-table"'):]
+    table = table[:table.index("</table>")]
+    assert "$0.00" not in table and "new" not in table
+    assert "7 unpriced" in table and "4 unpriced" in table
