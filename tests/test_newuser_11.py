@@ -189,3 +189,20 @@ def test_a_period_whose_requests_were_all_unpriced_shows_no_zero_cost_on_the_ove
     table = table[:table.index("</table>")]
     assert "$0.00" not in table and "new" not in table
     assert "7 unpriced" in table and "4 unpriced" in table
+
+
+def test_a_body_coded_twice_in_two_content_encoding_lines_keeps_its_usage(server, mock, database_url):
+    # Two Content-Encoding lines are one list (RFC 9110 §5.3): gzip applied first, then br.
+    import gzip
+
+    import brotli
+
+    doc = {"id": "c", "object": "chat.completion", "model": "gpt-4o-mini-2024-07-18",
+           "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+           "usage": {"prompt_tokens": 33, "completion_tokens": 5, "total_tokens": 38}}
+    body = brotli.compress(gzip.compress(orjson.dumps(doc)))
+    mock.add_reply("two-codings", [body], headers=(b"Content-Encoding: gzip", b"Content-Encoding: br"))
+    assert post(server, "/v1/chat/completions", {"model": "gpt-4o-mini"}, "two-codings", "two-codings") == body
+    row = one_row(database_url, "two-codings")
+    assert (row["token_source"], row["prompt_tokens"], row["completion_tokens"]) == ("provider", 33, 5)
+    assert row["usage_note"] is None
