@@ -15,6 +15,7 @@ import signal
 from typing import TYPE_CHECKING
 
 from lectr import db, partitions
+from lectr.alerts.job import AlertJob
 from lectr.analysis.aggregator import run_aggregator
 from lectr.analysis.housekeeping import run_housekeeping
 from lectr.analysis.schedule import Job, Scheduler
@@ -27,6 +28,9 @@ from lectr.events.rows import RowBuilder
 from lectr.events.spool import Spool
 from lectr.events.tokenizer_service import TokenizerClient, TokenizerProcess
 from lectr.events.writer import EventWriter
+from lectr.jobs.anomalies import ANOMALY_LOCK, scheduled_run
+from lectr.jobs.recommendations import RECOMMEND_LOCK, run_recommendations
+from lectr.jobs.rollups import ROLLUPS_LOCK, run_rollups
 from lectr.metrics import Metrics, watch_loop_lag
 from lectr.pricing import PricingTable, ensure_seeded
 from lectr.proxy.busypoll import BusyPoller
@@ -44,14 +48,20 @@ TOKENIZER_SOCKET_ENV = "LECTR_TOKENIZER_SOCKET"  # set by the supervisor for its
 # Advisory lock ids of the scheduled jobs, one per job.
 AGGREGATOR_LOCK = 0x4C434147  # "LCAG"
 HOUSEKEEPING_LOCK = 0x4C43484B  # "LCHK"
+ALERTS_LOCK = 0x4C43414C  # "LCAL"
 
 
 def scheduled_jobs(settings: Settings) -> list[Job]:
     """The cold-path jobs every Lectr process schedules (and one of them runs each turn)."""
     retention = settings.recording.retention_days
     return [
+        Job("rollups", settings.admin.rollup_interval, ROLLUPS_LOCK, run_rollups),
         Job("aggregator", settings.admin.aggregate_interval, AGGREGATOR_LOCK, run_aggregator),
         Job("housekeeping", HOUSEKEEPING_SECONDS, HOUSEKEEPING_LOCK, lambda conn: run_housekeeping(conn, retention)),
+        Job("anomalies", settings.admin.anomaly_interval, ANOMALY_LOCK, scheduled_run()),
+        Job("recommendations", settings.admin.recommend_interval, RECOMMEND_LOCK,
+            lambda conn: run_recommendations(conn, min_requests=settings.admin.recommend_min_requests)),
+        Job("alerts", settings.alerts.interval, ALERTS_LOCK, AlertJob(settings.alerts).run),
     ]
 
 
@@ -143,7 +153,8 @@ class Lectr:
             from lectr.api.state import AdminState
 
             state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,
-                               admin_secret=s.admin.secret, session_hours=s.admin.session_hours)
+                               admin_secret=s.admin.secret, session_hours=s.admin.session_hours,
+                               alerts=s.alerts)
             self.admin = AdminServer(make_admin_app(state), s.host, s.admin_port)
             await _listen(self.admin.start, Listener("admin", s.host, s.admin_port))
         self.proxy = ProxyServer(ctx, s.host, s.proxy_port, reuse_port=self.worker_index is not None)

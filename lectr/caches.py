@@ -1,22 +1,23 @@
-"""Loads the in-memory caches from Postgres and keeps them current.
+"""Loads the in-memory snapshot (and the cold path's prices) from Postgres and keeps them current.
 
-Changes arrive as NOTIFY on ``lectr_config`` with the changed table as payload. A reload
-builds a whole new snapshot and swaps it in with one assignment, so the hot path never sees
-a half-updated one. If the listening connection is lost the loader reconnects and reloads,
-and periodic reloads (the directory every minute, prices every five) cover any gap.
+Changes arrive as NOTIFY on ``lectr_config`` with the changed table as payload; ``RELOADS``
+says which part each table reloads. A reload builds a new snapshot with that part replaced
+and swaps it in with one assignment, so the hot path never sees a half-updated one. If the
+listening connection is lost the loader reconnects and reloads, and periodic reloads (the
+snapshot every minute, prices every five) cover any gap.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+from typing import Awaitable, Callable
 
 import asyncpg
 
 from lectr.background import Background
 from lectr.db import CONFIG_CHANNEL
-from lectr.directory import Directory, DirectoryHolder, Org
+from lectr.directory import Org, Snapshot, SnapshotHolder
 from lectr.pricing import PricingTable, load_pricing
 from lectr.providers.base import AzureTarget
 
@@ -25,32 +26,68 @@ log = logging.getLogger(__name__)
 DIRECTORY_REFRESH_SECONDS = 60.0
 PRICING_REFRESH_SECONDS = 300.0
 RECONNECT_SECONDS = 1.0
-_PRICING_TABLES = {"model_pricing"}
 
 
-async def load_directory(conn: asyncpg.Connection) -> Directory:
-    """Read every active key with its org and Azure target."""
+async def load_orgs(conn: asyncpg.Connection) -> dict[str, object]:
+    """The ``orgs_by_key_hash`` part: every active key's hash with its org."""
     rows = await conn.fetch("""
-        SELECT k.key_hash, o.id, o.name, a.endpoint, a.api_version
-        FROM org_keys k
-        JOIN organizations o ON o.id = k.org_id
-        LEFT JOIN azure_configs a ON a.org_id = o.id
+        SELECT k.key_hash, o.id, o.name
+        FROM org_keys k JOIN organizations o ON o.id = k.org_id
         WHERE k.revoked_at IS NULL""")
     orgs: dict[int, Org] = {}
     by_hash: dict[str, Org] = {}
     for r in rows:
         org = orgs.get(r["id"])
         if org is None:
-            azure = AzureTarget(r["endpoint"], r["api_version"]) if r["endpoint"] else None
-            org = orgs[r["id"]] = Org(r["id"], r["name"], azure)
+            org = orgs[r["id"]] = Org(r["id"], r["name"])
         by_hash[r["key_hash"]] = org
-    return Directory(orgs_by_key_hash=by_hash)
+    return {"orgs_by_key_hash": by_hash}
+
+
+async def load_azure(conn: asyncpg.Connection) -> dict[str, object]:
+    """The ``azure_by_org`` part: each org's Azure OpenAI endpoint and API version."""
+    rows = await conn.fetch("SELECT org_id, endpoint, api_version FROM azure_configs")
+    return {"azure_by_org": {r["org_id"]: AzureTarget(r["endpoint"], r["api_version"]) for r in rows}}
+
+
+# The snapshot's parts, each with its loader. A new part (rules, limits, budgets) is one line
+# here, one in RELOADS per table it comes from, and one field of Snapshot.
+SNAPSHOT_PARTS: dict[str, Callable[[asyncpg.Connection], Awaitable[dict[str, object]]]] = {
+    "orgs": load_orgs,
+    "azure": load_azure,
+}
+PRICING = "pricing"  # not the hot path's: the row builder's price table
+UNCACHED = "uncached"  # a table no process keeps in memory (yet): its NOTIFY reloads nothing
+# Which part a NOTIFY for each table reloads; a table not listed reloads the whole snapshot.
+RELOADS: dict[str, str] = {
+    "organizations": "orgs",
+    "org_keys": "orgs",
+    "azure_configs": "azure",
+    "model_pricing": PRICING,
+    "model_downgrades": UNCACHED,  # read by the recommendations when they run
+}
+
+
+async def load_snapshot(conn: asyncpg.Connection, parts: set[str] | None = None,
+                        base: Snapshot | None = None) -> Snapshot:
+    """``base`` (default: an empty snapshot) with ``parts`` (default: all) read afresh, in one
+    read-only transaction so that the parts agree with each other."""
+    values: dict[str, object] = {}
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        for part in SNAPSHOT_PARTS if parts is None else parts:
+            values.update(await SNAPSHOT_PARTS[part](conn))
+    return (base or Snapshot()).with_parts(**values)
+
+
+async def load_directory(conn: asyncpg.Connection) -> Snapshot:
+    """The whole snapshot, read now."""
+    return await load_snapshot(conn)
 
 
 class CacheLoader:
     """Owns the caches' freshness: initial load, NOTIFY-driven reloads, reconnection."""
 
-    def __init__(self, url: str, pool: asyncpg.Pool, holder: DirectoryHolder,
+    def __init__(self, url: str, pool: asyncpg.Pool, holder: SnapshotHolder,
                  on_pricing: Callable[[PricingTable], None]) -> None:
         self._url = url
         self._pool = pool
@@ -61,13 +98,13 @@ class CacheLoader:
         self._background = Background()
         self.reloads = 0
 
-    async def load(self) -> None:
-        """Load the directory now; raises if the database cannot be read."""
+    async def load(self, parts: set[str] | None = None) -> None:
+        """Load the snapshot's ``parts`` (default: all of it) now; raises if the database cannot be read."""
         async with self._pool.acquire() as conn:
-            directory = await load_directory(conn)
-        self._holder.replace(directory)
+            snapshot = await load_snapshot(conn, parts, None if parts is None else self._holder.current)
+        self._holder.replace(snapshot)
         self.reloads += 1
-        log.debug("directory loaded: %d orgs", directory.org_count)
+        log.debug("snapshot loaded (%s): %d orgs", ", ".join(sorted(parts or SNAPSHOT_PARTS)), snapshot.org_count)
 
     async def load_pricing(self) -> None:
         async with self._pool.acquire() as conn:
@@ -118,8 +155,12 @@ class CacheLoader:
             changed, self._changed = self._changed, set()
             if lost.is_set():
                 return
-            if changed - _PRICING_TABLES:
-                await self.load()
-            if changed & _PRICING_TABLES or loop.time() >= next_pricing:
+            parts = {RELOADS.get(table) for table in changed}
+            if None in parts:  # the periodic reload, or a table not in RELOADS
+                parts.update(SNAPSHOT_PARTS)
+            snapshot_parts = parts & SNAPSHOT_PARTS.keys()
+            if snapshot_parts:
+                await self.load(snapshot_parts)
+            if PRICING in parts or loop.time() >= next_pricing:
                 await self.load_pricing()
                 next_pricing = loop.time() + PRICING_REFRESH_SECONDS

@@ -10,6 +10,7 @@ import sys
 from typing import Awaitable, Callable
 
 from lectr import __version__
+from lectr.alerts import commands as alert_commands
 from lectr.config import ConfigError
 
 DESCRIPTION = """\
@@ -47,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     azure.add_argument("org", help="org name or id")
     azure.add_argument("--endpoint", required=True, help="https://RESOURCE.openai.azure.com")
     azure.add_argument("--api-version", required=True, help="e.g. 2024-10-21")
+    threshold = org_commands.add_parser("threshold", help="set an org's p95 latency threshold",
+                                        description="Set the p95 latency (ms) above which an hour raises a "
+                                                    "latency_threshold anomaly; 0 or none clears it.")
+    threshold.add_argument("org", help="org name or id")
+    threshold.add_argument("--p95-ms", required=True, metavar="N", help="milliseconds, or 0/none to clear")
 
     key = commands.add_parser("key", help="rotate org keys", description="Manage org keys.")
     key_commands = key.add_subparsers(dest="key_command", metavar="ACTION", required=True)
@@ -78,7 +84,14 @@ def _parser() -> argparse.ArgumentParser:
     run_job = jobs_commands.add_parser("run", help="run a job once, now",
                                        description="Run a scheduled job once, now (waiting if a server "
                                                    "is running it at this moment).")
-    run_job.add_argument("job", choices=["aggregator", "housekeeping"])
+    run_job.add_argument("job", choices=["rollups", "aggregator", "housekeeping", "anomalies", "recommendations", "alerts"])
+    run_job.add_argument("--at", metavar="TIME", help="anomalies, recommendations: run as if it were this "
+                                                      "ISO 8601 time (anomalies evaluate the hour before it)")
+    run_job.add_argument("--from", dest="from_", metavar="TIME",
+                         help="anomalies: evaluate every hour boundary from this time to --to (a backtest)")
+    run_job.add_argument("--to", metavar="TIME", help="anomalies: the last time of --from's range")
+
+    alert_commands.add_parser(commands)
 
     commands.add_parser("bench", help="measure Lectr against a direct connection (see benchmarks/)",
                         description="Run the benchmark suite; `lectr bench --help` lists its options.",
@@ -142,6 +155,14 @@ async def _org_azure(args, conn, url) -> int:
     return 0
 
 
+async def _org_threshold(args, conn, url) -> int:
+    from lectr.orgs import find_org, set_p95_threshold
+    org_id = await find_org(conn, args.org)
+    value = await set_p95_threshold(conn, org_id, args.p95_ms)
+    print(f"p95 latency threshold of org {args.org!r}: " + (f"{value} ms" if value else "none"))
+    return 0
+
+
 async def _key_rotate(args, conn, url) -> int:
     from lectr.orgs import rotate_key
     name, key = await rotate_key(conn, args.org)
@@ -164,6 +185,9 @@ async def _jobs_run(args, conn, url) -> int:
     from lectr.config import Settings
 
     [job] = [j for j in scheduled_jobs(Settings.from_env()) if j.name == args.job]
+    if args.at or args.from_ or args.to:
+        from lectr.jobs.cli import run_at
+        return await run_at(args, conn, job)
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", job.lock_id)
         await job.run(conn)
@@ -261,15 +285,18 @@ _DB_ACTIONS = {
     ("org", "create"): _org_create,
     ("org", "list"): _org_list,
     ("org", "azure"): _org_azure,
+    ("org", "threshold"): _org_threshold,
     ("key", "rotate"): _key_rotate,
     ("db", "url"): _db_url,
     ("pricing", "sync"): _pricing_sync,
     ("jobs", "run"): _jobs_run,
 }
+_DB_ACTIONS.update(alert_commands.ACTIONS)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lectr`` command; returns the exit status."""
+    from lectr.alerts.settings import SettingsError
     from lectr.db import DatabaseError
     from lectr.orgs import OrgError
     from lectr.pricing import PricingError
@@ -291,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         action = _DB_ACTIONS[(args.command, sub)]
         return _run_with_db(lambda conn, url: action(args, conn, url),
                             keep_running=(args.command, sub) == ("db", "url"))
-    except (ConfigError, DatabaseError, OrgError, PricingError, StartupError) as exc:
+    except (ConfigError, DatabaseError, OrgError, PricingError, SettingsError, StartupError) as exc:
         _say_error(exc)
         return 1
     except KeyboardInterrupt:

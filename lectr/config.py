@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lectr.providers.registry import DEFAULT_UPSTREAMS, UPSTREAM_PROVIDERS
+from lectr.alerts.config import AlertConfig, AlertConfigError
+from lectr.providers.registry import DEFAULT_UPSTREAMS, PROVIDERS, UPSTREAM_PROVIDERS
 
 
 class ConfigError(ValueError):
@@ -31,10 +32,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_DATABASE_URL": ("", "PostgreSQL URL. Unset: an embedded PostgreSQL is started in `LECTR_DATA_DIR`."),
     "LECTR_DATA_DIR": ("~/.local/share/lectr", "Where the embedded database (and later the event spool) live."),
     "LECTR_LOG_LEVEL": ("INFO", "Python logging level name."),
-    "LECTR_UPSTREAM_OPENAI": (DEFAULT_UPSTREAMS["openai"], "Base URL for OpenAI."),
-    "LECTR_UPSTREAM_ANTHROPIC": (DEFAULT_UPSTREAMS["anthropic"], "Base URL for Anthropic's OpenAI-compatible API."),
-    "LECTR_UPSTREAM_GROQ": (DEFAULT_UPSTREAMS["groq"], "Base URL for Groq."),
-    "LECTR_UPSTREAM_GEMINI": (DEFAULT_UPSTREAMS["gemini"], "Base URL for Gemini's OpenAI-compatible API."),
+    # LECTR_UPSTREAM_OPENAI, _ANTHROPIC, ...: one per provider module with a global base URL.
+    **{f"LECTR_UPSTREAM_{name.upper()}": (DEFAULT_UPSTREAMS[name], PROVIDERS[name].base_url_help)
+       for name in UPSTREAM_PROVIDERS},
     "LECTR_MAX_BODY_BYTES": ("33554432", "Largest request body accepted; larger gets 413."),
     "LECTR_MAX_HEADER_BYTES": ("65536", "Largest request line plus headers accepted; larger gets 431."),
     "LECTR_HEADER_TIMEOUT": ("30", "Seconds a client may take to send one whole request (head and body), "
@@ -53,10 +53,19 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_RETENTION_DAYS": ("90", "Days of request_logs kept; older daily partitions are dropped."),
     "LECTR_ADMIN_SECRET": ("", "Bearer secret for the operator API (/api/v1/orgs, /api/v1/pricing); unset: disabled."),
     "LECTR_AGGREGATE_INTERVAL": ("60", "Seconds between dashboard summary runs."),
+    "LECTR_ROLLUP_INTERVAL": ("60", "Seconds between runs of the hourly rollups job."),
     "LECTR_SESSION_HOURS": ("12", "Lifetime of a dashboard session."),
+    "LECTR_ANOMALY_INTERVAL": ("300", "Seconds between anomaly detector runs (each evaluates the last complete hour)."),
+    "LECTR_RECOMMEND_INTERVAL": ("86400", "Seconds between model recommendation runs."),
+    "LECTR_RECOMMEND_MIN_REQUESTS": ("500", "Requests in 30 days a feature needs before models are recommended for it."),
     "LECTR_BUSY_POLL_US": ("200", "Longest the proxy loop spins (microseconds) waiting for the next event "
                            "instead of sleeping; self-tuned below that; 0 turns it off."),
     "LECTR_CAPTURE_MAX_BYTES": ("4194304", "Most response bytes kept per event for usage parsing."),
+    "LECTR_SMTP_URL": ("", "SMTP server for alert mail: `smtp://user:password@host:587` (STARTTLS when offered) "
+                       "or `smtps://...:465`; unset: no email alerts."),
+    "LECTR_ALERT_FROM": ("", "Sender of alert mail; unset: `lectr@` the SMTP host."),
+    "LECTR_DASHBOARD_URL": ("", "Dashboard address used in alert links; unset: `http://` the admin host and port."),
+    "LECTR_ALERT_INTERVAL": ("30", "Seconds between alert delivery runs (sends queued alerts, retries failures)."),
 }
 
 
@@ -87,6 +96,14 @@ def _url(name: str, raw: str) -> str:
     try:
         return check_base_url(raw, what=name)
     except InvalidURL as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _alerts(env: dict[str, str]) -> AlertConfig:
+    try:
+        return AlertConfig.from_env(env, admin_host=env.get("LECTR_HOST") or VARIABLES["LECTR_HOST"][0],
+                                    admin_port=_int(env, "LECTR_ADMIN_PORT"))
+    except AlertConfigError as exc:
         raise ConfigError(str(exc)) from None
 
 
@@ -129,7 +146,11 @@ class AdminSettings:
 
     secret: str | None = None
     aggregate_interval: float = 60.0
+    rollup_interval: float = 60.0
     session_hours: float = 12.0
+    anomaly_interval: float = 300.0
+    recommend_interval: float = 86400.0
+    recommend_min_requests: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +170,7 @@ class Settings:
     upstreams: UpstreamSettings = UpstreamSettings()
     recording: RecordingSettings = RecordingSettings()
     admin: AdminSettings = AdminSettings()
+    alerts: AlertConfig = AlertConfig()
 
     @property
     def spool_dir(self) -> Path:
@@ -198,6 +220,11 @@ class Settings:
             admin=AdminSettings(
                 secret=env.get("LECTR_ADMIN_SECRET") or None,
                 aggregate_interval=_float(env, "LECTR_AGGREGATE_INTERVAL"),
+                rollup_interval=_float(env, "LECTR_ROLLUP_INTERVAL"),
                 session_hours=_float(env, "LECTR_SESSION_HOURS"),
+                anomaly_interval=_float(env, "LECTR_ANOMALY_INTERVAL"),
+                recommend_interval=_float(env, "LECTR_RECOMMEND_INTERVAL"),
+                recommend_min_requests=max(1, _int(env, "LECTR_RECOMMEND_MIN_REQUESTS")),
             ),
+            alerts=_alerts(env),
         )

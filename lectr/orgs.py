@@ -169,3 +169,48 @@ async def list_orgs(conn: asyncpg.Connection) -> list[OrgSummary]:
         ORDER BY o.id""")
     return [OrgSummary(r["id"], r["name"], r["key_hint"], r["endpoint"], r["api_version"], r["created_at"])
             for r in rows]
+
+
+# -- per-org latency threshold (the anomaly job's latency_threshold) -------------------------
+
+P95_THRESHOLD_MAX_MS = 3_600_000  # an hour: anything above is a typo, not a latency target
+
+
+def parse_p95_threshold(value: object) -> int | None:
+    """A threshold in ms from a CLI or API value: a positive integer, or ``0``/``none``/``None``
+    (clears it). Raises OrgError naming what is wrong."""
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "none", "off", "0")):
+        return None
+    if isinstance(value, bool):
+        raise OrgError("p95 threshold must be a whole number of milliseconds, or 0/none to clear it")
+    if isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,10}\s*", value):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise OrgError("p95 threshold must be a whole number of milliseconds, or 0/none to clear it")
+    if value == 0:
+        return None
+    if not 0 < value <= P95_THRESHOLD_MAX_MS:
+        raise OrgError(f"p95 threshold must be from 1 to {P95_THRESHOLD_MAX_MS} ms (0 or none clears it)")
+    return value
+
+
+async def set_p95_threshold(conn: asyncpg.Connection, org_id: int, threshold_ms: object) -> int | None:
+    """Set (or, with 0/None, clear) the org's p95 latency threshold in ms; return the stored value.
+
+    The anomaly job opens a ``latency_threshold`` anomaly when an hour's p95 crosses it. Raises
+    OrgError for a bad value, OrgNotFound for an unknown org. For the CLI, the API and the
+    dashboard's settings page alike.
+    """
+    value = parse_p95_threshold(threshold_ms)
+    await _require(conn, org_id)
+    await conn.execute("UPDATE organizations SET p95_threshold_ms = $2, updated_at = now() WHERE id = $1",
+                       org_id, value)
+    return value
+
+
+async def get_p95_threshold(conn: asyncpg.Connection, org_id: int) -> int | None:
+    """The org's p95 latency threshold in ms, or None when it has none; OrgNotFound when no org."""
+    await _require(conn, org_id)
+    return await conn.fetchval("SELECT p95_threshold_ms FROM organizations WHERE id = $1", org_id)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import orjson
 
-from lectr.providers import anthropic
+from lectr.providers.registry import PROVIDERS
 
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
@@ -63,7 +63,7 @@ class PriceRow:
 
 
 # Providers whose reported prompt count leaves cache reads and writes out: the whole input is theirs to say.
-_TOTAL_INPUT = {anthropic.ANTHROPIC.name: anthropic.total_input_tokens}
+_TOTAL_INPUT = {name: p.total_input_tokens for name, p in PROVIDERS.items() if p.total_input_tokens}
 
 
 def compute_cost(row: PriceRow, *, prompt_tokens: int | None, completion_tokens: int | None,

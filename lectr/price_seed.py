@@ -15,12 +15,13 @@ from decimal import Decimal
 
 import orjson
 
+from lectr.providers.registry import PROVIDERS
 from lectr.pricing import EPOCH, PriceTier, SeedRow, tiers_from_json, tiers_to_json
 
 CHILD_TIMEOUT_SECONDS = 120.0
-# genai-prices provider id -> Lectr's provider name, for the providers Lectr serves.
-_GENAI_PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "groq": "groq", "azure": "azure",
-                    "google": "gemini"}
+# genai-prices provider id -> Lectr's provider name, for the providers Lectr serves (each
+# provider module says its genai-prices id).
+_GENAI_PROVIDERS = {p.genai_prices_id: p.name for p in PROVIDERS.values() if p.genai_prices_id}
 
 
 # genai-prices' price keys -> PriceTier's fields. Only token prices Lectr has counts for: the

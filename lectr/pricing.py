@@ -22,14 +22,16 @@ from lectr.price_rules import (PriceRow, PriceTier, PricingError, compute_cost, 
 __all__ = ["EPOCH", "PriceRow", "PriceTier", "PricingError", "PricingTable", "SeedRow", "add_operator_price",
            "compute_cost", "downgrade_rows", "ensure_seeded", "list_prices", "load_pricing", "normalize_model",
            "seed_downgrades", "seed_pricing", "tiers_from_json", "tiers_to_json"]
-from lectr.providers.registry import PROVIDER_NAMES
+from lectr.providers.gemini import MODEL_NAMESPACE
+from lectr.providers.registry import PROVIDER_NAMES, PROVIDERS
 
 if TYPE_CHECKING:
     import asyncpg
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# Azure serves OpenAI's models under the same names, and genai-prices lists few of them for Azure.
-_FALLBACK_PROVIDER = {"azure": "openai"}
+# Whose rows price a model a provider has none for (Azure: OpenAI's, the same models under the
+# same names, of which genai-prices lists few for Azure); each provider module says its own.
+_FALLBACK_PROVIDER = {p.name: p.price_fallback for p in PROVIDERS.values() if p.price_fallback}
 # Version suffixes that pin a snapshot of a family: -2024-08-06, -20241022, @20250514, -0125 (MMDD),
 # -001 (Gemini's stable versions), -latest. MMDD is checked as a date so -4096, -8192 stay names.
 _SNAPSHOT = re.compile(r"(?:[-@](?:\d{4}-\d{2}-\d{2}|20\d{6})|-(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])"
@@ -59,7 +61,7 @@ class SeedRow(NamedTuple):
 def normalize_model(model: str) -> str:
     """The key a model name is matched by: lower case, without Gemini's ``models/`` prefix."""
     name = model.strip().lower()
-    return name[len("models/"):] if name.startswith("models/") else name
+    return name[len(MODEL_NAMESPACE):] if name.startswith(MODEL_NAMESPACE) else name
 
 
 def _name_candidates(name: str) -> list[str]:

@@ -35,7 +35,7 @@ from lectr.proxy.upstream import UpstreamPools
 # Path prefixes under which the one mock plays each provider, so a test can tell where a
 # request was routed from the path the mock saw.
 PROVIDER_PREFIXES = {"openai": "/openai/v1", "anthropic": "/anthropic/v1", "groq": "/groq/openai/v1",
-                     "gemini": "/gemini/v1beta/openai"}
+                     "gemini": "/gemini/v1beta/openai", "mistral": "/mistral/v1"}
 
 
 _SDK_CLIENTS: list[openai.OpenAI] = []

@@ -35,6 +35,7 @@ CASES = [
     ProviderCase("groq", "llama-3.3-70b-versatile", "authorization", f"Bearer {PROVIDER_KEY}"),
     ProviderCase("gemini", "gemini-2.5-flash", "authorization", f"Bearer {PROVIDER_KEY}"),
     ProviderCase("azure", "prod-gpt4o", "api-key", PROVIDER_KEY, via_header=True),
+    ProviderCase("mistral", "mistral-small-latest", "authorization", f"Bearer {PROVIDER_KEY}"),
 ]
 
 

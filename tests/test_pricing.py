@@ -206,7 +206,7 @@ def test_seed_rows_cover_lectrs_providers_with_dated_aliases():
     rows = genai_price_rows()
     keys = [(r.provider, r.model, r.effective_from) for r in rows]
     assert len(keys) == len(set(keys))
-    assert {r.provider for r in rows} == {"openai", "anthropic", "groq", "gemini", "azure"}
+    assert {r.provider for r in rows} == {"openai", "anthropic", "groq", "gemini", "azure", "mistral"}
     names = {(r.provider, r.model) for r in rows}
     assert {("openai", "gpt-4o-2024-08-06"), ("openai", "gpt-4o"), ("gemini", "gemini-2.5-flash"),
             ("groq", "openai/gpt-oss-120b")} <= names

@@ -8,11 +8,14 @@ page, asked with one org's key or session, must show that org's names and none o
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import requests as http
 
 from lectr.api.app import make_admin_app
 from tests.conftest import sdk_client, wait_for
+from tests.rollup_fixtures import seed_understanding
 
 SECRET = "isolation-operator-secret"
 # Names only one org's traffic carries: in API replies (JSON) and on pages (which may list
@@ -40,11 +43,23 @@ def site(module_lectr_factory):
         wait_for(lambda: len(api_get(server, "/api/v1/requests", key=keys[org]).json()["requests"]) == count,
                  timeout=15, message=f"{org}'s {count} rows")
     server.cli("jobs", "run", "aggregator")
+    # anomalies and recommendations as their jobs write them, so their endpoints have rows to show
+    seed_understanding(module_lectr_factory.database_url, {
+        "alpha": ("alpha-feat-ypsilon", "openai", "gpt-4.1-mini-2025-04-14"),
+        "beta": ("beta-feat-zeta", "gemini", "gemini-2.5-flash")})
+    for org, feature in (("alpha", "alpha-feat-ypsilon"), ("beta", "beta-feat-zeta")):
+        assert http.put(server.extra["api"] + "/api/v1/alert-settings", headers={"X-Lectr-Key": keys[org]},
+                        json={"email_recipients": [f"oncall@{feature}.test"]}).status_code == 200
     server.extra["sessions"] = {org: log_in(server, key) for org, key in keys.items()}
     doc = http.get(server.extra["api"] + "/api/openapi.json").json()
     server.extra["endpoints"] = [(method.upper(), path, op["tags"][0])
                                  for path, ops in doc["paths"].items() for method, op in ops.items()]
     return server
+
+
+def _fill(path: str, value: str) -> str:
+    """The path with every parameter ({org_id}, {anomaly_id}, ...) set to ``value``."""
+    return re.sub(r"\{[a-z_]+\}", value, path)
 
 
 def api_get(server, path: str, key: str | None = None, session: http.Session | None = None):
@@ -122,10 +137,10 @@ def test_every_endpoint_refuses_a_caller_without_credentials(site):
         # Credentials are checked first: a bad body or org id must not get a caller past, or
         # tell them anything but 401.
         for org_id, body in (("1", {"data": b"{}"}), ("1", {"data": b"not json"}), ("x", {"data": b"[]"})):
-            reply = http.request(method, site.extra["api"] + path.replace("{org_id}", org_id), **body)
+            reply = http.request(method, site.extra["api"] + _fill(path, org_id), **body)
             assert reply.status_code == 401, (method, path, org_id, body, reply.status_code)
             assert set(reply.json()["error"]) >= {"message", "type", "code"}
-        wrong_key = http.request(method, site.extra["api"] + path.replace("{org_id}", "1"), json={},
+        wrong_key = http.request(method, site.extra["api"] + _fill(path, "1"), json={},
                                  headers={"X-Lectr-Key": "lc_key_not-a-key"})
         assert wrong_key.status_code == 401, (method, path, wrong_key.status_code)
     for path in pages():
@@ -135,7 +150,7 @@ def test_every_endpoint_refuses_a_caller_without_credentials(site):
 
 def test_every_operator_endpoint_refuses_a_wrong_secret_and_org_credentials(site):
     for method, path in operator_endpoints(site):
-        url = site.extra["api"] + path.replace("{org_id}", "1")
+        url = site.extra["api"] + _fill(path, "1")
         for headers in ({"Authorization": "Bearer not-the-secret"}, {"Authorization": SECRET},
                         {"X-Lectr-Key": site.extra["keys"]["alpha"]}):
             for data in (b"{}", b"not json"):
@@ -149,7 +164,7 @@ def test_every_operator_endpoint_is_403_when_no_secret_is_configured(site, modul
     closed = module_lectr_factory.start()  # the same database, no LECTR_ADMIN_SECRET
     for method, path in operator_endpoints(site):
         for headers in ({}, {"Authorization": f"Bearer {SECRET}"}, {"Authorization": "Bearer "}):
-            reply = http.request(method, closed.extra["api"] + path.replace("{org_id}", "1"), data=b"{}",
+            reply = http.request(method, closed.extra["api"] + _fill(path, "1"), data=b"{}",
                                  headers=headers)
             assert reply.status_code == 403, (method, path, headers, reply.status_code)
             assert reply.json()["error"]["code"] == "operator_api_disabled"

@@ -87,9 +87,10 @@ def test_a_stream_without_usage_asks_to_be_measured_and_the_next_row_does_not():
     builder = RowBuilder(PricingTable([MINI]))
     streamed = event(stream_events("gpt-4o-mini", 3, include_usage=False), stream=True,
                      content_type="text/event-stream")
-    row, measure = builder.build(streamed)
+    _, measure = builder.build(streamed)
+    row = builder.counted(measure, 1_000_000)  # the row is built once, when its count is known
     assert measure is not None and measure[0] == "o200k_base" and columns(row)["token_source"] == "measured"
-    counted = columns(builder.with_count(row, 1_000_000))
+    counted = columns(row)
     assert (counted["completion_tokens"], counted["cost_usd"], counted["cost_partial"]) == \
         (1_000_000, Decimal("0.6"), True)
     assert builder.build(event(completion_body("gpt-4o-mini")))[1] is None

@@ -20,6 +20,7 @@ from lectr.api.auth import SESSION_COOKIE, Caller, org_caller
 from lectr.api.errors import ApiError
 from lectr.api.queries import RequestFilters, fetch_summary, list_failures, list_requests, parse_period
 from lectr.api.state import STATE
+from lectr.api.understand_queries import open_anomaly_count
 from lectr.providers.registry import PROVIDER_NAMES
 
 CSRF_COOKIE = "lectr_login_csrf"
@@ -160,7 +161,10 @@ async def _page_caller(request: web.Request) -> Caller:
 
 async def _common(request: web.Request, caller: Caller, active: str, period: str, summary: dict | None,
                   computed_at) -> dict:
+    async with request.app[STATE].pool.acquire() as conn:
+        open_anomalies = await open_anomaly_count(conn, caller.org_id)
     return {"org_name": caller.org_name, "active": active, "period": period, "periods": PERIOD_LABELS,
+            "open_anomalies": open_anomalies,
             "csrf_token": request["session"].csrf_token,
             "dropped_events": int((summary or {}).get("dropped_events", 0)),
             "refresh_seconds": request.app[STATE].refresh_seconds,

@@ -12,8 +12,10 @@ from typing import Awaitable, Callable
 from aiohttp import web
 
 from lectr import __version__
+from lectr.api import alerts_api as alerts
 from lectr.api import operator_api as op
 from lectr.api import org_api as org
+from lectr.api import understand_api as understand
 from lectr.providers.registry import PROVIDER_NAMES
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -101,11 +103,27 @@ PRICE = _obj(["id", "provider", "model", "input_usd_per_mtok", "output_usd_per_m
              cached_input_usd_per_mtok=_NUM_N, cache_write_usd_per_mtok=_NUM_N, reasoning_usd_per_mtok=_NUM_N,
              tiers={"type": "array", "items": PRICE_TIER}, effective_from=_TIME, source=_STR, note=_STR_N)
 
+ANOMALY = _obj(["id", "metric", "direction", "window_start", "window_end", "current_value", "state"], id=_INT,
+               feature=_STR_N, metric={"type": "string", "enum": list(understand.ANOMALY_METRICS)},
+               direction={"type": "string", "enum": ["up", "down"]}, window_start=_TIME, window_end=_TIME,
+               current_value=_NUM, baseline_mean=_NUM_N, baseline_std=_NUM_N, deviation_sigma=_NUM_N,
+               detail={"type": "object"}, opened_at=_TIME, resolved_at=_TIME_N, acknowledged_at=_TIME_N,
+               state={"type": "string", "enum": ["open", "resolved"]})
+RECOMMENDATION = _obj(["id", "feature", "provider", "current_model", "suggested_model", "confidence", "state"],
+                      id=_INT, feature=_STR, provider=_STR, current_model=_STR, suggested_model=_STR,
+                      aggressiveness={"type": "string", "enum": ["aggressive", "moderate", "conservative"]},
+                      confidence={"type": "string", "enum": ["high", "medium"]}, reason=_STR,
+                      signals={"type": "object"}, monthly_saving_usd=_NUM_N,
+                      state={"type": "string", "enum": ["open", "dismissed", "applied"]}, created_at=_TIME,
+                      updated_at=_TIME)
 _PERIOD = Param("period", "query", {"type": "string", "enum": PERIODS, "default": "last_24h"}, "Which period.")
 _PROVIDER = Param("provider", "query", {"type": "string", "enum": list(PROVIDER_NAMES)}, "Only this provider.")
 _LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50}, "Rows per page.")
 _ORG_ID = Param("org_id", "path", {"type": "integer"}, "The org's id.", required=True)
 _SUMMARY_HEAD = {"period": _STR, "computed_at": _TIME_N}
+ALERT_SETTINGS = _obj(["email_recipients", "email_enabled", "webhook_url", "webhook_enabled"],
+                      email_recipients={"type": "array", "items": _STR}, email_enabled=_BOOL, webhook_url=_STR_N,
+                      webhook_enabled=_BOOL, email_configured=_BOOL)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/v1/summary", org.summary, "The org's summary for a period, against the previous one",
@@ -133,6 +151,38 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/v1/failures", org.failures, "Recent failed requests", "org",
              _obj(["failures"], period=_STR, failures={"type": "array", "items": REQUEST_ROW}),
              params=(_PERIOD, _LIMIT)),
+    Endpoint("GET", "/api/v1/anomalies", understand.anomalies, "The org's anomalies, latest window first", "org",
+             _obj(["anomalies", "next_cursor"], anomalies={"type": "array", "items": ANOMALY}, next_cursor=_STR_N),
+             params=(Param("state", "query", {"type": "string", "enum": list(understand.ANOMALY_STATES),
+                                              "default": "all"}, "Open, resolved, or all."),
+                     Param("feature", "query", _STR, "Only this feature."),
+                     Param("metric", "query", {"type": "string", "enum": list(understand.ANOMALY_METRICS)},
+                           "Only this metric."),
+                     Param("since", "query", _TIME, "Windows ending after this time."),
+                     Param("until", "query", _TIME, "Windows starting before this time."),
+                     _LIMIT, Param("cursor", "query", _STR, "next_cursor of the previous page."))),
+    Endpoint("POST", "/api/v1/anomalies/{anomaly_id}/acknowledge", understand.acknowledge,
+             "Acknowledge one of the org's anomalies", "org", ANOMALY,
+             params=(Param("anomaly_id", "path", {"type": "integer"}, "The anomaly's id.", required=True),)),
+    Endpoint("GET", "/api/v1/recommendations", understand.recommendations,
+             "The org's model recommendations, largest saving first", "org",
+             _obj(["recommendations"], recommendations={"type": "array", "items": RECOMMENDATION}),
+             params=(Param("state", "query", {"type": "string", "enum": list(understand.RECOMMENDATION_STATES),
+                                              "default": "open"}, "Which state, or all."),)),
+    Endpoint("POST", "/api/v1/recommendations/{recommendation_id}/dismiss", understand.dismiss,
+             "Dismiss a recommendation (until its signals change materially)", "org", RECOMMENDATION,
+             params=(Param("recommendation_id", "path", {"type": "integer"}, "The recommendation's id.",
+                           required=True),)),
+    Endpoint("GET", "/api/v1/alert-settings", alerts.get_alert_settings, "Where the org's anomaly alerts go", "org",
+             ALERT_SETTINGS),
+    Endpoint("PUT", "/api/v1/alert-settings", alerts.put_alert_settings,
+             "Set where the org's anomaly alerts go (fields left out keep their value)", "org", ALERT_SETTINGS,
+             body=_obj(email_recipients={"type": "array", "items": _STR}, email_enabled=_BOOL, webhook_url=_STR_N,
+                       webhook_enabled=_BOOL)),
+    Endpoint("POST", "/api/v1/alert-settings/test", alerts.test_alert_settings,
+             "Send a test alert to every configured channel now; one result per channel", "org",
+             _obj(["results", "ok"], ok=_BOOL, results={"type": "array", "items": _obj(
+                 ["channel", "target", "ok"], channel=_STR, target=_STR, ok=_BOOL, error=_STR_N)})),
     Endpoint("GET", "/api/v1/orgs", op.list_orgs, "List orgs", "operator",
              _obj(["orgs"], orgs={"type": "array", "items": ORG})),
     Endpoint("POST", "/api/v1/orgs", op.create_org, "Create an org; the response holds its key, shown once",
@@ -147,6 +197,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("PUT", "/api/v1/orgs/{org_id}/azure", op.set_azure, "Set the org's Azure OpenAI endpoint", "operator",
              _obj(["id", "azure"], id=_INT, azure=_obj(endpoint=_STR, api_version=_STR)), params=(_ORG_ID,),
              body=_obj(["endpoint", "api_version"], endpoint=_STR, api_version=_STR)),
+    Endpoint("PUT", "/api/v1/orgs/{org_id}/p95-threshold", understand.set_threshold,
+             "Set the org's p95 latency threshold (ms; 0 or null clears it)", "operator",
+             _obj(["id", "p95_threshold_ms"], id=_INT, p95_threshold_ms=_INT_N), params=(_ORG_ID,),
+             body=_obj(["p95_threshold_ms"], p95_threshold_ms=_INT_N)),
     Endpoint("GET", "/api/v1/pricing", op.list_prices, "Price rows, newest version first", "operator",
              _obj(["prices"], prices={"type": "array", "items": PRICE}),
              params=(_PROVIDER, Param("model", "query", _STR, "Only this model."),
@@ -168,8 +222,8 @@ def _operation(ep: Endpoint) -> dict:
     responses["401"] = {"description": "Not authenticated", **error}
     if ep.security == "operator":
         responses["403"] = {"description": "The operator API is disabled (no LECTR_ADMIN_SECRET)", **error}
-    if "{org_id}" in ep.path:
-        responses["404"] = {"description": "No such org", **error}
+    if "{" in ep.path:
+        responses["404"] = {"description": "No such org" if "{org_id}" in ep.path else "Not found", **error}
     operation = {"summary": ep.summary, "operationId": ep.handler.__name__ + "_" + ep.method.lower(),
                  "tags": ["org" if ep.security == "org" else "operator"],
                  "security": [{"orgKey": []}, {"session": []}] if ep.security == "org" else [{"adminSecret": []}],

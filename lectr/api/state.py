@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
+from lectr.alerts.config import AlertConfig
 from lectr.directory import DirectoryHolder
 from lectr.metrics import Metrics
 
@@ -21,6 +22,7 @@ class AdminState:
     admin_secret: str | None
     session_hours: float
     refresh_seconds: int = 60
+    alerts: AlertConfig = AlertConfig()
 
 
 STATE = web.AppKey("state", AdminState)

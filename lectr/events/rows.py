@@ -1,10 +1,17 @@
-"""Turning a hot-path event into a ``request_logs`` row: tokens, cost, and the rest as recorded."""
+"""Turning a hot-path event into a ``request_logs`` row: tokens, cost, and the rest as recorded.
+
+One direction: the response is read (usage, or the text still to count), the tokens are
+counted when they must be, the price is looked up once, and the row is built once from all of
+it. A stream without usage waits as a ``Pending`` (what its row will be built from) until its
+text is counted; no row is built before and patched after.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Generator
 from datetime import datetime, timezone
 from operator import itemgetter
+from typing import NamedTuple
 
 from lectr.events.record import RequestEvent
 from lectr.events.tokens import encoding_name
@@ -31,9 +38,26 @@ COMPLETION_TOKENS = COLUMNS.index("completion_tokens")
 USAGE_NOTE = COLUMNS.index("usage_note")
 # Why a row's usage is missing or incomplete (the usage_note column; NULL when it is whole).
 UNDECODABLE, TRUNCATED, NOT_COUNTED = "undecodable", "truncated", "not_counted"
-_PRICED = slice(COLUMNS.index("cost_usd"), COLUMNS.index("pricing_id") + 1)
+_NO_COUNTS = (None, None, None, None, "none")
 
-Measure = tuple[str, str]  # (encoding name, completion text) to count with the tokeniser
+
+class Pending(NamedTuple):
+    """A row still to be built, waiting for its completion text to be counted.
+
+    ``encoding`` and ``text`` are what to count (a tiktoken encoding name, the streamed
+    completion); ``fields`` and ``facts`` are what the row is then built from.
+    """
+
+    encoding: str
+    text: str
+    fields: tuple
+    facts: tuple
+
+    def cut(self, chars: int) -> Pending:
+        """Only the first ``chars`` of the text counted: the count is then a lower bound (``TRUNCATED``)."""
+        usage, _, served, written = self.facts
+        return self._replace(text=self.text[:chars], facts=(usage, TRUNCATED, served, written))
+
 
 
 class _CountLater:
@@ -42,7 +66,7 @@ class _CountLater:
     __slots__ = ("wanted",)
 
     def __init__(self) -> None:
-        self.wanted: Measure | None = None
+        self.wanted: tuple[str, str] | None = None  # (encoding name, completion text)
 
     def count(self, text: str, model: str | None, provider: str) -> int:
         self.wanted = (encoding_name(model, provider), text)
@@ -74,23 +98,39 @@ class RowBuilder:
         # One stand-in, reset per row: build never awaits, so rows cannot interleave.
         self._later = _CountLater()
 
-    def build(self, event: RequestEvent) -> tuple[tuple, Measure | None]:
-        """One row, in ``COLUMNS`` order, and the text still to count when the tokens are measured."""
+    def build(self, event: RequestEvent) -> tuple[tuple | None, Pending | None]:
+        """``(row, None)``: the row, in ``COLUMNS`` order; or ``(None, pending)`` when the
+        completion must be counted first (then ``counted`` or ``uncounted`` builds the row)."""
         fields = _EVENT_FIELDS(event)
         later = self._later
         later.wanted = None
         facts = response_values(*_USAGE_ARGS(fields), later)
-        return self._row(fields, facts, later)
+        return self._row_or_pending(fields, facts, later)
 
-    def build_steps(self, event: RequestEvent) -> Generator[None, None, tuple[tuple, Measure | None]]:
+    def build_steps(self, event: RequestEvent) -> Generator[None, None, tuple[tuple | None, Pending | None]]:
         """``build`` as a generator that yields now and then while it parses a long stream, and
         returns what ``build`` returns. Any number may be under way at once."""
         fields = _EVENT_FIELDS(event)
         later = _CountLater()
         facts = yield from response_steps(*_USAGE_ARGS(fields), later)
-        return self._row(fields, facts, later)
+        return self._row_or_pending(fields, facts, later)
 
-    def _row(self, fields: tuple, facts: tuple, later: _CountLater) -> tuple[tuple, Measure | None]:
+    def counted(self, pending: Pending, completion_tokens: int) -> tuple:
+        """The row of ``pending`` with its measured completion count, priced by it."""
+        _, note, served, _ = pending.facts
+        return self._row(pending.fields, ((None, completion_tokens, None, None, "measured"), note, served, None))
+
+    def uncounted(self, pending: Pending) -> tuple:
+        """The row of ``pending`` when its text could not be counted: no tokens, no cost, said honestly."""
+        return self._row(pending.fields, (_NO_COUNTS, NOT_COUNTED, pending.facts[2], None))
+
+    def _row_or_pending(self, fields: tuple, facts: tuple, later: _CountLater) -> tuple[tuple | None, Pending | None]:
+        wanted = later.wanted
+        if wanted is not None and facts[0][4] == "measured":
+            return None, Pending(wanted[0], wanted[1], fields, facts)
+        return self._row(fields, facts), None
+
+    def _row(self, fields: tuple, facts: tuple) -> tuple:
         (created_at, org_id, provider, model, model_used, feature, task, status_code, error_type, error_origin,
          stream, t_start, t_first_byte, t_end, overhead_s, provider_unknown, rule_id, bytes_in, bytes_out,
          _, _, _, _) = fields
@@ -115,35 +155,11 @@ class RowBuilder:
         overhead_us = int(overhead_s * 1e6)
         if overhead_us > _INT32_MAX:
             overhead_us = _INT32_MAX
-        row = (
+        return (
             created_at, org_id, provider, model, model_used, feature, task, status_code, error_type, error_origin,
             stream, latency_ms, ttfb_ms, overhead_us, prompt, completion, cached, reasoning, source,
             cost, partial, pricing_id, provider_unknown, rule_id, bytes_in, bytes_out, note,
         )
-        return row, later.wanted if source == "measured" else None
-
-    def with_count(self, row: tuple, completion_tokens: int) -> tuple:
-        """``row`` with its measured completion count, and the cost that follows from it."""
-        cost = pricing_id = None
-        partial = False
-        price = self._price_row(row[PROVIDER], row[MODEL_USED], row[MODEL], row[CREATED_AT])
-        if price is not None:  # an unpriced model gets no cost, never a guess
-            cost, partial = compute_cost(price, prompt_tokens=None, completion_tokens=completion_tokens,
-                                         cached_tokens=None)
-            pricing_id = price.id
-        values = list(row)
-        values[COMPLETION_TOKENS] = completion_tokens
-        values[_PRICED] = [cost, partial, pricing_id]
-        return tuple(values)
-
-    def unmeasured(self, row: tuple) -> tuple:
-        """``row`` when its text could not be counted: no tokens, no cost, said honestly."""
-        values = list(row)
-        values[COMPLETION_TOKENS] = None
-        values[TOKEN_SOURCE] = "none"
-        values[_PRICED] = [None, False, None]
-        values[USAGE_NOTE] = NOT_COUNTED
-        return tuple(values)
 
     def _price_row(self, provider: str, served: str | None, requested: str | None, at: datetime) -> PriceRow | None:
         """The price of the model that served the request, else of the one requested (an

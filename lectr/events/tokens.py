@@ -10,25 +10,17 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
-import re
 import threading
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from lectr.providers.base import CL100K_BASE, O200K_BASE, approximate_encoding
+from lectr.providers.registry import PROVIDERS
+
 if TYPE_CHECKING:
     import tiktoken
 
-O200K_BASE = "o200k_base"
-CL100K_BASE = "cl100k_base"
-
-# Older OpenAI families on cl100k_base, exact for gpt-4/gpt-3.5 ("gpt-35" is Azure's spelling) and
-# embeddings, an approximation for retired GPT-2/GPT-3 models. Checked before the o200k families so
-# that "gpt-35" is not read as a later gpt-N; "gpt-4" must not be followed by "o" or ".".
-_CL100K_MODEL = re.compile(r"gpt-4(?![0-9a-z.])|gpt-3|gpt-?2(?![0-9])|text-|code-"
-                           r"|(?:davinci|curie|babbage|ada|cushman)(?![a-z])")
-# OpenAI/Azure families on o200k_base: gpt-4o, gpt-4.1, gpt-4.5, gpt-5 and later, chatgpt-4o, o1/o3/o4...
-_O200K_MODEL = re.compile(r"(?:gpt-(?:4o|4\.1|4\.5|[5-9]|[1-9]\d)|chatgpt-4o|o[1-9])(?![0-9a-z])")
-_OPENAI_TOKENISED_PROVIDERS = frozenset({"openai", "azure"})
+__all__ = ["CL100K_BASE", "O200K_BASE", "TokenCounter", "encoding_name", "load_encoding"]
 
 # The encodings' definitions, as in tiktoken_ext/openai_public.py (tiktoken 0.14). They are copied
 # rather than obtained by calling that module, whose constructors would download the ranks.
@@ -58,25 +50,10 @@ _SPECS: dict[str, dict] = {
 
 
 def encoding_name(model: str | None, provider: str) -> str:
-    """The tiktoken encoding used to count ``model``'s tokens: exact for OpenAI/Azure models,
-    ``cl100k_base`` as the stated approximation for every other provider."""
-    if provider not in _OPENAI_TOKENISED_PROVIDERS:
-        return CL100K_BASE
-    name = _base_model_name(model or "")
-    if _CL100K_MODEL.match(name):
-        return CL100K_BASE
-    if _O200K_MODEL.match(name):
-        return O200K_BASE
-    # Unknown names (Azure deployment names, new families) are most likely current models.
-    return O200K_BASE
-
-
-def _base_model_name(model: str) -> str:
-    """``ft:gpt-4o-mini:org::id`` → ``gpt-4o-mini``; ``openai/gpt-4o`` → ``gpt-4o``; lower-cased."""
-    name = model.strip().lower()
-    if name.startswith("ft:"):
-        name = name[3:].split(":", 1)[0]
-    return name.rsplit("/", 1)[-1]
+    """The tiktoken encoding used to count ``model``'s tokens: the provider module's choice (exact
+    for OpenAI/Azure models, ``cl100k_base`` as the stated approximation for the others)."""
+    module = PROVIDERS.get(provider)
+    return approximate_encoding(model) if module is None else module.encoding(model)
 
 
 class TokenCounter:

@@ -1,6 +1,6 @@
 """Token usage from a response's bytes: what the provider reported, else the completion counted.
 
-Cold path only (a worker thread). Any body, however broken, yields a ``Usage``; nothing raises.
+Cold path only (the event writer's loop). Any body, however broken, yields a ``Usage``; nothing raises.
 Besides the usage, ``response_values`` gives the model the response names (the snapshot that
 served it) and a note when the usage could not be fully read: ``"undecodable"`` (a
 content-encoding that could not be undone) or ``"truncated"`` (the body outgrew the capture
@@ -19,6 +19,9 @@ from lectr.events.encodings import UndecodableBody, decode_body
 from lectr.events.generated import collect_generated
 from lectr.events.tokens import TokenCounter
 from lectr.events.websocket import realtime_usage
+from lectr.providers.anthropic import CACHE_READ_FIELD, CACHE_WRITE_FIELD
+from lectr.providers.gemini import gemini_billed_completion  # noqa: F401 (its old home; still read here)
+from lectr.providers.registry import PROVIDERS, USAGE_HOLDERS
 
 
 class Usage(NamedTuple):
@@ -56,6 +59,9 @@ _JOIN_BYTES = 64 * 1024
 _MIME_KINDS: dict[str | None, bool | None] = {}
 _MIME_KINDS_MAX = 256
 _UNKNOWN = object()
+# The providers whose reported counts are not what they bill (Gemini's thinking tokens), each
+# with its own way from the reported counts to the billed completion.
+_BILLED_COMPLETION = {name: p.billed_completion for name, p in PROVIDERS.items() if p.billed_completion}
 
 
 def extract_usage(*, provider: str, model: str | None, stream: bool, status_code: int, content_type: str | None,
@@ -344,10 +350,13 @@ def _field_value(line: bytes) -> bytes:
 
 
 def _chunk_usage(doc: dict) -> object:
-    """A chunk's usage: the top-level ``usage``, else Groq's ``x_groq.usage`` (sent on the last chunk),
-    else the ``response.usage`` of an OpenAI Responses API event, else the ``message.usage`` of
-    Anthropic's ``message_start``."""
-    for holder in (doc, doc.get("x_groq"), doc.get("response"), doc.get("message")):
+    """A chunk's usage: the top-level ``usage``, else the one nested where a provider puts it
+    (``USAGE_HOLDERS``: Groq's ``x_groq``, the Responses API's ``response``, Anthropic's ``message``)."""
+    usage = doc.get("usage")
+    if usage is not None:
+        return usage
+    for key in USAGE_HOLDERS:
+        holder = doc.get(key)
         usage = holder.get("usage") if isinstance(holder, dict) else None
         if usage is not None:
             return usage
@@ -384,8 +393,9 @@ def _counts(usage: object, provider: str) -> tuple[int | None, int | None, int |
     if type(reasoning) is not int or reasoning < 0:
         reasoning = _first_count(usage, ("completion_tokens_details", "reasoning_tokens"),
                                  ("output_tokens_details", "reasoning_tokens"))
-    if provider == "gemini":
-        completion = gemini_billed_completion(prompt, completion, _count(usage, "total_tokens"))
+    billed = _BILLED_COMPLETION.get(provider)
+    if billed is not None:
+        completion = billed(prompt, completion, _count(usage, "total_tokens"))
     elif provider == "anthropic" and cached and prompt is not None and type(get("prompt_tokens")) is int:
         # Anthropic's OpenAI-compatible endpoint counts cache reads inside prompt_tokens, as OpenAI
         # does; its rows keep Anthropic's native terms (input after the cache), as compute_cost reads them.
@@ -393,23 +403,15 @@ def _counts(usage: object, provider: str) -> tuple[int | None, int | None, int |
     if cached is None:
         # Anthropic's cache reads, reported beside its input_tokens (which leave them out, as
         # compute_cost knows): kept in the provider's own terms, like every count here.
-        cached = _count(usage, "cache_read_input_tokens")
+        cached = _count(usage, CACHE_READ_FIELD)
     if prompt is None and completion is None and cached is None and reasoning is None:
         return None
     return prompt, completion, cached, reasoning, "provider"
 
 
-def gemini_billed_completion(prompt: int | None, completion: int | None, total: int | None) -> int | None:
-    """Gemini's billed output tokens, given its reported prompt, completion and total."""
-    # Gemini bills thinking tokens as output but leaves them out of completion_tokens (only total has them).
-    if prompt is None or total is None or total <= prompt + (completion or 0):
-        return completion
-    return total - prompt
-
-
 def _cache_writes(usage: object) -> int | None:
     """Anthropic's ``cache_creation_input_tokens``: the prompt tokens written to its cache."""
-    return _count(usage, "cache_creation_input_tokens") if type(usage) is dict else None
+    return _count(usage, CACHE_WRITE_FIELD) if type(usage) is dict else None
 
 
 def _first_count(mapping: dict, *paths: tuple[str, ...]) -> int | None:

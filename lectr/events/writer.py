@@ -28,9 +28,7 @@ from lectr.background import Background
 from lectr.events.record import RequestEvent
 from lectr.events.ring import EventRing
 from lectr.events.encodings import encoding_label
-from lectr.events.rows import (
-    PRICING_ID, PROVIDER, TOKEN_SOURCE, TRUNCATED, UNDECODABLE, USAGE_NOTE, Measure, RowBuilder,
-)
+from lectr.events.rows import PRICING_ID, PROVIDER, TOKEN_SOURCE, UNDECODABLE, USAGE_NOTE, Pending, RowBuilder
 from lectr.events.spool import Spool
 from lectr.events.store import RowStore
 from lectr.events.tokenizer_service import TokenizerClient
@@ -74,8 +72,8 @@ class EventWriter:
         # The batch being gathered: rows built (by build_waiting, a flush or the measuring task)
         # and not yet written.
         self._batch: list[tuple] = []
-        # Rows waiting for their completion count, with the text to count; a bounded queue.
-        self._to_measure: deque[tuple[tuple, Measure]] = deque()
+        # Rows waiting for their completion count (built once it is known); a bounded queue.
+        self._to_measure: deque[Pending] = deque()
         self._measure_chars = 0
         # Events of big responses, whose rows are built aside (``build_set_aside``).
         self._set_aside: deque[RequestEvent] = deque()
@@ -204,7 +202,7 @@ class EventWriter:
             return
         self._place(event, *self._build_row(event))
 
-    def _build_row(self, event: RequestEvent) -> tuple[tuple | None, Measure | None]:
+    def _build_row(self, event: RequestEvent) -> tuple[tuple | None, Pending | None]:
         try:
             return self.rows.build(event)
         except Exception:
@@ -212,36 +210,33 @@ class EventWriter:
             self.ring.count_drop("invalid", owner=event.org_id)
             return None, None
 
-    def _place(self, event: RequestEvent, row: tuple | None, measure: Measure | None) -> None:
-        """Put a built row on the batch being gathered, or in the queue to be counted."""
+    def _place(self, event: RequestEvent, row: tuple | None, pending: Pending | None) -> None:
+        """Put a built row on the batch being gathered, or a pending one in the queue to be counted."""
+        if pending is not None:
+            row = self._queue_measure(pending)
         if row is None:
             return
-        if measure is not None:
-            row = self._queue_measure(row, measure)
-            if row is None:
-                return
-        elif row[USAGE_NOTE] == UNDECODABLE:
+        if row[USAGE_NOTE] == UNDECODABLE:
             self.metrics.undecodable.labels(encoding_label(event.content_encoding)).inc()
         self._batch.append(row)
 
-    def _queue_measure(self, row: tuple, measure: Measure) -> tuple | None:
-        """Queue ``row`` to be counted (None), or return it to be written now, uncounted."""
-        name, text = measure
-        if len(text) > MEASURE_TEXT_CHARS:
-            text = text[:MEASURE_TEXT_CHARS]
-            row = (*row[:USAGE_NOTE], TRUNCATED, *row[USAGE_NOTE + 1:])  # the count will be a lower bound
+    def _queue_measure(self, pending: Pending) -> tuple | None:
+        """Queue ``pending`` to be counted (None), or return its row to be written now, uncounted."""
+        if len(pending.text) > MEASURE_TEXT_CHARS:
+            pending = pending.cut(MEASURE_TEXT_CHARS)  # the count will be a lower bound
+        text = pending.text
         if self.tokenizer is None:
             reason = "no_tokenizer"
         elif (self._measure_chars + len(text) > MEASURE_QUEUE_CHARS
               or len(self._to_measure) >= MEASURE_QUEUE_ROWS):
             reason = "queue_full"
         else:
-            self._to_measure.append((row, (name, text)))
+            self._to_measure.append(pending)
             self._measure_chars += len(text)
             self._measure_wanted.set()
             return None
         self.metrics.unmeasured.labels(reason).inc()
-        return self.rows.unmeasured(row)
+        return self.rows.uncounted(pending)
 
     async def _build(self, events: list[RequestEvent]) -> list[tuple]:
         """Build ``events`` in short slices, then take the whole gathered batch, its metrics counted."""
@@ -309,7 +304,7 @@ class EventWriter:
         if len(self._batch) >= self.batch_size:
             self.ring.wake()
 
-    async def _build_in_slices(self, event: RequestEvent) -> tuple[tuple | None, Measure | None]:
+    async def _build_in_slices(self, event: RequestEvent) -> tuple[tuple | None, Pending | None]:
         # Not a thread: a thread parsing for a tenth of a second would hold the GIL against the
         # loop for 5 ms at each of its system calls, and slow every request in flight.
         steps = self.rows.build_steps(event)
@@ -338,21 +333,21 @@ class EventWriter:
         queue = self._to_measure
         if not queue:
             return
-        taken: list[tuple[tuple, Measure]] = []
+        taken: list[Pending] = []
         chars = 0
-        for item in queue:
-            if taken and chars + len(item[1][1]) > MEASURE_REQUEST_CHARS:
+        for pending in queue:
+            if taken and chars + len(pending.text) > MEASURE_REQUEST_CHARS:
                 break
-            taken.append(item)
-            chars += len(item[1][1])
+            taken.append(pending)
+            chars += len(pending.text)
         try:
-            counts = await self.tokenizer.count([measure for _, measure in taken])
+            counts = await self.tokenizer.count([(pending.encoding, pending.text) for pending in taken])
         except OSError as exc:
             log.warning("could not measure %d streamed completions: %s", len(taken), exc)
             self.metrics.unmeasured.labels("tokenizer_unavailable").inc(len(taken))
-            rows = [self.rows.unmeasured(row) for row, _ in taken]
+            rows = [self.rows.uncounted(pending) for pending in taken]
         else:
-            rows = [self.rows.with_count(row, count) for (row, _), count in zip(taken, counts, strict=True)]
+            rows = [self.rows.counted(pending, count) for pending, count in zip(taken, counts, strict=True)]
         # Removed only now: a shutdown that cancels the count finds them still queued.
         for _ in taken:
             queue.popleft()
@@ -365,8 +360,7 @@ class EventWriter:
         if self._to_measure:
             self.metrics.unmeasured.labels(reason).inc(len(self._to_measure))
         while self._to_measure:
-            row, _ = self._to_measure.popleft()
-            self._batch.append(self.rows.unmeasured(row))
+            self._batch.append(self.rows.uncounted(self._to_measure.popleft()))
         self._measure_chars = 0
 
     async def _store(self, rows: list[tuple]) -> None:

@@ -2,7 +2,10 @@
 
 ``/v1/chat/completions`` with model ``M`` becomes
 ``<endpoint>/openai/deployments/M/chat/completions?api-version=<version>``, and the key
-goes in the ``api-key`` header, as Azure's key authentication expects.
+goes in the ``api-key`` header, as Azure's key authentication expects. Azure serves OpenAI's
+models under the same names, so OpenAI's prices and tokenisers stand in where Azure has none.
+Deployment names are each org's own: Azure is never detected from a model, only chosen by
+``X-Lectr-Provider``.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from urllib.parse import parse_qsl, urlencode
 
 from lectr.providers.base import AzureTarget, Provider, Route, deployment_segment, parse_origin
+from lectr.providers.openai import openai_encoding
 
 
 def _with_api_version(query: bytes, api_version: str) -> bytes:
@@ -36,4 +40,5 @@ def azure_route(rest: bytes, query: bytes, model: str | None, azure: AzureTarget
 
 
 AZURE = Provider(name="azure", default_base_url="", auth_header=b"api-key", build_route=azure_route,
-                 credential_headers=frozenset({b"api-key"}))
+                 credential_headers=frozenset({b"api-key"}), price_fallback="openai", genai_prices_id="azure",
+                 encoding=openai_encoding)

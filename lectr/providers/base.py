@@ -63,6 +63,16 @@ def quote_path_segment(value: str) -> str:
 
 Route = tuple[Origin, bytes]
 
+# tiktoken's encodings, by name: OpenAI's current models use o200k_base, its older ones
+# cl100k_base, which is also the stated approximation for every other provider's tokeniser.
+O200K_BASE = "o200k_base"
+CL100K_BASE = "cl100k_base"
+
+
+def approximate_encoding(model: str | None) -> str:
+    """cl100k_base: a provider's own tokeniser is not public, so its counts are approximated."""
+    return CL100K_BASE
+
 
 class PathRefused(ValueError):
     """A request path (or a name that becomes a path segment) Lectr will not forward: 400.
@@ -85,11 +95,20 @@ def deployment_segment(name: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Provider:
-    """How Lectr reaches one provider.
+    """How Lectr reaches one provider, and how its answers are read: everything about it.
 
     ``auth_header`` is the header the provider wants the key in; ``None`` means the client's
     ``Authorization`` header goes through as it is. ``build_route`` replaces the plain
     ``<base>/<rest>?<query>`` for providers that address requests differently (Azure).
+
+    Detection: a model whose lower-cased name starts with one of ``model_prefixes`` (or ends
+    with one of ``model_suffixes``) is this provider's, unless ``claims_model`` says no;
+    providers are tried by ``detect_rank``.
+    Usage (cold path): ``usage_holder`` names the object a stream chunk nests its usage in
+    when the chunk has none at the top; ``billed_completion(prompt, completion, total)`` turns
+    reported counts into billed output tokens. Prices: ``price_fallback`` is the provider whose
+    rows price a model this one has none for; ``genai_prices_id`` is its id in genai-prices.
+    ``encoding(model)`` names the tiktoken encoding that counts (or approximates) its tokens.
     """
 
     name: str
@@ -102,6 +121,20 @@ class Provider:
     # Request headers (lower-cased) that carry a key for this provider and no other. Lectr
     # forwards them to this provider only, so a key never reaches a provider it was not for.
     credential_headers: frozenset[bytes] = frozenset()
+    base_url_help: str = ""  # the LECTR_UPSTREAM_<NAME> description; empty: no global base URL
+    model_prefixes: tuple[str, ...] = ()
+    model_suffixes: tuple[str, ...] = ()
+    claims_model: Callable[[str], bool] | None = None
+    # Patterns are tried by rank, lowest first: a provider whose ids imitate others' goes before
+    # them, one whose prefixes are broad (OpenAI's "text-embedding-") after the rest.
+    detect_rank: int = 1
+    usage_holder: str | None = None
+    billed_completion: Callable[[int | None, int | None, int | None], int | None] | None = None
+    # (input, cache read, cache write) → all input tokens, for one whose input leaves the cache out.
+    total_input_tokens: Callable[[int, int, int], int] | None = None
+    price_fallback: str | None = None
+    genai_prices_id: str | None = None
+    encoding: Callable[[str | None], str] = approximate_encoding
 
     def route(self, base: Origin | None, rest: bytes, query: bytes, model: str | None,
               azure: AzureTarget | None) -> Route:

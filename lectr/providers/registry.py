@@ -10,16 +10,28 @@ from __future__ import annotations
 from lectr.providers.anthropic import ANTHROPIC
 from lectr.providers.azure import AZURE
 from lectr.providers.base import Provider
-from lectr.providers.gemini import GEMINI
+from lectr.providers.gemini import GEMINI, MODEL_NAMESPACE
 from lectr.providers.groq import GROQ
+from lectr.providers.mistral import MISTRAL
 from lectr.providers.openai import OPENAI
 
-PROVIDERS: dict[str, Provider] = {p.name: p for p in (OPENAI, ANTHROPIC, GROQ, GEMINI, AZURE)}
+# Every provider, one line each, in the order the API and the dashboard list them.
+PROVIDERS: dict[str, Provider] = {p.name: p for p in (
+    OPENAI,
+    ANTHROPIC,
+    GROQ,
+    GEMINI,
+    AZURE,
+    MISTRAL,
+)}
 PROVIDER_NAMES = tuple(PROVIDERS)
 # Providers with one global base URL (Azure's is per org, so it has none).
-UPSTREAM_PROVIDERS = ("openai", "anthropic", "groq", "gemini")
+UPSTREAM_PROVIDERS = tuple(name for name, p in PROVIDERS.items() if p.base_url_help)
 DEFAULT_UPSTREAMS = {name: PROVIDERS[name].default_base_url for name in UPSTREAM_PROVIDERS}
 DEFAULT_PROVIDER = "openai"
+# Where each provider's stream chunks may nest their usage (Groq's x_groq, the Responses API's
+# response, Anthropic's message): any chunk is looked through all of them, the top level first.
+USAGE_HOLDERS: tuple[str, ...] = tuple(p.usage_holder for p in PROVIDERS.values() if p.usage_holder)
 
 # Native paths, longest first so a more specific prefix of one provider wins.
 _NATIVE_PATHS: tuple[tuple[bytes, str], ...] = tuple(sorted(
@@ -59,50 +71,24 @@ def credentials_for(provider: Provider, forward: list[bytes]) -> tuple[list[byte
         kept += forward[i:i + 4]
     return kept, own
 
-# Checked in this order, so the more specific families come first: Groq's open-weight ids
-# (``openai/gpt-oss-120b``, ``whisper-large-v3``, ``gemma2-9b-it``) would otherwise be taken
-# for OpenAI or Gemini models.
-_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("groq", (
-        "openai/gpt-oss", "meta-llama/", "qwen/", "moonshotai/", "groq/", "deepseek-r1-distill",
-        "llama-", "llama3-", "mixtral-", "gemma2-", "whisper-large", "distil-whisper",
-        "playai-", "allam-", "compound-",
-    )),
-    ("anthropic", ("claude-",)),
-    ("gemini", (
-        "gemini-", "gemma-", "learnlm-", "imagen-", "veo-", "lyria-", "text-embedding-004",
-    )),
-    ("openai", (
-        "gpt-", "chatgpt-", "o1", "o3", "o4-", "text-embedding-", "text-moderation-",
-        "omni-moderation-", "tts-", "whisper-", "dall-e-", "sora-", "computer-use-",
-        "codex-", "davinci-", "babbage-", "ft:", "chat-latest", "daybreak-",
-    )),
-)
-# Suffixes only Groq uses on its legacy ids (``llama-3.3-70b-versatile``, ``llama3-70b-8192``).
-_GROQ_SUFFIXES = ("-versatile", "-instant", "-8192", "-32768")
+_BY_RANK = sorted(PROVIDERS.values(), key=lambda p: p.detect_rank)
+_DETECTION = tuple((p.name, p.model_prefixes, p.claims_model) for p in _BY_RANK if p.model_prefixes)
+_BY_SUFFIX = tuple((p.name, p.model_suffixes) for p in _BY_RANK if p.model_suffixes)
 
 _MEMO_LIMIT = 4096
 
 
 def _detect_uncached(model: str) -> str | None:
     name = model.lower()
-    if name.startswith("models/"):  # Gemini's own spelling of a model id
-        name = name[7:]
-    for provider, prefixes in _PREFIXES:
-        if name.startswith(prefixes):
-            if provider == "openai" and name[:1] == "o" and not _is_o_series(name):
-                continue
+    if name.startswith(MODEL_NAMESPACE):
+        name = name[len(MODEL_NAMESPACE):]
+    for provider, prefixes, claims in _DETECTION:
+        if name.startswith(prefixes) and (claims is None or claims(name)):
             return provider
-    if name.endswith(_GROQ_SUFFIXES):
-        return "groq"
+    for provider, suffixes in _BY_SUFFIX:
+        if name.endswith(suffixes):
+            return provider
     return None
-
-
-def _is_o_series(name: str) -> bool:
-    # "o1", "o3-mini", "o4-mini-2025-04-16" — but not "omni-…" or "ollama-…".
-    if not name.startswith(("o1", "o3", "o4")):
-        return True
-    return len(name) == 2 or name[2] == "-"
 
 
 class ModelRegistry:

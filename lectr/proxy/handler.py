@@ -1,8 +1,9 @@
 """Auth · Detect · Route · Forward · Log, for one request.
 
-A ``RequestCycle`` owns one parsed request. ``start`` authenticates the org key against the
-in-memory directory, detects the provider, builds the upstream request and sends it on an
-idle pooled connection, all without waiting; the upstream connection's parser then pushes
+A ``RequestCycle`` owns one parsed request. ``start`` asks ``decide`` (``decide.py``: Auth ·
+Detect · Route against the in-memory snapshot) what the request will do, then carries it out:
+answers a refusal, or builds the upstream request and sends it on an idle pooled connection,
+all without waiting; the upstream connection's parser then pushes
 the response through the cycle to the client, and the cycle's last act is to append one
 event to the ring. Only when no idle connection exists does a task wait for a new one. No
 database, no disk, no waiting on anything but the client and the provider.
@@ -17,13 +18,11 @@ from typing import TYPE_CHECKING
 
 from lectr.directory import Org
 from lectr.events.record import CAPTURE_TAIL_BYTES, RequestEvent
-from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS
-from lectr.providers.registry import credentials_for, may_hold_credentials, provider_for_path
+from lectr.providers.registry import DEFAULT_PROVIDER
 from lectr.proxy import responses as R
-from lectr.proxy.body import BodyFacts, read_body_facts
+from lectr.proxy.decide import RequestFacts, decide
 from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead
-from lectr.proxy.paths import PathRefused, normalise_path
-from lectr.proxy.tunnel import UPGRADE_FIELDS, Tunnel, model_in_query, negotiated_extensions
+from lectr.proxy.tunnel import Tunnel, negotiated_extensions
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -152,93 +151,33 @@ class RequestCycle:
             self._internal_error()
 
     def _prepare(self) -> bool:
-        """Auth · Detect · Route; True when there is a request to forward, False when answered."""
+        """Carry out the decision: True when there is a request to forward, False when answered."""
         path, _, query = self.url.partition(b"?")
         if not path.startswith(b"/v1/"):
             self._reply_local(path)
             return False
-        headers = self.headers
-
-        # Auth: a dict lookup by key hash; the provider never sees a rejected request.
-        if not headers.lectr_key:
-            self._reply_error(R.MISSING_KEY)
+        ctx = self.ctx
+        upgrade = self.method == b"GET" and self.conn.upgrade_requested
+        decision = decide(_new_tuple(RequestFacts, (self.method, path, query, self.headers, self.body, upgrade)),
+                          ctx.directory.current, ctx.routes)
+        (org, refusal, detail, self.provider, self.provider_unknown, invalid_provider, self.model, self.stream,
+         origin, target, forward, auth, _, _, _) = decision
+        if org is not None:
+            self.org = org
+            headers = self.headers
+            if headers.feature is not None:
+                self.feature = headers.feature_tag()
+            if headers.task is not None:
+                self.task = headers.task_tag()
+        if invalid_provider is not None:
+            ctx.note_invalid_provider(invalid_provider)
+        if refusal is not None:
+            self._reply_error(refusal, detail)
             return False
-        org = self.ctx.directory.current.org_for_key(headers.lectr_key)
-        if org is None:
-            self._reply_error(R.INVALID_KEY)
-            return False
-        self.org = org
-        if headers.feature is not None:
-            self.feature = headers.feature_tag()
-        if headers.task is not None:
-            self.task = headers.task_tag()
-
-        # Paths stay under /v1/ (and so under the provider's base): dot segments resolved here,
-        # in every spelling, so no server resolves them differently later.
-        try:
-            path = normalise_path(path)
-            if not path.startswith(b"/v1/"):
-                raise PathRefused("it leaves /v1/")
-        except PathRefused as exc:
-            self.error_type, self.error_origin = "invalid_path", "lectr"
-            self._reply_error(R.BAD_PATH, exc)
-            return False
-
-        # Detect.
-        facts = read_body_facts(self.body, headers.content_type)
-        forward = headers.forward
-        if self.method == b"GET" and self.conn.upgrade_requested:
-            # A WebSocket (OpenAI's Realtime API): the model is in the query, and this hop's
-            # Connection/Upgrade fields are what the provider must see to answer 101.
-            self.upgrade = True
-            facts = BodyFacts(model_in_query(query), False)
-            forward = forward + UPGRADE_FIELDS
-        self.model = facts.model
-        self.stream = facts.stream
-        self.provider = self._choose_provider(headers.provider, path[4:], facts.model)
-
-        # Route.
-        if self.provider == "azure" and org.azure is None:
-            self.error_type, self.error_origin = "azure_not_configured", "lectr"
-            self._reply_error(R.AZURE_NOT_CONFIGURED)
-            return False
-        provider = PROVIDERS[self.provider]
-        try:
-            origin, target = provider.route(self.ctx.origins.get(self.provider), path[4:], query, facts.model,
-                                            org.azure)
-        except PathRefused as exc:
-            self.error_type, self.error_origin = "invalid_path", "lectr"
-            self._reply_error(R.BAD_PATH, exc)
-            return False
-        auth = provider.auth(headers.authorization) if headers.authorization is not None else None
-        if may_hold_credentials(forward):
-            # Another provider's key header never leaves for this one; this provider's own,
-            # when the client sent it, is the key it gets (never two keys in one request).
-            forward, own = credentials_for(provider, forward)
-            if own:
-                auth = None
+        self.upgrade = upgrade
         self.request = upstream_request(self.method, target, origin.host_header, forward, auth, self.body)
-        self.pool = self.ctx.upstream.pool(origin)
+        self.pool = ctx.upstream.pool(origin)
         return True
-
-    def _choose_provider(self, override: bytes | None, rest: bytes, model: str | None) -> str:
-        # X-Lectr-Provider, then a provider's native path (whatever the body holds), then the
-        # model; with none of them the default provider serves it, marked provider_unknown.
-        if override is not None:
-            name = override.decode("latin-1").strip().lower()
-            if name in PROVIDERS:
-                return name
-            self.ctx.note_invalid_provider(name)
-            return DEFAULT_PROVIDER
-        native = provider_for_path(rest)
-        if native is not None:
-            return native
-        if model:
-            detected = self.ctx.registry.detect(model)
-            if detected is not None:
-                return detected
-        self.provider_unknown = True
-        return DEFAULT_PROVIDER
 
     # -- Forward -------------------------------------------------------------------------------
 

@@ -11,8 +11,9 @@ from lectr.config import ProxyLimits
 from lectr.directory import DirectoryHolder
 from lectr.events.ring import EventRing
 from lectr.providers.base import parse_origin
-from lectr.providers.registry import ModelRegistry
+from lectr.providers.registry import PROVIDER_NAMES, ModelRegistry
 from lectr.proxy.busypoll import BusyPoller
+from lectr.proxy.decide import Routes
 from lectr.proxy.protocol import ProxyProtocol
 from lectr.proxy.upstream import UpstreamPools
 
@@ -35,6 +36,7 @@ class ProxyContext:
         self.upstream = upstream
         self.ring = ring
         self.registry = ModelRegistry()
+        self.routes = Routes(self.origins, self.registry.detect)  # what decide() needs besides the snapshot
         self.connections: set[ProxyProtocol] = set()
         self.tasks: set[asyncio.Task] = set()
         self.inflight: set = set()  # request cycles not yet finished
@@ -76,8 +78,7 @@ class ProxyContext:
         if name in self._invalid_providers_logged or len(self._invalid_providers_logged) >= _MAX_LOGGED_PROVIDERS:
             return
         self._invalid_providers_logged.add(name)
-        log.warning("X-Lectr-Provider %r is not one of openai, anthropic, groq, gemini, azure; "
-                    "using openai", name[:40])
+        log.warning("X-Lectr-Provider %r is not one of %s; using openai", name[:40], ", ".join(PROVIDER_NAMES))
 
 
 class ProxyServer:

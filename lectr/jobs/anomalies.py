@@ -1,0 +1,248 @@
+"""The anomaly job: hourly rollups → ``anomaly_model.evaluate`` → rows of ``anomalies``.
+
+Every ``LECTR_ANOMALY_INTERVAL`` seconds one process (advisory lock ``ANOMALY_LOCK``) evaluates
+the last complete hour for each org with rollups: the org as a whole and each feature, from
+``anomaly_model.HISTORY_HOURS`` hours of ``request_rollups``. What the detector decides is
+persisted so that one anomaly is one row, whatever the number of runs, workers or machines:
+
+- opened → ``INSERT ... ON CONFLICT DO NOTHING`` (unique on org, metric, feature, window start,
+  and at most one open row per org, metric, feature, direction);
+- ongoing → the open row's ``window_end`` (never moved back), current value and baseline;
+- resolved → ``resolved_at``.
+
+``run_anomalies(conn, at=T)`` evaluates as if the time were ``T`` (``lectr jobs run anomalies
+--at T``), so a month can be replayed hour by hour and gives what the live job would have.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import orjson
+
+from lectr.analysis import histogram as hg
+from lectr.analysis.anomaly_model import (HISTORY_HOURS, AnomalyDecision, AnomalyKey, HourStats, KnownAnomaly,
+                                          ScopeSeries, evaluate)
+
+ANOMALY_LOCK = 0x4C43414E  # "LCAN"
+# The detector's metric names → the column's (the contract's) names.
+TO_COLUMN = {"latency_p95": "p95_latency"}
+FROM_COLUMN = {v: k for k, v in TO_COLUMN.items()}
+# Resolved anomalies this recent still matter: a new one of the same kind only counts later hours.
+_RECENT_HOURS = 8
+
+
+def hour_number(ts: datetime) -> int:
+    """Hours since the epoch of the hour holding ``ts``."""
+    return int(ts.timestamp()) // 3600
+
+
+def hour_time(hour: int) -> datetime:
+    return datetime.fromtimestamp(hour * 3600, UTC)
+
+
+def evaluated_hour(at: datetime) -> int:
+    """The last hour complete at ``at`` (hours since the epoch)."""
+    return hour_number(at) - 1
+
+
+async def run_anomalies(conn: asyncpg.Connection, *, at: datetime | None = None,
+                        cache: HourCache | None = None) -> dict[str, int]:
+    """Evaluate every org for the last hour complete at ``at`` (default now); counts of what changed.
+
+    The caller holds ``ANOMALY_LOCK`` (the scheduler or the CLI do).
+    """
+    at = at or datetime.now(UTC)
+    at_hour = evaluated_hour(at)
+    start = at_hour - HISTORY_HOURS + 1
+    org_rows = await conn.fetch("""
+        SELECT o.id, o.p95_threshold_ms FROM organizations o
+        WHERE EXISTS (SELECT 1 FROM request_rollups r
+                      WHERE r.org_id = o.id AND r.hour >= $1 AND r.hour <= $2)
+        ORDER BY o.id""", hour_time(start), hour_time(at_hour))
+    counts = {"opened": 0, "ongoing": 0, "resolved": 0}
+    for org in org_rows:
+        scopes = await load_scopes(conn, org["id"], start, at_hour, cache)
+        known = await load_known(conn, org["id"], at)
+        result = evaluate(scopes, at_hour, known=known, p95_threshold_ms=org["p95_threshold_ms"])
+        for decision in result.opened:
+            counts["opened"] += await _open(conn, decision, at)
+        for decision in result.ongoing:
+            counts["ongoing"] += await _continue(conn, decision, at)
+        for key in result.resolved:
+            counts["resolved"] += await _resolve(conn, key, at)
+    return counts
+
+
+def scheduled_run():
+    """The scheduled job's ``run(conn)``: ``run_anomalies`` now, with p95s kept between runs."""
+    cache = HourCache()
+    return lambda conn: run_anomalies(conn, cache=cache)
+
+
+async def run_range(conn: asyncpg.Connection, start: datetime, end: datetime) -> int:
+    """Evaluate each hour boundary from ``start`` to ``end`` (inclusive) in turn, each in its own
+    transaction under ``ANOMALY_LOCK``; return the number of evaluations (a backtest)."""
+    at = datetime.fromtimestamp(hour_number(start) * 3600, UTC)
+    if at < start:
+        at += timedelta(hours=1)
+    done, cache = 0, HourCache()
+    while at <= end:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", ANOMALY_LOCK)
+            await run_anomalies(conn, at=at, cache=cache)
+        done += 1
+        at += timedelta(hours=1)
+    return done
+
+
+class HourCache:
+    """Each org's hourly p95s already computed, ``{org: {hour: (signature, {scope: p95})}}``.
+
+    Reading latency histograms and their quantiles is most of a run's cost, and an hour's p95
+    changes only when rows are added to it; the signature (rows and requests of the hour) says
+    when, so an hour folded in late is read again. Everything else is summed by the database on
+    each run. Kept by the scheduled job across runs and by a backtest across its hours.
+    """
+
+    def __init__(self) -> None:
+        self.orgs: dict[int, dict[int, tuple[tuple[int, int], dict[str | None, float | None]]]] = {}
+
+
+async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: int,
+                      cache: HourCache | None = None) -> list[ScopeSeries]:
+    """The org's series (as a whole, then each feature) for hours ``start..end`` from its rollups."""
+    rows = await conn.fetch("""
+        SELECT hour, feature, model_used, sum(requests)::bigint AS requests,
+               sum(errors_provider + errors_lectr + errors_client)::bigint AS errors,
+               sum(cost_usd)::float8 AS cost, sum(cost_sq_usd) AS cost_sq, count(*) AS n
+        FROM request_rollups WHERE org_id = $1 AND hour >= $2 AND hour <= $3
+        GROUP BY hour, feature, model_used""", org_id, hour_time(start), hour_time(end))
+    # hour -> scope -> [requests, errors, cost, cost², {model: requests}]
+    acc: dict[int, dict[str | None, list]] = {}
+    signatures: dict[int, list[int]] = {}
+    for r in rows:
+        hour_number_ = hour_number(r["hour"])
+        hour = acc.setdefault(hour_number_, {})
+        sig = signatures.setdefault(hour_number_, [0, 0])
+        sig[0] += r["n"]
+        sig[1] += r["requests"]
+        for scope in (None, r["feature"]):
+            h = hour.get(scope)
+            if h is None:
+                h = hour[scope] = [0, 0, 0.0, 0.0, {}]
+            h[0] += r["requests"]
+            h[1] += r["errors"]
+            h[2] += r["cost"]
+            h[3] += r["cost_sq"]
+            if r["requests"]:
+                h[4][r["model_used"]] = h[4].get(r["model_used"], 0) + r["requests"]
+    p95s = cache.orgs.setdefault(org_id, {}) if cache is not None else {}
+    for hour in [h for h in p95s if h < start]:
+        del p95s[hour]
+    stale = [h for h, sig in signatures.items() if p95s.get(h, (None,))[0] != tuple(sig)]
+    if stale:
+        fresh = await _read_p95s(conn, org_id, stale)
+        for h in stale:
+            p95s[h] = (tuple(signatures[h]), fresh.get(h, {}))
+    empty = HourStats(cost_sq_usd=0.0)  # an hour without requests: every sum is exactly 0
+    out = []
+    for scope in sorted({scope for hour in acc.values() for scope in hour} | {None},
+                        key=lambda s: (s is not None, s or "")):
+        # A scope's series starts with its first rows: the hours before it existed are no data,
+        # not hours of zero traffic (which would make any new feature look like a surge).
+        first_seen = next((h for h in range(start, end + 1) if scope in acc.get(h, {})), end)
+        hours = []
+        for hour in range(first_seen, end + 1):
+            h = acc.get(hour, {}).get(scope)
+            hours.append(empty if h is None else HourStats(
+                requests=h[0], errors=h[1], cost_usd=h[2], latency_p95_ms=p95s[hour][1].get(scope),
+                models=h[4], cost_sq_usd=h[3]))
+        out.append(ScopeSeries(org_id, scope, first_seen, hours))
+    return out
+
+
+async def _read_p95s(conn: asyncpg.Connection, org_id: int, hours: list[int]) -> dict[int, dict[str | None, float | None]]:
+    """``{hour: {scope: p95 ms}}`` from the merged latency histograms of those hours."""
+    rows = await conn.fetch("""
+        SELECT hour, feature, latency_buckets FROM request_rollups
+        WHERE org_id = $1 AND hour = ANY($2::timestamptz[])""", org_id, [hour_time(h) for h in hours])
+    merged: dict[int, dict[str | None, list[int]]] = {}
+    for r in rows:
+        hour = merged.setdefault(hour_number(r["hour"]), {})
+        buckets = r["latency_buckets"]
+        for scope in (None, r["feature"]):
+            h = hour.get(scope)
+            hour[scope] = list(buckets) if h is None else [a + b for a, b in zip(h, buckets)]
+    return {hour: {scope: hg.quantile(counts, 0.95, spread=True) for scope, counts in scopes.items()}
+            for hour, scopes in merged.items()}
+
+
+async def load_known(conn: asyncpg.Connection, org_id: int, at: datetime) -> list[KnownAnomaly]:
+    """The org's anomalies as they stood before the hour evaluated at ``at`` was first evaluated:
+    open then, or resolved within the longest window before it.
+
+    Evaluations of that hour (every run during the next hour does one; so does a second process,
+    or a replay of a range already run) thus all start from the same state and decide alike: what
+    one of them opened is opened again (a conflict: nothing written), not judged as a held
+    anomaly, and nothing resolved by a later hour is reopened by an earlier one.
+    """
+    at_hour = evaluated_hour(at)
+    before = hour_time(at_hour + 1)  # evaluations of hour h run during hour h + 1
+    rows = await conn.fetch("""
+        SELECT feature, metric, direction, window_start, window_end, resolved_at < $2 AS resolved
+        FROM anomalies
+        WHERE org_id = $1 AND opened_at < $2
+          AND (resolved_at IS NULL OR resolved_at >= $2 OR window_end >= $3)""",
+                            org_id, before, hour_time(at_hour - _RECENT_HOURS))
+    return [KnownAnomaly(AnomalyKey(org_id, r["feature"], FROM_COLUMN.get(r["metric"], r["metric"]), r["direction"]),
+                         hour_number(r["window_start"]), hour_number(r["window_end"]),
+                         resolved=bool(r["resolved"]))
+            for r in rows]
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or value != value or value in (float("inf"), float("-inf")) else value
+
+
+def _detail(d: AnomalyDecision) -> str:
+    return orjson.dumps(d.detail, option=orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
+async def _open(conn: asyncpg.Connection, d: AnomalyDecision, at: datetime) -> int:
+    k = d.key
+    row_id = await conn.fetchval("""
+        INSERT INTO anomalies (org_id, feature, metric, direction, window_start, window_end, current_value,
+                               baseline_mean, baseline_std, deviation_sigma, detail, opened_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12)
+        ON CONFLICT DO NOTHING RETURNING id""",
+                                 k.org_id, k.feature, TO_COLUMN.get(k.metric, k.metric), k.direction,
+                                 hour_time(d.window_start), hour_time(d.window_end), float(d.current),
+                                 _finite(d.baseline_mean), _finite(d.baseline_std), _finite(d.deviation_sigma),
+                                 _detail(d), at)
+    return 1 if row_id is not None else 0
+
+
+async def _continue(conn: asyncpg.Connection, d: AnomalyDecision, at: datetime) -> int:
+    k = d.key
+    # Only the latest hour's evaluation moves the figures: an earlier hour evaluated again
+    # (a replay, a second process) leaves them as they are.
+    status = await conn.execute("""
+        UPDATE anomalies SET window_end = $5, current_value = $6, baseline_mean = $7,
+                             baseline_std = $8, deviation_sigma = $9, detail = $10::jsonb
+        WHERE org_id = $1 AND coalesce(feature, '') = coalesce($2, '') AND metric = $3 AND direction = $4
+          AND resolved_at IS NULL AND opened_at <= $11 AND window_end <= $5""",
+                                k.org_id, k.feature, TO_COLUMN.get(k.metric, k.metric), k.direction,
+                                hour_time(d.window_end), float(d.current), _finite(d.baseline_mean),
+                                _finite(d.baseline_std), _finite(d.deviation_sigma), _detail(d), at)
+    return int(status.split()[-1])
+
+
+async def _resolve(conn: asyncpg.Connection, k: AnomalyKey, at: datetime) -> int:
+    status = await conn.execute("""
+        UPDATE anomalies SET resolved_at = $5
+        WHERE org_id = $1 AND coalesce(feature, '') = coalesce($2, '') AND metric = $3 AND direction = $4
+          AND resolved_at IS NULL AND opened_at <= $5""",
+                                k.org_id, k.feature, TO_COLUMN.get(k.metric, k.metric), k.direction, at)
+    return int(status.split()[-1])

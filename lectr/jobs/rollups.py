@@ -1,0 +1,152 @@
+"""The rollups job: ``request_logs`` → ``request_rollups``, one row per org, UTC hour, feature,
+task, provider and model, recomputed whole for every org-hour a write has touched; and
+``request_rollups_daily``, the same per UTC day, re-merged from the hours for every day touched.
+
+How it stays current (migration 006): statement triggers on ``request_logs`` append the
+``(org_id, hour)`` pairs each INSERT/COPY, UPDATE or DELETE touched to ``rollup_dirty``, in the
+writer's own transaction. A run, under an advisory lock so one runs at a time anywhere:
+
+1. ``DELETE FROM rollup_dirty RETURNING`` — takes exactly the marks committed so far;
+2. deletes and re-inserts the rollups of those org-hours from ``request_logs`` (a later
+   statement, so under READ COMMITTED it sees at least every row whose mark it took).
+
+A row that commits late — a spool replayed after an outage with hours-old ``created_at``, a slow
+worker's flush, writers committing out of id order — carries its mark with it, so its hour is
+recomputed by the next run; nothing depends on ids or clocks. A mark committed during a run stays
+for the next one; recomputing an org-hour twice gives the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from lectr.analysis import histogram
+
+log = logging.getLogger(__name__)
+
+ROLLUPS_LOCK = 0x4C43524C  # "LCRL": one rollups run at a time, across workers and machines
+
+# What the dashboard counts (shared with lectr.analysis.aggregator).
+ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
+# Cost unknown, not zero: tokens were counted (or the provider answered) but no price was found.
+UNPRICED = "(cost_usd IS NULL AND (token_source <> 'none' OR status_code BETWEEN 200 AND 399))"
+# A provider's health counts only what the provider caused: its 5xx, 408 and 429 answers and
+# streams it broke off. A client's 4xx (bad request, unknown model, wrong key), Lectr's own
+# refusals and connections Lectr could not make are counted apart.
+CONNECTION = "(error_origin = 'lectr' AND error_type IN ('upstream_unreachable', 'upstream_timeout'))"
+PROVIDER_FAULT = ("(error_origin = 'provider' AND NOT (status_code BETWEEN 400 AND 499 "
+                  "AND status_code NOT IN (408, 429)))")
+LECTR_FAULT = f"(error_origin = 'lectr' AND NOT {CONNECTION})"
+
+# Columns of request_rollups after the key, in the order ROLLUP_SELECT produces them.
+MEASURES = ("requests", "errors_provider", "errors_lectr", "errors_client", "cost_usd", "cost_sq_usd",
+            "partial_cost_requests", "unpriced_requests", "prompt_tokens", "completion_tokens", "cached_tokens",
+            "reasoning_tokens", "measured_requests", "latency_ms_sum", "latency_buckets", "ttfb_count",
+            "ttfb_ms_sum", "ttfb_buckets", "bytes_in", "bytes_out", "errors", "provider_fault_errors",
+            "connection_errors", "lectr_fault_errors", "unread_requests")
+KEY = ("org_id", "hour", "feature", "task", "provider", "model_used")
+
+
+def _counts(indexes: str) -> str:
+    """Bucket counts (an int[] of ``histogram.BUCKETS``) from an int[] of bucket indexes."""
+    return f"lectr_histogram({indexes}, {histogram.BUCKETS})"
+
+
+def rollup_select(source: str) -> str:
+    """A SELECT of request_rollups rows (KEY + MEASURES) grouped by org, UTC hour and dimensions,
+    over ``source``: what follows FROM, with ``request_logs`` aliased ``l`` (and a WHERE if any)."""
+    latency = histogram.sql_bucket_expression("latency_ms")
+    ttfb = histogram.sql_bucket_expression("ttfb_ms")
+    return f"""
+SELECT {', '.join(KEY)}, requests, errors_provider, errors_lectr, errors_client, cost_usd, cost_sq_usd,
+       partial_cost_requests, unpriced_requests, prompt_tokens, completion_tokens, cached_tokens,
+       reasoning_tokens, measured_requests, latency_ms_sum, {_counts('latency_indexes')} AS latency_buckets,
+       ttfb_count, ttfb_ms_sum, {_counts('ttfb_indexes')} AS ttfb_buckets, bytes_in, bytes_out, errors,
+       provider_fault_errors, connection_errors, lectr_fault_errors, unread_requests
+FROM (
+    SELECT l.org_id, date_trunc('hour', l.created_at, 'UTC') AS hour, feature, coalesce(task, '') AS task, provider,
+           coalesce(model_used, model, '') AS model_used,
+           count(*) AS requests,
+           count(*) FILTER (WHERE error_origin = 'provider') AS errors_provider,
+           count(*) FILTER (WHERE error_origin = 'lectr') AS errors_lectr,
+           count(*) FILTER (WHERE error_origin = 'client') AS errors_client,
+           coalesce(sum(cost_usd), 0) AS cost_usd,
+           coalesce(sum(cost_usd::float8 * cost_usd::float8), 0) AS cost_sq_usd,
+           count(*) FILTER (WHERE cost_partial) AS partial_cost_requests,
+           count(*) FILTER (WHERE {UNPRICED}) AS unpriced_requests,
+           coalesce(sum(prompt_tokens), 0) AS prompt_tokens,
+           coalesce(sum(completion_tokens), 0) AS completion_tokens,
+           coalesce(sum(cached_tokens), 0) AS cached_tokens,
+           coalesce(sum(reasoning_tokens), 0) AS reasoning_tokens,
+           count(*) FILTER (WHERE token_source = 'measured') AS measured_requests,
+           sum(latency_ms) AS latency_ms_sum,
+           array_agg({latency}) AS latency_indexes,
+           count(ttfb_ms) AS ttfb_count,
+           coalesce(sum(ttfb_ms), 0) AS ttfb_ms_sum,
+           coalesce(array_agg({ttfb}) FILTER (WHERE ttfb_ms IS NOT NULL), '{{}}') AS ttfb_indexes,
+           sum(bytes_in) AS bytes_in, sum(bytes_out) AS bytes_out,
+           count(*) FILTER (WHERE {ERROR}) AS errors,
+           count(*) FILTER (WHERE {PROVIDER_FAULT}) AS provider_fault_errors,
+           count(*) FILTER (WHERE {CONNECTION}) AS connection_errors,
+           count(*) FILTER (WHERE {LECTR_FAULT}) AS lectr_fault_errors,
+           count(*) FILTER (WHERE usage_note IS NOT NULL) AS unread_requests
+    FROM {source}
+    GROUP BY 1, 2, 3, 4, 5, 6
+) grouped"""
+
+
+# The org-hours to recompute; only orgs that exist get rollups (a deleted org's rows go with it).
+_TAKE = """
+CREATE TEMP TABLE IF NOT EXISTS rollup_todo (org_id bigint NOT NULL, hour timestamptz NOT NULL) ON COMMIT DELETE ROWS;
+TRUNCATE rollup_todo;
+WITH taken AS (DELETE FROM rollup_dirty RETURNING org_id, hour)
+INSERT INTO rollup_todo SELECT DISTINCT org_id, hour FROM taken"""
+
+_CLEAR = """
+DELETE FROM request_rollups r USING rollup_todo t WHERE r.org_id = t.org_id AND r.hour = t.hour"""
+
+_RECOMPUTE = f"""
+INSERT INTO request_rollups ({', '.join(KEY + MEASURES)})
+{rollup_select('''rollup_todo t JOIN organizations o ON o.id = t.org_id
+    JOIN request_logs l ON l.org_id = t.org_id AND l.created_at >= t.hour AND l.created_at < t.hour + interval '1 hour' ''')}"""
+
+
+def merged_histogram(column: str) -> str:
+    """The element-wise sum of an int[] histogram column over a group (a bigint[] of BUCKETS)."""
+    return "ARRAY[" + ", ".join(f"sum({column}[{i}])" for i in range(1, histogram.BUCKETS + 1)) + "]::bigint[]"
+
+
+_SUMMED = ", ".join(f"{merged_histogram(m)}::int[]" if m.endswith("_buckets") else f"sum({m})" for m in MEASURES)
+_DAYS = f"""
+CREATE TEMP TABLE IF NOT EXISTS rollup_days (org_id bigint NOT NULL, day timestamptz NOT NULL) ON COMMIT DELETE ROWS;
+TRUNCATE rollup_days;
+INSERT INTO rollup_days SELECT DISTINCT org_id, date_trunc('day', hour, 'UTC') FROM rollup_todo;
+DELETE FROM request_rollups_daily r USING rollup_days t WHERE r.org_id = t.org_id AND r.day = t.day;
+INSERT INTO request_rollups_daily (org_id, day, feature, task, provider, model_used, {', '.join(MEASURES)})
+SELECT r.org_id, t.day, feature, task, provider, model_used, {_SUMMED}
+FROM rollup_days t JOIN request_rollups r
+  ON r.org_id = t.org_id AND r.hour >= t.day AND r.hour < t.day + interval '24 hours'
+GROUP BY r.org_id, t.day, feature, task, provider, model_used;
+TRUNCATE rollup_days"""
+
+
+async def run_rollups(conn: asyncpg.Connection) -> int:
+    """Bring ``request_rollups`` up to date; returns the number of org-hours recomputed.
+
+    Runs in its own transaction (a savepoint inside the caller's), waiting for ``ROLLUPS_LOCK``
+    if another process is running it.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", ROLLUPS_LOCK)
+        await conn.execute(_TAKE)
+        hours = await conn.fetchval("SELECT count(*) FROM rollup_todo")
+        if hours:
+            await conn.execute("ANALYZE rollup_todo")
+            await conn.execute(_CLEAR)
+            await conn.execute(_RECOMPUTE)
+            await conn.execute(_DAYS)
+            await conn.execute("TRUNCATE rollup_todo")
+    log.debug("rollups recomputed %d org-hours", hours)
+    return hours

@@ -1,0 +1,155 @@
+"""Rows of ``request_rollups`` for the anomaly and recommendation tests.
+
+The table belongs to migration 006 (the rollups branch). Until that migration exists here,
+``ensure_rollups_table`` creates it from the shared contract so these tests can run; once it does,
+the migration's table is used as is. The rows are the jobs' input, written directly: a
+``tracegen`` trace (its exact per-feature histograms captured as it is generated), or hand-made
+rows for the recommendation tests.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import asyncpg
+
+from lectr import db
+from lectr.analysis import histogram as hg
+from lectr.analysis import tracegen
+
+# The contract of request_rollups (see UNDERSTAND.md), for databases without migration 006.
+ROLLUPS_DDL = """
+CREATE TABLE request_rollups (
+    org_id bigint NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+    hour timestamptz NOT NULL,
+    feature text NOT NULL,
+    task text NOT NULL DEFAULT '',
+    provider text NOT NULL,
+    model_used text NOT NULL DEFAULT '',
+    requests bigint NOT NULL,
+    errors_provider bigint NOT NULL,
+    errors_lectr bigint NOT NULL,
+    errors_client bigint NOT NULL,
+    cost_usd numeric(20,10) NOT NULL,
+    cost_sq_usd double precision NOT NULL,
+    partial_cost_requests bigint NOT NULL,
+    unpriced_requests bigint NOT NULL,
+    prompt_tokens bigint NOT NULL, completion_tokens bigint NOT NULL,
+    cached_tokens bigint NOT NULL, reasoning_tokens bigint NOT NULL,
+    measured_requests bigint NOT NULL,
+    latency_ms_sum double precision NOT NULL,
+    latency_buckets integer[] NOT NULL,
+    ttfb_count bigint NOT NULL,
+    ttfb_ms_sum double precision NOT NULL,
+    ttfb_buckets integer[] NOT NULL,
+    bytes_in bigint NOT NULL, bytes_out bigint NOT NULL,
+    PRIMARY KEY (org_id, hour, feature, task, provider, model_used)
+)"""
+COLUMNS = ("org_id", "hour", "feature", "task", "provider", "model_used", "requests", "errors_provider",
+           "errors_lectr", "errors_client", "cost_usd", "cost_sq_usd", "partial_cost_requests",
+           "unpriced_requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
+           "measured_requests", "latency_ms_sum", "latency_buckets", "ttfb_count", "ttfb_ms_sum", "ttfb_buckets",
+           "bytes_in", "bytes_out")
+
+
+def has_rollups_migration() -> bool:
+    return any(version == 6 for version, _, _ in db.migration_files())
+
+
+async def ensure_rollups_table(conn: asyncpg.Connection) -> None:
+    """Create request_rollups from the contract when no migration made it (006 not merged yet)."""
+    if not await conn.fetchval("SELECT to_regclass('request_rollups') IS NOT NULL"):
+        await conn.execute(ROLLUPS_DDL)
+
+
+def rollup_row(org_id: int, hour: datetime, feature: str, *, model: str, provider: str = "openai",
+               task: str = "", requests: int, errors: int = 0, cost_usd: float = 0.0,
+               cost_sq_usd: float | None = None, unpriced: int = 0, prompt_tokens: int = 0,
+               completion_tokens: int = 0, cached_tokens: int = 0, latency_buckets: list[int] | None = None) -> dict:
+    buckets = latency_buckets if latency_buckets is not None else hg.empty()
+    return {"org_id": org_id, "hour": hour, "feature": feature, "task": task, "provider": provider,
+            "model_used": model, "requests": requests, "errors_provider": errors, "errors_lectr": 0,
+            "errors_client": 0, "cost_usd": cost_usd,
+            "cost_sq_usd": cost_sq_usd if cost_sq_usd is not None else (cost_usd ** 2 / requests if requests else 0.0),
+            "partial_cost_requests": 0, "unpriced_requests": unpriced, "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens, "cached_tokens": cached_tokens, "reasoning_tokens": 0,
+            "measured_requests": 0, "latency_ms_sum": 0.0, "latency_buckets": buckets, "ttfb_count": 0,
+            "ttfb_ms_sum": 0.0, "ttfb_buckets": hg.empty(), "bytes_in": 0, "bytes_out": 0}
+
+
+async def insert_rollups(conn: asyncpg.Connection, rows: list[dict]) -> None:
+    from decimal import Decimal
+    records = [tuple(Decimal(repr(r[c])) if c == "cost_usd" else r[c] for c in COLUMNS) for r in rows]
+    await conn.copy_records_to_table("request_rollups", records=records, columns=COLUMNS)
+
+
+def generate_with_histograms(seed: int, **kwargs) -> tuple[tracegen.Trace, dict]:
+    """A tracegen trace and each feature-hour's latency histogram, ``{(org, feature, hour): counts}``.
+
+    The histograms are the generator's own (read off the org's running merge around each call), so
+    rollups built from them give the detector exactly the trace's series.
+    """
+    hists: dict = {}
+    original = tracegen._hour
+
+    def spy(rng, org, f, hour, inj, org_hour):
+        before = list(org_hour[3])
+        stats = original(rng, org, f, hour, inj, org_hour)
+        hists[(org.org_id, f.name, hour)] = [a - b for a, b in zip(org_hour[3], before)]
+        return stats
+
+    tracegen._hour = spy
+    try:
+        trace = tracegen.generate(seed, **kwargs)
+    finally:
+        tracegen._hour = original
+    return trace, hists
+
+
+def trace_rows(trace: tracegen.Trace, hists: dict, org_ids: dict[int, int]) -> list[dict]:
+    """Rollup rows of a trace: per feature-hour, one row per model; the hour's errors, cost and
+    histogram on its busiest model's row (the sums per feature and hour are what the detector reads)."""
+    rows = []
+    for (trace_org, feature), series in trace.series.items():
+        if feature is None:
+            continue
+        for k, stats in enumerate(series.hours):
+            if stats.requests == 0:
+                continue
+            hour = series.start_hour + k
+            at = datetime.fromtimestamp(hour * 3600, UTC)
+            models = sorted(stats.models.items(), key=lambda mc: (-mc[1], mc[0]))
+            for i, (model, count) in enumerate(models):
+                first = i == 0
+                rows.append(rollup_row(
+                    org_ids[trace_org], at, feature, model=model, requests=count,
+                    errors=stats.errors if first else 0, cost_usd=round(stats.cost_usd, 10) if first else 0.0,
+                    cost_sq_usd=stats.cost_sq_usd if first else 0.0,
+                    latency_buckets=hists[(trace_org, feature, hour)] if first else hg.empty()))
+    return rows
+
+
+def seed_understanding(database_url: str, orgs: dict[str, tuple[str, str, str]]) -> None:
+    """For each org name → (feature, provider, model): one anomaly and one open recommendation,
+    as the jobs would write them, so endpoints listing them have each org's own rows to show."""
+    import asyncio
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            for name, (feature, provider, model) in orgs.items():
+                org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
+                await conn.execute("""
+                    INSERT INTO anomalies (org_id, feature, metric, direction, window_start, window_end,
+                                           current_value, baseline_mean, baseline_std, deviation_sigma, detail)
+                    VALUES ($1, $2, 'requests', 'up', date_trunc('hour', now()) - interval '2 hours',
+                            date_trunc('hour', now()), 400, 100, 10, 30, '{"window_hours": 2}')""", org_id, feature)
+                await conn.execute("""
+                    INSERT INTO recommendations (org_id, feature, provider, current_model, suggested_model,
+                                                 aggressiveness, confidence, reason, signals, monthly_saving_usd)
+                    VALUES ($1, $2, $3, $4, $4 || '-smaller', 'moderate', 'high', 'declared task classification',
+                            '{"requests": 600}', 1.5)""", org_id, feature, provider, model)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())

@@ -1,0 +1,101 @@
+"""The anomalies and recommendations tables of migration 007, from the contract in UNDERSTAND.md.
+
+Migration 007 belongs to another branch (the anomaly detector). Until it is merged, the alert
+and page tests create the tables from the contract's DDL, only where they are absent, and insert
+their rows directly as input; once 007 is in, ``ensure_contract_tables`` finds them and does
+nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import asyncpg
+import orjson
+
+CONTRACT_DDL = """
+CREATE TABLE anomalies (
+    id bigserial PRIMARY KEY,
+    org_id bigint NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+    feature text,
+    metric text NOT NULL CHECK (metric IN ('cost','requests','error_rate','p95_latency','model_drift',
+                                           'latency_threshold')),
+    direction text NOT NULL CHECK (direction IN ('up','down')),
+    window_start timestamptz NOT NULL,
+    window_end timestamptz NOT NULL,
+    current_value double precision NOT NULL,
+    baseline_mean double precision,
+    baseline_std double precision,
+    deviation_sigma double precision,
+    detail jsonb NOT NULL DEFAULT '{}',
+    opened_at timestamptz NOT NULL DEFAULT now(),
+    resolved_at timestamptz,
+    acknowledged_at timestamptz
+);
+CREATE UNIQUE INDEX anomalies_once ON anomalies (org_id, metric, coalesce(feature, ''), window_start);
+CREATE TABLE recommendations (
+    id bigserial PRIMARY KEY,
+    org_id bigint NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+    feature text NOT NULL, provider text NOT NULL, current_model text NOT NULL,
+    suggested_model text NOT NULL,
+    aggressiveness text NOT NULL, confidence text NOT NULL CHECK (confidence IN ('high','medium')),
+    reason text NOT NULL, signals jsonb NOT NULL,
+    monthly_saving_usd numeric(20,6),
+    state text NOT NULL DEFAULT 'open' CHECK (state IN ('open','dismissed','applied')),
+    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (org_id, feature, current_model)
+);
+"""
+
+
+async def ensure_contract_tables(conn: asyncpg.Connection) -> bool:
+    """Create ``anomalies`` and ``recommendations`` unless they exist; True when created here."""
+    if await conn.fetchval("SELECT to_regclass('anomalies') IS NOT NULL"):
+        return False
+    await conn.execute(CONTRACT_DDL)
+    return True
+
+
+async def insert_anomaly(conn: asyncpg.Connection, org_id: int, *, metric: str = "cost", feature: str | None = None,
+                         direction: str = "up", hours_ago: int = 1, length: int = 1, current: float = 12.5,
+                         mean: float | None = 3.2, std: float | None = 0.9, sigma: float | None = 10.3,
+                         detail: dict | None = None, resolved: bool = False) -> int:
+    end = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours_ago - 1)
+    return await conn.fetchval("""
+        INSERT INTO anomalies (org_id, feature, metric, direction, window_start, window_end, current_value,
+                               baseline_mean, baseline_std, deviation_sigma, detail, resolved_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, CASE WHEN $12 THEN now() END)
+        RETURNING id""", org_id, feature, metric, direction, end - timedelta(hours=length), end, current, mean, std,
+        sigma, orjson.dumps(detail or {}).decode(), resolved)
+
+
+async def insert_recommendation(conn: asyncpg.Connection, org_id: int, *, feature: str = "classify",
+                                current: str = "gpt-4o", suggested: str = "gpt-4o-mini",
+                                saving: float | None = 412.5) -> int:
+    signals = {"requests": 18_402, "avg_prompt_tokens": 412.0, "avg_completion_tokens": 6.2,
+               "error_rate": 0.004, "p95_latency_ms": 812.0, "task": "classification"}
+    return await conn.fetchval("""
+        INSERT INTO recommendations (org_id, feature, provider, current_model, suggested_model, aggressiveness,
+                                     confidence, reason, signals, monthly_saving_usd)
+        VALUES ($1, $2, 'openai', $3, $4, 'aggressive', 'high',
+                'Declared task classification: short answers that a smaller model handles as well.', $5::jsonb, $6)
+        RETURNING id""", org_id, feature, current, suggested, orjson.dumps(signals).decode(), saving)
+
+
+def seed_orgs(database_url: str, features: dict[str, str]) -> None:
+    """For each org name, an open anomaly and a recommendation on ``features[name]`` (for tests that
+    check every page and endpoint shows an org its own rows and no other's)."""
+    import asyncio
+
+    async def run() -> None:
+        conn = await asyncpg.connect(database_url)
+        try:
+            await ensure_contract_tables(conn)
+            for name, feature in features.items():
+                org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
+                await insert_anomaly(conn, org_id, feature=feature)
+                await insert_recommendation(conn, org_id, feature=feature)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
