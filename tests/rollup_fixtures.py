@@ -77,10 +77,26 @@ def rollup_row(org_id: int, hour: datetime, feature: str, *, model: str, provide
             "ttfb_ms_sum": 0.0, "ttfb_buckets": hg.empty(), "bytes_in": 0, "bytes_out": 0}
 
 
+# Columns migration 006 keeps beside the contract's, for the dashboard's figures: derived here
+# from the contract's own so a row stays consistent with itself.
+_DERIVED = {
+    "errors": lambda r: r["errors_provider"] + r["errors_lectr"] + r["errors_client"],
+    "provider_fault_errors": lambda r: r["errors_provider"],
+    "connection_errors": lambda r: 0,
+    "lectr_fault_errors": lambda r: r["errors_lectr"],
+    "unread_requests": lambda r: 0,
+}
+
+
 async def insert_rollups(conn: asyncpg.Connection, rows: list[dict]) -> None:
     from decimal import Decimal
-    records = [tuple(Decimal(repr(r[c])) if c == "cost_usd" else r[c] for c in COLUMNS) for r in rows]
-    await conn.copy_records_to_table("request_rollups", records=records, columns=COLUMNS)
+    present = {r["column_name"] for r in await conn.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'request_rollups'")}
+    derived = [c for c in _DERIVED if c in present]
+    columns = list(COLUMNS) + derived
+    records = [tuple(Decimal(repr(r[c])) if c == "cost_usd" else r[c] for c in COLUMNS)
+               + tuple(_DERIVED[c](r) for c in derived) for r in rows]
+    await conn.copy_records_to_table("request_rollups", records=records, columns=columns)
 
 
 def generate_with_histograms(seed: int, **kwargs) -> tuple[tracegen.Trace, dict]:
