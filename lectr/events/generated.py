@@ -1,7 +1,7 @@
 """What a model generated, as it streams: the text a stream without usage is counted from.
 
 Cold path only. Every provider shape Lectr relays: OpenAI-style chunks (every choice's content,
-reasoning, refusal, tool calls and the legacy function_call), the Responses API's ``*.delta``
+reasoning, refusal, tool calls and the legacy function_call; a legacy completion's text), the Responses API's ``*.delta``
 events and Anthropic's native content blocks.
 """
 
@@ -21,9 +21,13 @@ def collect_generated(doc: dict, texts: list[str]) -> None:
     choices = doc.get("choices")
     if isinstance(choices, list):
         for choice in choices:
-            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
             if isinstance(delta, dict):
                 _delta_texts(delta, texts)
+            elif isinstance(text := choice.get("text"), str) and text:  # legacy /v1/completions
+                texts.append(text)
         return
     kind = doc.get("type")
     if not isinstance(kind, str):

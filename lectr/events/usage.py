@@ -50,6 +50,11 @@ _MODEL_SEARCH_BYTES = 64 * 1024
 # About a millisecond of parsing between two yields of response_steps.
 _EVENTS_PER_STEP = 200
 _USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
+# How an SSE body's first line starts: a field (data, event, id, retry) or a comment.
+_SSE_STARTS = (b"d", b"e", b"i", b"r", b":")
+_BOM = b"\xef\xbb\xbf"
+# How much of a truncated body's head is read with its tail (an object cut at the capture's end).
+_JOIN_BYTES = 64 * 1024
 # Content type -> True (SSE), False (JSON) or None (neither); providers send a handful of them.
 _MIME_KINDS: dict[str | None, bool | None] = {}
 _MIME_KINDS_MAX = 256
@@ -104,11 +109,16 @@ def response_values(provider: str, model: str | None, stream: bool, status_code:
         kind = _MIME_KINDS.get(content_type, _UNKNOWN)  # is_event_stream, inline: this runs for every event
         if kind is _UNKNOWN:
             kind = _remember_mime_kind(content_type)
+        if kind is not True and body[:1] != b"{" and body[:64].lstrip()[:1] in _SSE_STARTS:
+            # SSE sent with no content type, a generic one, or mislabelled as JSON (self-hosted servers)
+            kind = True
         if stream if kind is None else kind:
             return _finish(_event_stream_steps(body, tail_body if truncated else None, provider, model, counter))
         if truncated:
-            # The body's end holds its usage (OpenAI, Anthropic and the Responses API put it last).
-            found = last_usage_object(tail_body)
+            # The body's end holds its usage (OpenAI, Anthropic and the Responses API put it last);
+            # a server that writes it before the content has it in the kept head.
+            # The usage object may straddle the head's end and the tail's start: read them joined.
+            found = last_usage_object(body[-_JOIN_BYTES:] + tail_body) or first_usage_object(body)
             values = _counts(found, provider)
             match = _MODEL_FIELD.search(body, 0, _MODEL_SEARCH_BYTES)
             served = match.group(1).decode("utf-8", "replace") if match else None
@@ -153,9 +163,12 @@ def response_steps(provider: str, model: str | None, stream: bool, status_code: 
 def _readable(chunks: list[bytes], tail: list[bytes] | None, content_encoding: str | None) -> tuple[bytes, bytes]:
     """The captured body decoded, and its kept tail (b"" when none, or when it cannot be decoded)."""
     body = b"".join(chunks)
+    if content_encoding:
+        body = decode_body(body, content_encoding)
+    if body[:3] == _BOM:  # a byte-order mark some servers put before their JSON or SSE
+        body = body[3:]
     if not content_encoding:
         return body, b"".join(tail) if tail is not None else b""
-    body = decode_body(body, content_encoding)
     # The tail of a compressed body cannot be decoded without what came before it.
     return body, b"".join(tail) if tail is not None and content_encoding.strip().lower() == "identity" else b""
 
@@ -206,6 +219,11 @@ def _event_stream_steps(body: bytes, tail: bytes | None, provider: str, model: s
     served: str | None = None
     written: int | None = None
     texts: list[str] = []
+    if tail:
+        # An event cut where the capture ended goes on in the tail (when nothing was dropped
+        # between them): read the head's unfinished last event joined to the tail.
+        end = max(body.rfind(b"\n\n"), body.rfind(b"\n\r\n") + 1, body.rfind(b"\r\r"))
+        body, tail = body[:end + 2], body[end + 2:] + tail
     for part in (body, tail):
         if not part:
             continue
@@ -271,6 +289,19 @@ def last_usage_object(body: bytes) -> dict | None:
         if type(doc) is dict:
             return doc
     return None
+
+
+def first_usage_object(body: bytes) -> dict | None:
+    """The first complete ``"usage": {...}`` object in the first ``_MODEL_SEARCH_BYTES`` of ``body``."""
+    match = _USAGE_KEY.search(body, 0, _MODEL_SEARCH_BYTES)
+    end = _object_end(body, match.end() - 1) if match else None
+    if end is None:
+        return None
+    try:
+        doc = orjson.loads(body[match.end() - 1:end])
+    except orjson.JSONDecodeError:
+        return None
+    return doc if type(doc) is dict else None
 
 
 def _object_end(body: bytes, start: int) -> int | None:
@@ -365,6 +396,10 @@ def _counts(usage: object, provider: str) -> tuple[int | None, int | None, int |
     billed = _BILLED_COMPLETION.get(provider)
     if billed is not None:
         completion = billed(prompt, completion, _count(usage, "total_tokens"))
+    elif provider == "anthropic" and cached and prompt is not None and type(get("prompt_tokens")) is int:
+        # Anthropic's OpenAI-compatible endpoint counts cache reads inside prompt_tokens, as OpenAI
+        # does; its rows keep Anthropic's native terms (input after the cache), as compute_cost reads them.
+        prompt = max(prompt - cached, 0)
     if cached is None:
         # Anthropic's cache reads, reported beside its input_tokens (which leave them out, as
         # compute_cost knows): kept in the provider's own terms, like every count here.

@@ -193,7 +193,7 @@ def parse_response_head(head: bytes) -> ResponseHead:
     chunked = b"\r\ntransfer-encoding:" in low and \
         b",".join(_TRANSFER_CODINGS.findall(low)).rsplit(b",", 1)[-1].strip() == b"chunked"
     content_type = _field(head, low, b"\r\ncontent-type:")
-    content_encoding = _field(head, low, b"\r\ncontent-encoding:")
+    content_encoding = _list_field(head, low, b"\r\ncontent-encoding:")
     hop = _HOP_LINE.search(low)
     if hop is not None:
         head = _without_hop_fields(head, low, hop)
@@ -211,6 +211,20 @@ def _field(head: bytes, low: bytes, marker: bytes) -> bytes | None:
         return None
     start = at + len(marker)
     return head[start:head.index(b"\r\n", start)].strip(b" \t")
+
+
+def _list_field(head: bytes, low: bytes, marker: bytes) -> bytes | None:
+    """``_field`` for a list-valued field: several lines of it are one list, in order (RFC 9110
+    §5.3), as ``Content-Encoding: gzip`` then ``Content-Encoding: br`` is ``gzip, br``."""
+    at = low.find(marker)
+    if at < 0 or at == low.rfind(marker):
+        return None if at < 0 else _field(head, low, marker)
+    values = []
+    while at >= 0:
+        start = at + len(marker)
+        values.append(head[start:head.index(b"\r\n", start)].strip(b" \t"))
+        at = low.find(marker, start)
+    return b", ".join(values)
 
 
 def _without_hop_fields(head: bytes, low: bytes, hop: re.Match) -> bytes:
