@@ -12,6 +12,7 @@ from aiohttp import web
 
 from lectr.alerts import settings as alert_settings
 from lectr.alerts.message import format_sigma, format_spread, format_value, format_window, what, where
+from lectr.analysis.summary import DEFAULT_PERIOD
 from lectr.api import understand_queries as q
 from lectr.api.anomaly_chart import anomaly_chart_svg
 from lectr.api.auth import Caller
@@ -34,7 +35,7 @@ def _render(template: str, ctx: dict) -> str:
 async def _context(request: web.Request, caller: Caller, active: str) -> dict:
     async with request.app[STATE].pool.acquire() as conn:
         count = await q.open_anomaly_count(conn, caller.org_id)
-    return {"org_name": caller.org_name, "active": active, "period": "last_24h",
+    return {"org_name": caller.org_name, "active": active, "period": DEFAULT_PERIOD.name,
             "csrf_token": request["session"].csrf_token, "refresh_seconds": request.app[STATE].refresh_seconds,
             "open_anomalies": count}
 
