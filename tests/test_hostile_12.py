@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import socket
+import struct
 import time
 
 import orjson
@@ -26,7 +27,14 @@ def behave(request):
         return CHUNKED_REPLY
     if scripted == b"reset":
         return RESET
+    if scripted == b"partial-head-reset":
+        return partial_head_then_reset
     return json_reply()
+
+
+def partial_head_then_reset(sock):
+    sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: appl")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +263,238 @@ def test_an_http10_client_gets_no_transfer_encoding_and_a_close_delimited_body(s
     assert b"transfer-encoding" not in head.lower()
     assert head.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-After: 1")
     assert body == b'{"a":1}'
+
+
+# -- no double send (12.2) -----------------------------------------------------------------------
+
+def on_a_reused_connection(served, upstream, raw: bytes, method: str):
+    """Send a plain request first (so Lectr has a kept-alive upstream connection), then ``raw``."""
+    [ok] = send(served, raw_post(served.extra["key"], "/v1/chat/completions"))
+    assert ok.status == 200
+    before = len(upstream.requests)
+    replies = send(served, raw, [method])
+    return replies, forwarded_since(upstream, before)
+
+
+@pytest.mark.parametrize("method", ["POST", "PATCH"])
+@pytest.mark.parametrize("script", ["reset", "partial-head-reset"])
+def test_a_non_idempotent_request_the_provider_read_is_sent_once(served, upstream, method, script):
+    raw = raw_post(served.extra["key"], "/v1/chat/completions", method=method, extra=f"x-test: {script}\r\n")
+    replies, seen = on_a_reused_connection(served, upstream, raw, method)
+    assert len(seen) == 1, [r.connection for r in seen]
+    assert replies[0].status == 502
+
+
+@pytest.mark.parametrize("script", ["reset", "partial-head-reset"])
+def test_a_get_is_retried_at_most_once(served, upstream, script):
+    raw = (f"GET /v1/models HTTP/1.1\r\nHost: lectr\r\nX-Lectr-Key: {served.extra['key']}\r\n"
+           f"x-test: {script}\r\n\r\n").encode()
+    replies, seen = on_a_reused_connection(served, upstream, raw, "GET")
+    assert replies[0].status == 502
+    # After part of a response head the exchange has begun: no second try.
+    assert len(seen) == (2 if script == "reset" else 1)
+
+
+def test_expect_100_continue_post_reset_is_sent_once(served, upstream):
+    key = served.extra["key"]
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": []})
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nX-Lectr-Key: {key}\r\nx-test: reset\r\n"
+            f"Expect: 100-continue\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    [ok] = send(served, raw_post(key, "/v1/chat/completions"))
+    before = len(upstream.requests)
+    with connect(served.port) as sock:
+        sock.sendall(head)
+        sock.settimeout(5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100")
+        sock.sendall(body)
+        [reply] = read_replies(sock, ["POST"])
+    assert reply.status == 502
+    assert len(forwarded_since(upstream, before)) == 1
+
+
+# -- chunk sizes (12.6) ---------------------------------------------------------------------------
+
+def chunked_head(key: str) -> bytes:
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nX-Lectr-Key: {key}\r\n"
+            f"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n").encode()
+
+
+def answer_to(served, raw: bytes, timeout: float = 5) -> bytes:
+    """The first bytes Lectr answers ``raw`` with (b"" if it closes without a word)."""
+    with connect(served.port) as sock:
+        sock.sendall(raw)
+        sock.settimeout(timeout)
+        try:
+            return sock.recv(65536)
+        except ConnectionResetError:
+            return b""
+
+
+@pytest.mark.parametrize("size_line,status", [
+    (b"0x10", b"400"), (b"-1", b"400"), (b"+10", b"400"), (b" 10", b"400"), (b"\t10", b"400"),
+    (b"10 ;ext=1", b"400"), (b"1;" + b"e" * 20000, b"4"), (b"fffffffffffffffff", b"4"),
+    (b"00000000000000000000000000000186a1", b"413"), (b"186A1", b"413"),
+])
+def test_odd_chunk_size_lines_get_an_answer_at_once(served, upstream, size_line, status):
+    before = len(upstream.requests)
+    got = answer_to(served, chunked_head(served.extra["key"]) + size_line + b"\r\n")
+    assert got.startswith(b"HTTP/1.1 " + status), got[:80]
+    assert not forwarded_since(upstream, before)
+
+
+def test_a_trailer_section_larger_than_the_header_limit_is_refused(served, upstream):
+    before = len(upstream.requests)
+    raw = chunked_head(served.extra["key"]) + b"2\r\n{}\r\n0\r\n" + b"".join(
+        b"X-T%d: %s\r\n" % (i, b"v" * 1000) for i in range(100))
+    got = answer_to(served, raw)
+    assert got.startswith(b"HTTP/1.1 431") or got.startswith(b"HTTP/1.1 400"), got[:80]
+    assert not forwarded_since(upstream, before)
+
+
+def test_many_tiny_chunks_past_the_body_limit_are_413(served, upstream):
+    before = len(upstream.requests)
+    raw = chunked_head(served.extra["key"]) + b"1\r\nx\r\n" * 100_001
+    with connect(served.port) as sock:
+        try:
+            sock.sendall(raw)
+        except OSError:
+            pass
+        sock.settimeout(10)
+        got = sock.recv(65536)
+    assert got.startswith(b"HTTP/1.1 413"), got[:80]
+    assert not forwarded_since(upstream, before)
+
+
+# -- deadlines (12.1), with an idle timeout shorter than the header timeout ------------------------
+
+SHORT_IDLE, LONG_HEADER = 1.0, 3.0
+
+
+@pytest.fixture(scope="module")
+def short_idle(database_url, mock, tmp_path_factory, upstream):
+    tmp = tmp_path_factory.mktemp("short-idle")
+    env = lectr_env(database_url, mock, tmp, LECTR_HEADER_TIMEOUT=str(LONG_HEADER),
+                    LECTR_IDLE_TIMEOUT=str(SHORT_IDLE),
+                    **{f"LECTR_UPSTREAM_{p.upper()}": upstream.url(prefix) for p, prefix in PROVIDER_PREFIXES.items()})
+    key = create_org(env, "short-idle")
+    server = start_lectr(env, tmp / "serve.log")
+    server.extra["key"] = key
+    yield server
+    stop_lectr(server)
+
+
+def trickle_until_answered(sock, data: bytes, every: float = 0.4) -> tuple[float, bytes]:
+    """Send ``data`` a byte every ``every`` s until Lectr answers or closes; (seconds, answer)."""
+    started = time.monotonic()
+    for byte in data:
+        try:
+            sock.sendall(bytes([byte]))
+        except OSError:
+            break
+        sock.settimeout(every)
+        try:
+            got = sock.recv(65536)
+            return time.monotonic() - started, got
+        except socket.timeout:
+            continue
+        except ConnectionResetError:
+            return time.monotonic() - started, b""
+    sock.settimeout(LONG_HEADER * 2)
+    try:
+        return time.monotonic() - started, sock.recv(65536)
+    except (ConnectionResetError, socket.timeout):
+        return time.monotonic() - started, b""
+
+
+SLOW = b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nX-Lectr-Feature: " + b"a" * 60
+
+
+def test_a_third_keep_alive_request_sent_slowly_gets_408_at_the_header_timeout(short_idle):
+    key = short_idle.extra["key"]
+    with connect(short_idle.port) as sock:
+        for _ in range(2):
+            sock.sendall(raw_post(key, "/v1/chat/completions"))
+            assert read_replies(sock, ["POST"])[0].status == 200
+        elapsed, got = trickle_until_answered(sock, SLOW)
+    assert got.startswith(b"HTTP/1.1 408"), (elapsed, got[:60])
+    assert elapsed >= LONG_HEADER - 0.5
+
+
+def test_pipelined_requests_then_a_slow_one_get_answers_then_408(short_idle):
+    key = short_idle.extra["key"]
+    with connect(short_idle.port) as sock:
+        sock.sendall(raw_post(key, "/v1/chat/completions") * 2)
+        assert [r.status for r in read_replies(sock, ["POST", "POST"])] == [200, 200]
+        elapsed, got = trickle_until_answered(sock, SLOW)
+    assert got.startswith(b"HTTP/1.1 408"), (elapsed, got[:60])
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_head_then_nothing_gets_408_at_the_header_timeout_not_a_silent_close(short_idle, framing):
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\n" + (
+        b"Content-Length: 100\r\n\r\n" if framing == "content-length" else b"Transfer-Encoding: chunked\r\n\r\n")
+    with connect(short_idle.port) as sock:
+        started = time.monotonic()
+        sock.sendall(head)
+        sock.settimeout(LONG_HEADER * 3)
+        got = sock.recv(65536)
+    assert got.startswith(b"HTTP/1.1 408"), got[:60]
+    assert time.monotonic() - started >= LONG_HEADER - 0.5
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_slow_body_gets_408_at_the_header_timeout(short_idle, framing):
+    if framing == "content-length":
+        head, body = b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nContent-Length: 100\r\n\r\n", b"x" * 100
+    else:
+        head, body = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: lectr\r\nTransfer-Encoding: chunked\r\n\r\n",
+                      b"1\r\nx\r\n" * 50)
+    with connect(short_idle.port) as sock:
+        sock.sendall(head)
+        elapsed, got = trickle_until_answered(sock, body)
+    assert got.startswith(b"HTTP/1.1 408"), (elapsed, got[:60])
+
+
+def test_an_idle_keep_alive_connection_closes_at_the_short_idle_timeout(short_idle):
+    with connect(short_idle.port) as sock:
+        sock.sendall(raw_post(short_idle.extra["key"], "/v1/chat/completions"))
+        read_replies(sock, ["POST"])
+        assert is_closed(sock, timeout=LONG_HEADER)
+
+
+# -- the admin port's log (12.7) --------------------------------------------------------------------
+
+SECRET = "sk-SECRETVALUE0123456789"
+ADMIN_ATTACKS = {
+    "long-name": f"GET /healthz HTTP/1.1\r\nHost: a\r\nX-{'n' * 9000}{SECRET}: 1\r\n\r\n",
+    "long-value": f"GET /healthz HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}{'v' * 9000}\r\n\r\n",
+    "secret-first-long": f"GET /healthz HTTP/1.1\r\nHost: a\r\nX-Lectr-Key: {SECRET}{'k' * 9000}\r\n\r\n",
+    "many-headers": "GET /healthz HTTP/1.1\r\nHost: a\r\n" + "".join(f"X-{i}: {SECRET}\r\n" for i in range(300)) + "\r\n",
+    "bad-request-line": f"GET /healthz?k={SECRET} HTTP/1.1 extra\r\nHost: a\r\n\r\n",
+    "bad-method": f"G{SECRET}(T /healthz HTTP/1.1\r\nHost: a\r\n\r\n",
+    "long-target": f"GET /{SECRET}{'t' * 9000} HTTP/1.1\r\nHost: a\r\n\r\n",
+    "no-colon": f"GET /healthz HTTP/1.1\r\nHost: a\r\nAuthorization Bearer {SECRET}\r\n\r\n",
+    "bad-length": f"POST /api/v1/orgs HTTP/1.1\r\nHost: a\r\nContent-Length: {SECRET}\r\n\r\n",
+    "bad-chunk": f"POST /api/v1/orgs HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n{SECRET}\r\n",
+    "nul-in-value": f"GET /healthz HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}\x00x\r\n\r\n",
+    "cr-in-value": f"GET /healthz HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {SECRET}\rx\r\n\r\n",
+    "bad-version": f"GET /healthz HTTP/{SECRET}\r\nHost: a\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("attack", ADMIN_ATTACKS)
+def test_the_admin_port_never_logs_a_refused_requests_bytes(served, attack):
+    port = int(served.env["LECTR_ADMIN_PORT"])
+    with connect(port) as sock:
+        try:
+            sock.sendall(ADMIN_ATTACKS[attack].encode("latin-1"))
+            sock.settimeout(5)
+            sock.recv(65536)
+        except OSError:
+            pass
+    with connect(port) as sock:  # the listener still serves (and the log has been written)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert read_replies(sock, ["GET"])[0].status == 200
+    log = served.log_text()
+    assert SECRET not in log and SECRET[:12] not in log
+    assert "Traceback" not in log
