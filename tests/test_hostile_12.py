@@ -498,3 +498,94 @@ def test_the_admin_port_never_logs_a_refused_requests_bytes(served, attack):
     log = served.log_text()
     assert SECRET not in log and SECRET[:12] not in log
     assert "Traceback" not in log
+
+
+# -- operator API input (should fix) ------------------------------------------------------------------
+
+ADMIN_SECRET = "op-secret-hostile"
+
+
+@pytest.fixture(scope="module")
+def operator(database_url, mock, tmp_path_factory, upstream):
+    tmp = tmp_path_factory.mktemp("operator")
+    env = lectr_env(database_url, mock, tmp, LECTR_ADMIN_SECRET=ADMIN_SECRET)
+    key = create_org(env, "operator-co")
+    server = start_lectr(env, tmp / "serve.log")
+    server.extra["key"] = key
+    yield server
+    stop_lectr(server)
+
+
+def admin_call(server, method: str, target: str, body: bytes = b"", auth: bytes | None = None,
+               extra: bytes = b"") -> tuple[int, bytes]:
+    port = int(server.env["LECTR_ADMIN_PORT"])
+    auth = b"Bearer " + ADMIN_SECRET.encode() if auth is None else auth
+    raw = (b"%s %s HTTP/1.1\r\nHost: a\r\nAuthorization: %s\r\nContent-Type: application/json\r\n%s"
+           b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (method.encode(), target.encode("latin-1"), auth,
+                                                                 extra, len(body), body))
+    with connect(port) as sock:
+        sock.sendall(raw)
+        data = read_until_closed_or(sock, b"\x00never")
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), rest
+
+
+@pytest.mark.parametrize("org_id", ["-1", "1.0", "1e3", "99999999999999999999", "\u0661".encode().decode("latin-1"),
+                                    "%D9%A1", "0x1", "+1", "%201", "1%00", "0"])
+def test_odd_operator_ids_are_400_or_404(operator, org_id):
+    status, body = admin_call(operator, "PATCH", f"/api/v1/orgs/{org_id}", b'{"name": "x"}')
+    assert status in (400, 404), (status, body)
+
+
+@pytest.mark.parametrize("name", ['"a\\u0000b"', '"a\\u0001b"', '"a\\u007fb"', '"\\ud800"', '"a\\u2028b"',
+                                  '"\\udfff\\ud800"'])
+def test_odd_characters_in_an_org_name_are_400(operator, name):
+    status, body = admin_call(operator, "POST", "/api/v1/orgs", b'{"name": %s}' % name.encode())
+    assert status in (400, 201), (status, body)
+    assert status == 400 or "\\u2028" in name
+
+
+@pytest.mark.parametrize("field,value", [("endpoint", '"http://a\\u0000b"'), ("api_version", '"2024\\u0000"'),
+                                         ("endpoint", '"\\ud800"'), ("api_version", '"\\ud800"')])
+def test_odd_characters_in_azure_settings_are_400(operator, field, value):
+    doc = {"endpoint": '"https://x.openai.azure.com"', "api_version": '"2024-10-21"', field: value}
+    body = b"{" + b",".join(b'"%s": %s' % (k.encode(), v.encode()) for k, v in doc.items()) + b"}"
+    status, reply = admin_call(operator, "PUT", "/api/v1/orgs/1/azure", body)
+    assert status == 400, (status, reply)
+
+
+@pytest.mark.parametrize("auth", [b"bearer " + ADMIN_SECRET.encode(), b"BEARER  " + ADMIN_SECRET.encode(),
+                                  b"Bearer " + ADMIN_SECRET.encode() + b" "])
+def test_bearer_in_any_case(operator, auth):
+    status, _ = admin_call(operator, "GET", "/api/v1/orgs", auth=auth)
+    assert status == 200
+
+
+@pytest.mark.parametrize("auth", [b"Bearer \xff\xfe", b"Bearer caf\xc3\xa9", b"Basic \xff", b"\xff"])
+def test_a_non_ascii_authorization_is_401_not_500(operator, auth):
+    status, body = admin_call(operator, "GET", "/api/v1/orgs", auth=auth)
+    assert status == 401, (status, body)
+
+
+@pytest.mark.parametrize("target", ["/api/v1/requests?feature=%ff", "/api/v1/requests?feature=%00",
+                                    "/api/v1/requests?model=%ed%a0%80", "/api/v1/requests?limit=%d9%a1",
+                                    "/api/v1/requests?cursor=%00", "/api/v1/summary?period=%00"])
+def test_odd_org_api_queries_are_400(operator, target):
+    port = int(operator.env["LECTR_ADMIN_PORT"])
+    raw = (f"GET {target} HTTP/1.1\r\nHost: a\r\nX-Lectr-Key: {operator.extra['key']}\r\n"
+           f"Connection: close\r\n\r\n").encode()
+    with connect(port) as sock:
+        sock.sendall(raw)
+        data = read_until_closed_or(sock, b"\x00never")
+    status = int(data.split(b" ", 2)[1])
+    assert status in (200, 400), data[:300]
+
+
+@pytest.mark.parametrize("header", [b"X-Lectr-Key: \xff\xfe", b"Cookie: lectr_session=\xff\xfe"])
+def test_a_non_utf8_org_credential_is_401_not_500(operator, header):
+    port = int(operator.env["LECTR_ADMIN_PORT"])
+    with connect(port) as sock:
+        sock.sendall(b"GET /api/v1/summary HTTP/1.1\r\nHost: a\r\n%s\r\nConnection: close\r\n\r\n" % header)
+        data = read_until_closed_or(sock, b"\x00never")
+    assert data.startswith(b"HTTP/1.1 401"), data[:300]
+    assert b"Traceback" not in operator.log_path.read_bytes()
