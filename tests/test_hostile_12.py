@@ -10,6 +10,7 @@ import time
 import orjson
 import pytest
 
+from lectr.proxy.framing import later_minor_as_http11
 from tests.conftest import PROVIDER_PREFIXES, create_org, lectr_env, start_lectr, stop_lectr, wait_for
 from tests.httpcheck import connect, exchange, is_closed, read_replies
 from tests.rawupstream import RESET, RawUpstream, json_reply
@@ -21,12 +22,18 @@ CHUNKED_REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTRANSFER
                  b"X-After: 1\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n")
 
 
+BIG_BODY = b'{"choices":[{"message":{"content":"' + b"x" * 8_000_000 + b'"}}]}'
+BIG_REPLY = json_reply(BIG_BODY)
+
+
 def behave(request):
     scripted = request.header(b"x-test")
     if scripted == b"chunked":
         return CHUNKED_REPLY
     if scripted == b"reset":
         return RESET
+    if scripted == b"big":
+        return BIG_REPLY
     if scripted == b"partial-head-reset":
         return partial_head_then_reset
     return json_reply()
@@ -165,8 +172,9 @@ def test_a_comma_joined_key_is_not_a_key(served, upstream):
 
 @pytest.mark.parametrize("version,host_lines,status", [
     ("1.1", "", 400), ("1.1", "Host: a\r\nhost: a\r\n", 400), ("1.1", "Host: a\r\nHOST: b\r\n", 400),
-    ("1.0", "Host: a\r\nHost: a\r\n", 400), ("2.0", "Host: a\r\n", 505), ("1.2", "Host: a\r\n", None),
-    ("3.0", "Host: a\r\n", 505),
+    ("1.0", "Host: a\r\nHost: a\r\n", 400), ("2.0", "Host: a\r\n", 505), ("3.0", "Host: a\r\n", 505),
+    ("0.9", "Host: a\r\n", 505), ("1.2", "Host: a\r\n", 200), ("1.9", "Host: a\r\n", 200),
+    ("1.2", "", 400), ("1.2", "Host: a\r\nHost: b\r\n", 400),
 ])
 def test_host_and_version(served, upstream, version, host_lines, status):
     key = served.extra["key"]
@@ -184,11 +192,30 @@ def test_host_and_version(served, upstream, version, host_lines, status):
                 break
             data += more
     got = int(data.split(b" ", 2)[1])
-    if status is None:  # HTTP/1.2: a 1.x minor this server does not know is served as 1.1 (RFC 9110 §2.5)
-        assert got in (200, 505), data
+    assert got == status, data
+    if status == 200:  # a later 1.x minor is served as HTTP/1.1 (RFC 9110 §2.5), and forwarded so
+        [seen] = forwarded_since(upstream, before)
+        assert seen.raw.startswith(b"POST /openai/v1/chat/completions HTTP/1.1\r\n")
     else:
-        assert got == status, data
         assert not forwarded_since(upstream, before)
+
+
+def test_a_later_minor_version_after_a_pipelined_request_is_served_as_11(served, upstream):
+    key = served.extra["key"]
+    raw = raw_post(key, "/v1/chat/completions") + raw_post(key, "/v1/chat/completions", version="1.2")
+    replies = send(served, raw, ["POST", "POST"])
+    assert [r.status for r in replies] == [200, 200], replies[-1].body
+
+
+@pytest.mark.parametrize("data,url,expected", [
+    (b"GET /a HTTP/1.2\r\nHost: x\r\n\r\n", b"/a", b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"),
+    (b"x\r\n\r\n{}GET /b?c HTTP/1.9\r\n", b"/b?c", b"GET /b?c HTTP/1.1\r\n"),  # after a pipelined body
+    (b"/a HTTP/1.2\r\n", b"/a", None),  # the line began in an earlier read
+    (b"GET /abc HTTP/1.2\r\n", b"/a", None), (b"PUT /a HTTP/1.2\r\n", b"/a", None),
+    (b"GET /a HTTP/2.2\r\n", b"/a", None), (b"GET /a HTTP/1.2", b"/a", None),
+])
+def test_later_minor_as_http11(data, url, expected):
+    assert later_minor_as_http11(data, b"GET", url) == expected
 
 
 def test_http_09_is_refused(served, upstream):
@@ -589,3 +616,25 @@ def test_a_non_utf8_org_credential_is_401_not_500(operator, header):
         data = read_until_closed_or(sock, b"\x00never")
     assert data.startswith(b"HTTP/1.1 401"), data[:300]
     assert b"Traceback" not in operator.log_path.read_bytes()
+
+
+
+# -- back-pressure (12.4): a large non-streamed body, a client paused past the read timeout --------
+
+def test_a_client_paused_past_the_upstream_read_timeout_still_gets_a_whole_large_body(served):
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", served.port))
+    with sock:
+        sock.sendall(raw_post(served.extra["key"], "/v1/chat/completions", extra="x-test: big\r\n"))
+        sock.settimeout(10)
+        data = sock.recv(4096)
+        paused_until = time.monotonic() + 7  # past LECTR_UPSTREAM_READ_TIMEOUT=5
+        while time.monotonic() < paused_until:
+            time.sleep(0.5)  # the client not reading is the condition under test, not a wait for an event
+        while len(data) < len(BIG_REPLY):
+            more = sock.recv(1 << 20)
+            if not more:
+                break
+            data += more
+    assert data.endswith(BIG_BODY) and data.startswith(b"HTTP/1.1 200")
