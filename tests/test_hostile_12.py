@@ -638,3 +638,37 @@ def test_a_client_paused_past_the_upstream_read_timeout_still_gets_a_whole_large
                 break
             data += more
     assert data.endswith(BIG_BODY) and data.startswith(b"HTTP/1.1 200")
+
+
+# -- NUL and control characters in every recorded string field ------------------------------------
+
+def test_nul_and_control_characters_in_recorded_fields_lose_no_row(served, upstream, database_url):
+    import asyncio
+
+    import asyncpg
+    key = served.extra["key"]
+    marker = f"ctl-{time.monotonic_ns()}"
+    models = [b'"gpt-4o-mini\\u0000x"', b'"gpt-\\u0001\\u001f\\u007f"', b'"\\ud800"', b'"\\udfff\\ud800x"',
+              b'"gpt\\u0000"', b'"\\u0000"']
+    sent = 0
+    for model in models:
+        for extra in (f"X-Lectr-Feature: {marker}\r\n", f"X-Lectr-Feature: {marker}\tx\r\nX-Lectr-Task: a\tb\r\n",
+                      f"X-Lectr-Feature: {marker}\xff\x80\r\n"):
+            body = b'{"model": %s, "messages": [], "user": "\\u0000"}' % model
+            raw = raw_post(key, "/v1/chat/completions", body=body, extra="")
+            raw = raw.replace(b"Content-Type", extra.encode("latin-1") + b"Content-Type", 1)
+            [reply] = send(served, raw)
+            assert reply.status == 200, reply.body
+            sent += 1
+
+    async def count() -> int:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return await conn.fetchval("SELECT count(*) FROM request_logs WHERE feature LIKE $1", marker + "%")
+        finally:
+            await conn.close()
+    try:
+        wait_for(lambda: asyncio.run(count()) == sent, timeout=20, message=f"{sent} rows")
+    except AssertionError:
+        raise AssertionError(f"{asyncio.run(count())} of {sent} rows") from None
+    assert "Traceback" not in served.log_text()
