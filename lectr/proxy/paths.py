@@ -28,7 +28,7 @@ from urllib.parse import unquote_to_bytes
 from lectr.providers.base import PathRefused
 
 # Anything that could make a path mean something other than its plain segments.
-_SUSPECT = re.compile(rb"%|/\.|\\|[\x80-\xff]")
+_SUSPECT = re.compile(rb"%|/\.|\\")
 _REFUSED = re.compile(rb"%(?:2f|5c|00|25(?:2e|2f|5c))|\\", re.IGNORECASE)
 _ENCODED_DOT = re.compile(rb"%2e", re.IGNORECASE)
 _DOT_WITH_PARAMS = re.compile(rb"^\.\.?;")
@@ -44,7 +44,7 @@ def normalise_path(path: bytes) -> bytes:
     Raises ``PathRefused`` for encoded slashes or backslashes, double-encoded dots, NUL and
     dot segments with parameters.
     """
-    if _SUSPECT.search(path) is None:
+    if _SUSPECT.search(path) is None and path.isascii():
         return path  # the usual case: nothing to resolve, one regex scan
     refused = _REFUSED.search(path)
     if refused is not None:
