@@ -16,7 +16,8 @@ def new_org_key() -> str:
 def hash_key(key: str | bytes) -> str:
     """The stored form of a key. Keys are 256 random bits, so a fast hash is enough."""
     if isinstance(key, str):
-        key = key.encode()
+        # A header's non-UTF-8 bytes reach here as surrogates (aiohttp): hashed, never an error.
+        key = key.encode("utf-8", "surrogateescape")
     return hashlib.sha256(key).hexdigest()
 
 

@@ -12,7 +12,7 @@ from lectr.providers.azure import azure_route
 from lectr.providers.base import AzureTarget, bearer_token, parse_origin
 from lectr.providers.registry import PROVIDERS
 from lectr.proxy.body import read_body_facts
-from lectr.proxy.headers import ClientHeaders, parse_response_head
+from lectr.proxy.headers import ClientHeaders, parse_response_head, without_transfer_coding
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -126,7 +126,10 @@ def test_client_headers_split():
 def test_response_head_drops_hop_by_hop_and_keeps_the_providers_bytes():
     head = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Type:a\r\nConnection: keep-alive\r\n"
                                b"Transfer-Encoding:  Chunked \r\nX-Request-Id:  r\r\nContent-Encoding: gzip\r\n")
-    assert head.relay == b"HTTP/1.1 200 OK\r\nContent-Type:a\r\nX-Request-Id:  r\r\nContent-Encoding: gzip\r\n"
+    assert head.relay == b"HTTP/1.1 200 OK\r\nContent-Type:a\r\nTransfer-Encoding:  Chunked \r\nX-Request-Id:  r\r\n" \
+        b"Content-Encoding: gzip\r\n"  # chunked: the provider's own line stays, Lectr chunks too
+    assert without_transfer_coding(head.relay) == \
+        b"HTTP/1.1 200 OK\r\nContent-Type:a\r\nX-Request-Id:  r\r\nContent-Encoding: gzip\r\n"
     assert (head.has_length, head.chunked, head.content_type, head.content_encoding) == (False, True, "a", "gzip")
 
 
@@ -139,7 +142,11 @@ def test_response_head_edge_cases():
     # Adjacent hop-by-hop lines, first and last, each cut with its own line break only.
     head = parse_response_head(b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n"
                                b"X-A: 1\r\nTransfer-Encoding: gzip, chunked\r\n")
-    assert head.relay == b"HTTP/1.1 200 OK\r\nX-A: 1\r\n" and head.chunked
+    assert head.relay == b"HTTP/1.1 200 OK\r\nX-A: 1\r\nTransfer-Encoding: gzip, chunked\r\n" and head.chunked
+    assert without_transfer_coding(head.relay) == b"HTTP/1.1 200 OK\r\nX-A: 1\r\n"
+    # A Transfer-Encoding that does not end in chunked is not Lectr's framing: it goes.
+    assert parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nX-A: 1\r\n").relay == \
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n"
     # An HTTP/1.0 provider is relayed as HTTP/1.1 with its own status and reason.
     assert parse_response_head(b"HTTP/1.0 404 Nope\r\nContent-Length: 0\r\n").relay == \
         b"HTTP/1.1 404 Nope\r\nContent-Length: 0\r\n"

@@ -74,7 +74,8 @@ def test_a_response_split_anywhere_reads_the_same(response):
             exchange, _, _ = receive(pieces)
             assert exchange.failed is None and exchange.done, (cut, pieces)
             assert exchange.status == 200
-            assert exchange.head.relay == b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Request-Id: req_1\r\n"
+            assert exchange.head.relay == b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" \
+                b"Transfer-Encoding: chunked\r\nX-Request-Id: req_1\r\n"
             assert exchange.head.chunked and not exchange.head.has_length
             assert exchange.head.content_type == "application/json"
             assert exchange.body == b'{"a":1}'

@@ -7,6 +7,7 @@ Cold side: it shares no code path with the proxy, only the in-memory directory (
 from __future__ import annotations
 
 import logging
+import sys
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader, LineTooLong
@@ -58,11 +59,25 @@ class _ServerLog:
         self._log = logger
 
     def exception(self, msg, *args, exc_info=True, **kwargs) -> None:
-        if isinstance(exc_info, HttpProcessingError):
-            remote = args[0] if args else "?"
-            self._log.warning("refused a malformed request from %s: %s", remote, _what_was_wrong(exc_info))
-            return
-        self._log.exception(msg, *args, exc_info=exc_info, **kwargs)
+        if not self._refused(logging.WARNING, args, exc_info):
+            self._log.exception(msg, *args, exc_info=exc_info, **kwargs)
+
+    def debug(self, msg, *args, exc_info=None, **kwargs) -> None:
+        # aiohttp logs a bad method in a connection's first request at DEBUG, with the line.
+        if not self._refused(logging.DEBUG, args, exc_info):
+            self._log.debug(msg, *args, exc_info=exc_info, **kwargs)
+
+    def _refused(self, level: int, args: tuple, exc_info: object) -> bool:
+        """Log a parse error's one line at ``level``, if ``exc_info`` is one; True when it was."""
+        if exc_info is True:
+            exc_info = sys.exc_info()[1]
+        elif isinstance(exc_info, tuple):
+            exc_info = exc_info[1]
+        if not isinstance(exc_info, HttpProcessingError):
+            return False
+        remote = args[0] if args else "?"
+        self._log.log(level, "refused a malformed request from %s: %s", remote, _what_was_wrong(exc_info))
+        return True
 
     def __getattr__(self, name: str):
         return getattr(self._log, name)

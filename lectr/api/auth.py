@@ -49,5 +49,7 @@ def require_operator(request: web.Request) -> None:
         raise ApiError(403, "operator_api_disabled", "The operator API is disabled: set LECTR_ADMIN_SECRET.")
     scheme, _, credentials = request.headers.get("Authorization", "").strip().partition(" ")
     # Auth schemes are case-insensitive (RFC 9110 §11.1): "bearer" and "BEARER" are Bearer.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(credentials.strip().encode(), secret.encode()):
+    # aiohttp keeps a header's non-UTF-8 bytes as surrogates: they must compare, not raise.
+    given = credentials.strip().encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given, secret.encode()):
         raise ApiError(401, "invalid_admin_secret", "Send Authorization: Bearer <LECTR_ADMIN_SECRET>.")

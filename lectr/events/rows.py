@@ -141,6 +141,12 @@ class RowBuilder:
         routed = model_used
         if served is not None:
             model_used = served  # the snapshot the provider says served it (gpt-4o-mini-2024-07-18)
+        # Model names come from JSON, where "\u0000" is legal; PostgreSQL text cannot hold NUL,
+        # and one such row would cost its batch a row-by-row retry and itself. Stored marked.
+        if model is not None and "\x00" in model:
+            model = model.replace("\x00", "\ufffd")
+        if model_used is not None and "\x00" in model_used:
+            model_used = model_used.replace("\x00", "\ufffd")
         if source != "none":
             price = self._price_row(provider, model_used, routed, created_at)
             if price is not None:  # an unpriced model gets no cost, never a guess

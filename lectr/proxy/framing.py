@@ -6,9 +6,12 @@ upgrade requests, error messages).
 
 from __future__ import annotations
 
+import re
+
 import httptools
 
 _TOO_BIG = 1 << 64  # more hex digits than llhttp accepts
+_LATER_MINOR = re.compile(rb"HTTP/1\.[2-9]\r\n")
 
 
 def chunk_size(line: bytes) -> int:
@@ -53,3 +56,20 @@ def parser_reason(exc: httptools.HttpParserError) -> str:
     """What httptools said was wrong, cut to 200 characters."""
     text = str(exc).strip() or type(exc).__name__
     return text[:200]
+
+
+def later_minor_as_http11(data: bytes, method: bytes, url: bytes) -> bytes | None:
+    """``data`` from the start of its ``HTTP/1.x`` request line (x from 2 to 9), as ``HTTP/1.1``.
+
+    RFC 9110 §2.5: a message of a later minor version of a major version the recipient speaks
+    is processed as its highest minor version; llhttp refuses any but 1.0 and 1.1. None when the
+    line (``method``, ``url`` as parsed so far, version) is not wholly in ``data``.
+    """
+    found = _LATER_MINOR.search(data)
+    if found is None:
+        return None
+    line = method + b" " + url + b" "
+    start = found.start() - len(line)
+    if start < 0 or data[start:found.start()] != line:
+        return None
+    return line + b"HTTP/1.1\r\n" + data[found.end():]

@@ -21,7 +21,7 @@ from lectr.events.record import CAPTURE_TAIL_BYTES, RequestEvent
 from lectr.providers.registry import DEFAULT_PROVIDER
 from lectr.proxy import responses as R
 from lectr.proxy.decide import RequestFacts, decide
-from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead
+from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead, without_transfer_coding
 from lectr.proxy.tunnel import Tunnel, negotiated_extensions
 from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
 
@@ -245,9 +245,13 @@ class RequestCycle:
         # Without a length or chunking (an HTTP/1.0 client) only closing can end the body.
         self.keep_alive = self.keep_alive and (has_length or self.chunked or bodyless)
         out = self.out
-        out.append(head.relay)
-        if self.chunked:
-            out.append(_CHUNKED)
+        if head.chunked:
+            # The provider's own Transfer-Encoding line stays in its place when Lectr chunks too.
+            out.append(head.relay if self.chunked else without_transfer_coding(head.relay))
+        else:
+            out.append(head.relay)
+            if self.chunked:
+                out.append(_CHUNKED)
         if not self.keep_alive:
             out.append(_CLOSE)
         out.append(_CRLF)

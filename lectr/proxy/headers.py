@@ -164,6 +164,12 @@ class ClientHeaders:
 # which the parser has already checked, so the name can only match at the start of a line.
 _HOP_LINE = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP)) + rb"):[^\r]*"
                        rb"(?:\r\n[ \t][^\r]*)*")
+# The same less Transfer-Encoding, for a chunked response: Lectr frames the body in chunks
+# again, so the provider's own line stays, as sent and where it was sent.
+_HOP_LINE_BUT_CODING = re.compile(rb"\r\n(?:" + b"|".join(re.escape(n) for n in sorted(HOP_BY_HOP - {b"transfer-encoding"}))
+                                  + rb"):[^\r]*(?:\r\n[ \t][^\r]*)*")
+# A Transfer-Encoding line in a head of any case, with its folded continuation lines.
+_CODING_LINE = re.compile(rb"\r\ntransfer-encoding:[^\r]*(?:\r\n[ \t][^\r]*)*", re.IGNORECASE)
 # The value of each Transfer-Encoding field, in order.
 _TRANSFER_CODINGS = re.compile(rb"\r\ntransfer-encoding:([^\r]*)")
 # ResponseHead without its Python-level __new__: parse_response_head runs per response.
@@ -173,7 +179,8 @@ _new_head = tuple.__new__
 class ResponseHead(NamedTuple):
     """What Lectr relays of a provider's response head, and what it notes about it."""
 
-    relay: bytes  # status line and header lines, each ending in CRLF, without the blank line
+    relay: bytes  # status line and header lines, each ending in CRLF, without the blank line;
+    # a chunked response's Transfer-Encoding lines included (see ``without_transfer_coding``)
     has_length: bool
     chunked: bool
     content_type: str | None
@@ -185,7 +192,8 @@ def parse_response_head(head: bytes) -> ResponseHead:
     parser has already validated) without a callback per field.
 
     The head is relayed as the provider's own bytes, less its hop-by-hop fields: Lectr frames
-    the body for its own hop. An HTTP/1.0 status line is relayed as HTTP/1.1.
+    the body for its own hop. A chunked response keeps its Transfer-Encoding lines, since Lectr
+    relays it chunked too (to an HTTP/1.1 client). An HTTP/1.0 status line is relayed as HTTP/1.1.
     """
     low = head.lower()
     has_length = b"\r\ncontent-length:" in low
@@ -194,9 +202,10 @@ def parse_response_head(head: bytes) -> ResponseHead:
         b",".join(_TRANSFER_CODINGS.findall(low)).rsplit(b",", 1)[-1].strip() == b"chunked"
     content_type = _field(head, low, b"\r\ncontent-type:")
     content_encoding = _list_field(head, low, b"\r\ncontent-encoding:")
-    hop = _HOP_LINE.search(low)
+    hop_line = _HOP_LINE_BUT_CODING if chunked else _HOP_LINE
+    hop = hop_line.search(low)
     if hop is not None:
-        head = _without_hop_fields(head, low, hop)
+        head = _without_hop_fields(head, low, hop, hop_line)
     if not head.startswith(b"HTTP/1.1 "):
         head = b"HTTP/1.1" + head[head.index(b" "):]
     return _new_head(ResponseHead, (head, has_length, chunked,
@@ -227,12 +236,18 @@ def _list_field(head: bytes, low: bytes, marker: bytes) -> bytes | None:
     return b", ".join(values)
 
 
-def _without_hop_fields(head: bytes, low: bytes, hop: re.Match) -> bytes:
+def without_transfer_coding(relay: bytes) -> bytes:
+    """A relayed head (``ResponseHead.relay``) less its Transfer-Encoding lines: for a response
+    Lectr does not send chunked (to an HTTP/1.0 client, or one that has no body)."""
+    return _CODING_LINE.sub(b"", relay)
+
+
+def _without_hop_fields(head: bytes, low: bytes, hop: re.Match, hop_line: re.Pattern) -> bytes:
     kept = []
     start = 0
     while hop is not None:
         kept.append(head[start:hop.start()])
         start = hop.end()  # the CRLF that ended the cut line now ends the one before it
-        hop = _HOP_LINE.search(low, start)
+        hop = hop_line.search(low, start)
     kept.append(head[start:])
     return b"".join(kept)

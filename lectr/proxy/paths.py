@@ -12,12 +12,18 @@ guessing how the provider decodes is refused with 400:
 - ``\\`` itself, which some servers treat as ``/``;
 - ``%25`` before an encoded dot, slash or backslash (double encoding), which a server that
   decodes twice would resolve after Lectr did;
-- ``%00``, and dot segments with parameters (``..;x``), which some servers resolve as ``..``.
+- ``%00``, and dot segments with parameters (``..;x``), which some servers resolve as ``..``;
+- a ``%`` not followed by two hex digits (IIS reads ``%u002e`` as a dot), bytes that are not
+  UTF-8 once decoded (overlong forms such as ``%c0%ae`` are a dot to lax decoders), and
+  characters that Unicode compatibility normalisation turns into ``.``, ``/``, ``\\`` or ``%``
+  (``%ef%bc%8e``, a full-width full stop).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from urllib.parse import unquote_to_bytes
 
 from lectr.providers.base import PathRefused
 
@@ -26,6 +32,8 @@ _SUSPECT = re.compile(rb"%|/\.|\\")
 _REFUSED = re.compile(rb"%(?:2f|5c|00|25(?:2e|2f|5c))|\\", re.IGNORECASE)
 _ENCODED_DOT = re.compile(rb"%2e", re.IGNORECASE)
 _DOT_WITH_PARAMS = re.compile(rb"^\.\.?;")
+_BAD_PERCENT = re.compile(rb"%(?![0-9a-fA-F]{2})")
+_SEPARATORS = "./\\%"
 
 
 def normalise_path(path: bytes) -> bytes:
@@ -36,12 +44,13 @@ def normalise_path(path: bytes) -> bytes:
     Raises ``PathRefused`` for encoded slashes or backslashes, double-encoded dots, NUL and
     dot segments with parameters.
     """
-    if _SUSPECT.search(path) is None:
+    if _SUSPECT.search(path) is None and path.isascii():
         return path  # the usual case: nothing to resolve, one regex scan
     refused = _REFUSED.search(path)
     if refused is not None:
         what = refused.group().decode("latin-1")
         raise PathRefused(f"the path holds {what!r}, which providers do not all read the same way")
+    _check_decoding(path)
     out: list[bytes] = []
     segments = path.split(b"/")
     last = len(segments) - 1
@@ -61,3 +70,17 @@ def normalise_path(path: bytes) -> bytes:
             raise PathRefused("the path holds a dot segment with parameters")
         out.append(segment)
     return b"/" + b"/".join(out)
+
+
+def _check_decoding(path: bytes) -> None:
+    # What a lax or normalising decoder could read as a separator that Lectr did not see.
+    if _BAD_PERCENT.search(path) is not None:
+        raise PathRefused("the path holds a '%' that is not followed by two hex digits")
+    try:
+        text = unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise PathRefused("the path is not UTF-8 once decoded") from None
+    if not text.isascii():
+        folded = unicodedata.normalize("NFKC", text)
+        if any(folded.count(c) != text.count(c) for c in _SEPARATORS):
+            raise PathRefused("the path holds a character that normalises to a separator")

@@ -25,7 +25,7 @@ import httptools
 
 from lectr.proxy import responses as R
 from lectr.proxy.flow import FlowControl
-from lectr.proxy.framing import chunk_size, header_name, parser_reason
+from lectr.proxy.framing import chunk_size, header_name, later_minor_as_http11, parser_reason
 from lectr.proxy.handler import FixedResponse, RequestCycle
 from lectr.proxy.headers import ClientHeaders
 from lectr.proxy.upgrades import UpgradeSupport
@@ -170,6 +170,11 @@ class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
             except httptools.HttpParserError as exc:
                 reason = parser_reason(exc)
                 if reason == "Invalid HTTP version":  # llhttp knows 0.9, 1.0, 1.1 and 2.0 only
+                    data = later_minor_as_http11(data, self.parser.get_method(), self._url)
+                    if data is not None:  # HTTP/1.2 and the like: read as HTTP/1.1 by a new parser
+                        self.parser = httptools.HttpRequestParser(self)
+                        self.fresh = True  # the request keeps the clock it started
+                        continue
                     self._fail(R.VERSION_NOT_SUPPORTED, "unknown version")
                 elif reason == "Pause on PRI/Upgrade":  # HTTP/2 with prior knowledge
                     self._fail(R.VERSION_NOT_SUPPORTED, "HTTP/2")
