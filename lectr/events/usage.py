@@ -411,7 +411,10 @@ def _counts(usage: object, provider: str) -> tuple[int | None, int | None, int |
 
 def _cache_writes(usage: object) -> int | None:
     """Anthropic's ``cache_creation_input_tokens``: the prompt tokens written to its cache."""
-    return _count(usage, CACHE_WRITE_FIELD) if type(usage) is dict else None
+    # Absent in every response but Anthropic's: one dict lookup decides, without _count's call.
+    if type(usage) is not dict or usage.get(CACHE_WRITE_FIELD) is None:
+        return None
+    return _count(usage, CACHE_WRITE_FIELD)
 
 
 def _first_count(mapping: dict, *paths: tuple[str, ...]) -> int | None:

@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 
 from lectr.directory import Org, Snapshot
 from lectr.providers.base import Origin
-from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS, credentials_for, may_hold_credentials
+from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS, credentials_for
 from lectr.providers.registry import provider_for_path
 from lectr.proxy import responses as R
 from lectr.proxy.body import read_body_facts
@@ -149,7 +149,7 @@ def decide(facts: RequestFacts, snapshot: Snapshot, routes: Routes) -> Decision:
     except PathRefused as exc:
         return _refused(R.BAD_PATH, org, exc, provider, model, stream)
     auth = module.auth(headers.authorization) if headers.authorization is not None else None
-    if may_hold_credentials(forward):
+    if headers.credentials:  # a forwarded name holds "api-key" (what may_hold_credentials tests)
         # Another provider's key header never leaves for this one; this provider's own,
         # when the client sent it, is the key it gets (never two keys in one request).
         forward, own = credentials_for(module, forward)

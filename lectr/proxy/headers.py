@@ -15,13 +15,16 @@ HOP_BY_HOP = frozenset({
 NOT_FORWARDED = HOP_BY_HOP | {b"host", b"content-length", b"expect"}
 
 LECTR_PREFIX = b"x-lectr-"
+# In every provider-specific credential header's name (``providers.registry`` asserts it):
+# a request without such a name skips the credential filter.
+CREDENTIAL_MARK = b"api-key"
 FEATURE_MAX_CHARS = 100
 UNTAGGED = "untagged"
 
 
 # What ``ClientHeaders`` does with a header, by lower-cased name; anything else is forwarded.
 _FORWARD, _LECTR_KEY, _FEATURE, _TASK, _PROVIDER, _AUTHORIZATION, _CONTENT_TYPE, _CONTENT_LENGTH, _EXPECT, \
-    _CONNECTION, _DROP, _LECTR_OTHER, _HOST, _TRANSFER_ENCODING, _UPGRADE = range(15)
+    _CONNECTION, _DROP, _LECTR_OTHER, _HOST, _TRANSFER_ENCODING, _UPGRADE, _CREDENTIAL = range(16)
 _KINDS = {
     b"x-lectr-key": _LECTR_KEY, b"x-lectr-feature": _FEATURE, b"x-lectr-task": _TASK,
     b"x-lectr-provider": _PROVIDER, b"authorization": _AUTHORIZATION, b"content-type": _CONTENT_TYPE,
@@ -46,6 +49,8 @@ def _kind(name: bytes) -> int:
     kind = _KINDS.get(lname)
     if kind is None:
         kind = _LECTR_OTHER if lname.startswith(LECTR_PREFIX) else _FORWARD  # unknown X-Lectr-* headers go too
+        if kind == _FORWARD and CREDENTIAL_MARK in lname:
+            kind = _CREDENTIAL  # forwarded, but marks the request for the credential filter
     if len(name) <= _SPELLING_MAX_BYTES:  # a long made-up name is not worth remembering
         if len(_KIND_BY_SPELLING) >= _SPELLINGS_MAX:
             _KIND_BY_SPELLING.clear()
@@ -63,11 +68,12 @@ class ClientHeaders:
     (ambiguous: which key bills, which feature counts), else None; ``hosts`` counts Host fields;
     ``chunked`` says a Transfer-Encoding was sent (the parser accepts one only when it ends in
     chunked); ``upgrade`` is the Upgrade field's value, for a request cycle that may switch
-    protocols.
+    protocols; ``credentials`` says a forwarded name contains ``api-key`` (it may be a
+    provider's key header, which ``decide`` filters).
     """
 
     __slots__ = ("lectr_key", "feature", "task", "provider", "authorization", "content_type",
-                 "content_length", "expect", "forward", "repeated", "hosts", "chunked", "upgrade")
+                 "content_length", "expect", "forward", "repeated", "hosts", "chunked", "upgrade", "credentials")
 
     # ``forward`` holds the forwarded headers already laid out as request bytes, four parts per
     # header (CRLF, name, ": ", value), so the upstream request takes them with one list extend.
@@ -76,7 +82,7 @@ class ClientHeaders:
         self.lectr_key = self.feature = self.task = self.provider = self.authorization = None
         self.content_type = self.content_length = self.expect = self.repeated = self.upgrade = None
         self.hosts = 0
-        self.chunked = False
+        self.chunked = self.credentials = False
         connection = None
         lectr_others = None
         self.forward = forward = []
@@ -85,23 +91,31 @@ class ClientHeaders:
             kind = known.get(name)
             if kind is None:
                 kind = _kind(name)
+            # Ordered by how often each kind comes: nearly every request has the first five.
             if kind == _FORWARD:
                 forward += (b"\r\n", name, b": ", value)
+            elif kind == _HOST:
+                self.hosts += 1
             elif kind == _CONTENT_TYPE:
                 self.content_type = value
                 forward += (b"\r\n", name, b": ", value)
+            elif kind == _CONTENT_LENGTH:
+                self.content_length = value
             elif kind == _AUTHORIZATION:
                 self.authorization = value
             elif kind == _LECTR_KEY:
                 if self.lectr_key is not None:
                     self._repeat(name)
                 self.lectr_key = value.strip()
-            elif kind == _CONTENT_LENGTH:
-                self.content_length = value
             elif kind == _FEATURE:
                 if self.feature is not None:
                     self._repeat(name)
                 self.feature = value
+            elif kind == _CONNECTION:
+                connection = value if connection is None else connection + b"," + value
+            elif kind == _CREDENTIAL:
+                self.credentials = True
+                forward += (b"\r\n", name, b": ", value)
             elif kind == _TASK:
                 if self.task is not None:
                     self._repeat(name)
@@ -112,10 +126,6 @@ class ClientHeaders:
                 self.provider = value
             elif kind == _EXPECT:
                 self.expect = value
-            elif kind == _CONNECTION:
-                connection = value if connection is None else connection + b"," + value
-            elif kind == _HOST:
-                self.hosts += 1
             elif kind == _TRANSFER_ENCODING:
                 self.chunked = True
             elif kind == _UPGRADE:

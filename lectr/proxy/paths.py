@@ -34,6 +34,10 @@ _ENCODED_DOT = re.compile(rb"%2e", re.IGNORECASE)
 _DOT_WITH_PARAMS = re.compile(rb"^\.\.?;")
 _BAD_PERCENT = re.compile(rb"%(?![0-9a-fA-F]{2})")
 _SEPARATORS = "./\\%"
+# Paths that need no normalisation, as sent: one set lookup instead of a regex scan.
+_PLAIN: set[bytes] = set()
+_PLAIN_MAX = 1024
+_PLAIN_MAX_BYTES = 256
 
 
 def normalise_path(path: bytes) -> bytes:
@@ -44,8 +48,15 @@ def normalise_path(path: bytes) -> bytes:
     Raises ``PathRefused`` for encoded slashes or backslashes, double-encoded dots, NUL and
     dot segments with parameters.
     """
+    if path in _PLAIN:
+        return path  # a path already found plain: clients send the same few, request after request
     if _SUSPECT.search(path) is None and path.isascii():
-        return path  # the usual case: nothing to resolve, one regex scan
+        # The usual case: nothing to resolve. Remembered, bounded (paths are the client's to choose).
+        if len(_PLAIN) >= _PLAIN_MAX:
+            _PLAIN.clear()
+        if len(path) <= _PLAIN_MAX_BYTES:
+            _PLAIN.add(path)
+        return path
     refused = _REFUSED.search(path)
     if refused is not None:
         what = refused.group().decode("latin-1")

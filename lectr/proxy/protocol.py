@@ -208,7 +208,14 @@ class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
             self.fresh = False  # the first request's clock started with the connection
         else:
             self.read_since = self.loop.time()
-        self._set_deadline(READING, self.read_since + self.limits.header_timeout)
+        when = self.read_since + self.limits.header_timeout
+        if self.timer is not None and when >= self.timer_at:
+            # _set_deadline's usual case, inline (it runs per request): the armed timer fires
+            # first and re-arms itself for the moved deadline.
+            self.phase = READING
+            self.deadline = when
+        else:
+            self._set_deadline(READING, when)
 
     def on_url(self, url: bytes) -> None:
         self._progress = True
@@ -328,7 +335,12 @@ class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
         if self.in_message:
             self._set_deadline(READING, self.read_since + self.limits.header_timeout)
         else:
-            self._set_deadline(IDLE, now + self.limits.idle_timeout)
+            when = now + self.limits.idle_timeout
+            if self.timer is not None and when >= self.timer_at:  # as in on_message_begin
+                self.phase = IDLE
+                self.deadline = when
+            else:
+                self._set_deadline(IDLE, when)
 
     def _fail(self, response: tuple, detail: object) -> None:
         """Answer a request that cannot be parsed or accepted, after those before it; then close."""
