@@ -82,7 +82,8 @@ async def find_org(conn: asyncpg.Connection, ref: str) -> int:
     if org_id is None and re.fullmatch(r"[0-9]{1,18}", ref):  # within bigint; a longer number is no id
         org_id = await conn.fetchval("SELECT id FROM organizations WHERE id = $1", int(ref))
     if org_id is None:
-        raise OrgNotFound(f"no org named {ref!r}")
+        numbered = " or numbered" if ref.isascii() and ref.isdigit() else ""
+        raise OrgNotFound(f"no org named{numbered} {ref!r}")
     return org_id
 
 

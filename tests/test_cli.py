@@ -54,6 +54,7 @@ def test_org_create_prints_the_key_last_and_stores_only_its_hash(env, database_u
                   "https://x..openai.azure.com", "https://x.openai.azure.com:0", "https://x.openai.azure.com/a b",
                   "https:/x.openai.azure.com", "https://x.openai.azure.com:99999")],
     (["key", "rotate", "99999999999999999999"], "no org named"),
+    (["key", "rotate", "99"], "no org named or numbered '99'"),  # an id is not called a name
 ])
 def test_bad_input_exits_non_zero_with_one_clear_line(env, args, message):
     run_cli(env, "org", "create", "dup", check=False)
