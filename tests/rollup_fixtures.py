@@ -1,8 +1,6 @@
 """Rows of ``request_rollups`` for the anomaly and recommendation tests.
 
-The table belongs to migration 006 (the rollups branch). Until that migration exists here,
-``ensure_rollups_table`` creates it from the shared contract so these tests can run; once it does,
-the migration's table is used as is. The rows are the jobs' input, written directly: a
+The table is migration 006's. The rows are the jobs' input, written directly: a
 ``tracegen`` trace (its exact per-feature histograms captured as it is generated), or hand-made
 rows for the recommendation tests.
 """
@@ -13,53 +11,14 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from lectr import db
 from lectr.analysis import histogram as hg
 from lectr.analysis import tracegen
 
-# The contract of request_rollups (see UNDERSTAND.md), for databases without migration 006.
-ROLLUPS_DDL = """
-CREATE TABLE request_rollups (
-    org_id bigint NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
-    hour timestamptz NOT NULL,
-    feature text NOT NULL,
-    task text NOT NULL DEFAULT '',
-    provider text NOT NULL,
-    model_used text NOT NULL DEFAULT '',
-    requests bigint NOT NULL,
-    errors_provider bigint NOT NULL,
-    errors_lectr bigint NOT NULL,
-    errors_client bigint NOT NULL,
-    cost_usd numeric(20,10) NOT NULL,
-    cost_sq_usd double precision NOT NULL,
-    partial_cost_requests bigint NOT NULL,
-    unpriced_requests bigint NOT NULL,
-    prompt_tokens bigint NOT NULL, completion_tokens bigint NOT NULL,
-    cached_tokens bigint NOT NULL, reasoning_tokens bigint NOT NULL,
-    measured_requests bigint NOT NULL,
-    latency_ms_sum double precision NOT NULL,
-    latency_buckets integer[] NOT NULL,
-    ttfb_count bigint NOT NULL,
-    ttfb_ms_sum double precision NOT NULL,
-    ttfb_buckets integer[] NOT NULL,
-    bytes_in bigint NOT NULL, bytes_out bigint NOT NULL,
-    PRIMARY KEY (org_id, hour, feature, task, provider, model_used)
-)"""
 COLUMNS = ("org_id", "hour", "feature", "task", "provider", "model_used", "requests", "errors_provider",
            "errors_lectr", "errors_client", "cost_usd", "cost_sq_usd", "partial_cost_requests",
            "unpriced_requests", "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens",
            "measured_requests", "latency_ms_sum", "latency_buckets", "ttfb_count", "ttfb_ms_sum", "ttfb_buckets",
            "bytes_in", "bytes_out")
-
-
-def has_rollups_migration() -> bool:
-    return any(version == 6 for version, _, _ in db.migration_files())
-
-
-async def ensure_rollups_table(conn: asyncpg.Connection) -> None:
-    """Create request_rollups from the contract when no migration made it (006 not merged yet)."""
-    if not await conn.fetchval("SELECT to_regclass('request_rollups') IS NOT NULL"):
-        await conn.execute(ROLLUPS_DDL)
 
 
 def rollup_row(org_id: int, hour: datetime, feature: str, *, model: str, provider: str = "openai",

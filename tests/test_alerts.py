@@ -17,7 +17,7 @@ from lectr.alerts.settings import AlertSettings, put_settings
 from lectr.jobs.registry import ALERTS_LOCK
 from lectr.orgs import create_org
 from tests.alert_servers import SMTP_PASSWORD, WebhookReceiver, start_smtp
-from tests.understand_contract import ensure_contract_tables, insert_anomaly
+from tests.understand_contract import insert_anomaly
 
 DASHBOARD = "https://lectr.example.com"
 _names = itertools.count()
@@ -34,7 +34,6 @@ def smtp():
 async def pool(database_url):
     pool = await db.open_pool(database_url, min_size=1, max_size=4)
     async with pool.acquire() as conn:
-        await ensure_contract_tables(conn)
         # each test counts its own sends: what an earlier test left queued is set aside
         await conn.execute("UPDATE alert_deliveries SET status = 'failed' WHERE status = 'pending'")
     yield pool

@@ -12,7 +12,7 @@ import requests as http
 
 from tests.alert_servers import ThreadedReceiver, start_smtp
 from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
-from tests.understand_contract import ensure_contract_tables, insert_anomaly
+from tests.understand_contract import insert_anomaly
 
 
 @pytest.fixture(scope="module")
@@ -35,19 +35,10 @@ def site(database_url, mock, smtp, tmp_path_factory):
     env = lectr_env(database_url, mock, tmp, LECTR_SMTP_URL=smtp.url(), LECTR_ALERT_FROM="lectr@alerts.test",
                     LECTR_ALERT_INTERVAL="0.2", LECTR_DASHBOARD_URL="https://lectr.example.com")
     keys = {"alpha": create_org(env, "alpha"), "beta": create_org(env, "beta")}
-    asyncio.run(_contract(database_url))
     server = start_lectr(env, tmp / "serve.log")
     server.extra.update(keys=keys, api=f"http://127.0.0.1:{env['LECTR_ADMIN_PORT']}", database_url=database_url)
     yield server
     stop_lectr(server)
-
-
-async def _contract(url: str) -> None:
-    conn = await asyncpg.connect(url)
-    try:
-        await ensure_contract_tables(conn)
-    finally:
-        await conn.close()
 
 
 def call(site, method: str, path: str, org: str = "alpha", **kwargs):

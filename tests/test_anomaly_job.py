@@ -20,7 +20,7 @@ from lectr import db, orgs
 from lectr.analysis.anomaly_model import AnomalyKey, KnownAnomaly, evaluate
 from lectr.jobs import anomalies as job
 from tests.conftest import run_cli
-from tests.rollup_fixtures import ensure_rollups_table, generate_with_histograms, insert_rollups, trace_rows
+from tests.rollup_fixtures import generate_with_histograms, insert_rollups, trace_rows
 
 SEED = 1
 
@@ -45,7 +45,6 @@ def world(database_url, tmp_path_factory):
     async def setup():
         pool = await db.open_pool(database_url)  # migrates
         async with pool.acquire() as conn:
-            await ensure_rollups_table(conn)
             ids = {}
             for trace_org in trace.org_ids:
                 ids[trace_org], _ = await orgs.create_org(conn, f"trace-{trace_org}")

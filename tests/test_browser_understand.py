@@ -1,8 +1,6 @@
 """The anomaly feed, recommendation cards and settings page in a real browser (headless Chromium
 through Playwright) against ``lectr serve``. Screenshots go to ``test-artifacts/``.
-
-Migration 007 (anomalies, recommendations) is another branch's: until it is merged, the tables
-are created from the contract's DDL when absent and their rows inserted directly.
+Anomalies and recommendations are inserted directly as the pages' input.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ import pytest
 from tests.alert_servers import ThreadedReceiver
 from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
 from tests.test_browser import ARTIFACTS, CHROMIUM
-from tests.understand_contract import ensure_contract_tables, insert_anomaly, insert_recommendation
+from tests.understand_contract import insert_anomaly, insert_recommendation
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -42,7 +40,6 @@ FROM generate_series(date_trunc('hour', now()) - interval '7 days', date_trunc('
 async def _seed(url: str) -> dict:
     conn = await asyncpg.connect(url)
     try:
-        await ensure_contract_tables(conn)
         alpha = await conn.fetchval("SELECT id FROM organizations WHERE name = 'alpha'")
         beta = await conn.fetchval("SELECT id FROM organizations WHERE name = 'beta'")
         await conn.execute(_TRAFFIC, alpha)

@@ -19,7 +19,7 @@ from lectr import db, orgs
 from lectr.api import understand_api
 from lectr.pricing import ensure_seeded, load_pricing
 from tests.conftest import run_cli
-from tests.rollup_fixtures import ensure_rollups_table, insert_rollups, rollup_row
+from tests.rollup_fixtures import insert_rollups, rollup_row
 
 AT = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
 
@@ -60,7 +60,6 @@ def world(database_url, tmp_path_factory):
         pool = await db.open_pool(database_url)
         async with pool.acquire() as conn:
             await ensure_seeded(conn)
-            await ensure_rollups_table(conn)
             table = await load_pricing(conn)
             alpha, _ = await orgs.create_org(conn, "alpha")
             beta, _ = await orgs.create_org(conn, "beta")

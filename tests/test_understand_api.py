@@ -13,7 +13,7 @@ import requests as http
 
 from lectr.analysis import histogram as hg
 from tests.conftest import create_org, lectr_env, run_cli, start_lectr, stop_lectr
-from tests.rollup_fixtures import ensure_rollups_table, insert_rollups, rollup_row
+from tests.rollup_fixtures import insert_rollups, rollup_row
 
 SECRET = "operator-secret-for-understand-tests"
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
@@ -54,7 +54,6 @@ def server(database_url, mock, tmp_path_factory):
     keys = {"alpha": create_org(env, "alpha"), "beta": create_org(env, "beta")}
 
     async def setup(conn):
-        await ensure_rollups_table(conn)
         ids = {r["name"]: r["id"] for r in await conn.fetch("SELECT id, name FROM organizations")}
         await insert_rollups(conn, traffic(ids["alpha"], "search") + traffic(ids["beta"], "chat"))
         for name, feature in (("alpha", "search"), ("beta", "chat")):

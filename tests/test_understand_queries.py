@@ -12,7 +12,7 @@ from lectr.api import understand_queries as q
 from lectr.api.anomaly_chart import anomaly_chart_svg
 from lectr.jobs.rollups import run_rollups
 from lectr.orgs import create_org
-from tests.understand_contract import ensure_contract_tables, insert_anomaly, insert_recommendation
+from tests.understand_contract import insert_anomaly, insert_recommendation
 
 HOUR = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)
 
@@ -69,7 +69,6 @@ async def test_a_long_range_is_cut_to_eight_days(conn):
 
 
 async def test_anomalies_and_recommendations_stay_in_their_org(conn):
-    await ensure_contract_tables(conn)
     a, _ = await create_org(conn, "lists-a")
     b, _ = await create_org(conn, "lists-b")
     opened = await insert_anomaly(conn, a)

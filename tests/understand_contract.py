@@ -1,10 +1,5 @@
-"""The anomalies and recommendations tables of migration 007, from the contract in UNDERSTAND.md.
-
-Migration 007 belongs to another branch (the anomaly detector). Until it is merged, the alert
-and page tests create the tables from the contract's DDL, only where they are absent, and insert
-their rows directly as input; once 007 is in, ``ensure_contract_tables`` finds them and does
-nothing.
-"""
+"""Rows of ``anomalies`` and ``recommendations`` (migration 007), inserted directly as the input
+of the alert and page tests."""
 
 from __future__ import annotations
 
@@ -12,49 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 import asyncpg
 import orjson
-
-CONTRACT_DDL = """
-CREATE TABLE anomalies (
-    id bigserial PRIMARY KEY,
-    org_id bigint NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
-    feature text,
-    metric text NOT NULL CHECK (metric IN ('cost','requests','error_rate','p95_latency','model_drift',
-                                           'latency_threshold')),
-    direction text NOT NULL CHECK (direction IN ('up','down')),
-    window_start timestamptz NOT NULL,
-    window_end timestamptz NOT NULL,
-    current_value double precision NOT NULL,
-    baseline_mean double precision,
-    baseline_std double precision,
-    deviation_sigma double precision,
-    detail jsonb NOT NULL DEFAULT '{}',
-    opened_at timestamptz NOT NULL DEFAULT now(),
-    resolved_at timestamptz,
-    acknowledged_at timestamptz
-);
-CREATE UNIQUE INDEX anomalies_once ON anomalies (org_id, metric, coalesce(feature, ''), window_start);
-CREATE TABLE recommendations (
-    id bigserial PRIMARY KEY,
-    org_id bigint NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
-    feature text NOT NULL, provider text NOT NULL, current_model text NOT NULL,
-    suggested_model text NOT NULL,
-    aggressiveness text NOT NULL, confidence text NOT NULL CHECK (confidence IN ('high','medium')),
-    reason text NOT NULL, signals jsonb NOT NULL,
-    monthly_saving_usd numeric(20,6),
-    state text NOT NULL DEFAULT 'open' CHECK (state IN ('open','dismissed','applied')),
-    created_at timestamptz NOT NULL DEFAULT now(), updated_at timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (org_id, feature, current_model)
-);
-"""
-
-
-async def ensure_contract_tables(conn: asyncpg.Connection) -> bool:
-    """Create ``anomalies`` and ``recommendations`` unless they exist; True when created here."""
-    if await conn.fetchval("SELECT to_regclass('anomalies') IS NOT NULL"):
-        return False
-    await conn.execute(CONTRACT_DDL)
-    return True
-
 
 async def insert_anomaly(conn: asyncpg.Connection, org_id: int, *, metric: str = "cost", feature: str | None = None,
                          direction: str = "up", hours_ago: int = 1, length: int = 1, current: float = 12.5,
@@ -90,7 +42,6 @@ def seed_orgs(database_url: str, features: dict[str, str]) -> None:
     async def run() -> None:
         conn = await asyncpg.connect(database_url)
         try:
-            await ensure_contract_tables(conn)
             for name, feature in features.items():
                 org_id = await conn.fetchval("SELECT id FROM organizations WHERE name = $1", name)
                 await insert_anomaly(conn, org_id, feature=feature)
