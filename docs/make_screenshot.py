@@ -25,7 +25,7 @@ import openai
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lectr.events.rows import COLUMNS  # noqa: E402
+from lectr.recording.rows import COLUMNS  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 MODELS = [("openai", "gpt-4o-mini", 0.45, 0.15, 0.6), ("openai", "gpt-4.1", 0.12, 2.0, 8.0),

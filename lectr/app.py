@@ -1,6 +1,6 @@
 """One proxy worker: start-up and shutdown in the order the architecture gives.
 
-The supervisor (``lectr.supervisor``) has migrated and seeded the database and started the
+The supervisor (``lectr.platform.supervisor``) has migrated and seeded the database and started the
 cold process (tokeniser, scheduled jobs, admin listener) before any worker starts. A worker:
 caches → event pipeline → proxy listener. Stop (SIGTERM/SIGINT): the listener stops
 accepting, in-flight requests finish (with a deadline), the event pipeline drains last, the
@@ -15,23 +15,23 @@ import logging
 import os
 import signal
 
-from lectr import db
-from lectr.background import Background
-from lectr.caches import CacheLoader
-from lectr.config import Settings
-from lectr.directory import DirectoryHolder
-from lectr.events.ring import EventRing
-from lectr.events.rows import RowBuilder
-from lectr.events.spool import Spool, spooled_bytes
-from lectr.events.tokenizer_service import TokenizerClient
-from lectr.events.writer import EventWriter
+from lectr.platform import db
+from lectr.platform.background import Background
+from lectr.snapshot.loader import CacheLoader
+from lectr.settings.config import Settings
+from lectr.snapshot.directory import DirectoryHolder
+from lectr.proxy.ring import EventRing
+from lectr.recording.rows import RowBuilder
+from lectr.recording.spool import Spool, spooled_bytes
+from lectr.recording.tokenizer_service import TokenizerClient
+from lectr.recording.writer import EventWriter
 from lectr.jobs.registry import scheduled_jobs  # noqa: F401 -- the job list moved to lectr/jobs/registry.py
-from lectr.metrics import Metrics, watch_loop_lag
-from lectr.pricing import PricingTable
+from lectr.platform.metrics import Metrics, watch_loop_lag
+from lectr.pricing.prices import PricingTable
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer
 from lectr.proxy.upstream import UpstreamPools
-from lectr.startup import TOKENIZER_SOCKET_ENV, CannotListen, Listener, StartupError, describe_bind_error
+from lectr.platform.startup import TOKENIZER_SOCKET_ENV, CannotListen, Listener, StartupError, describe_bind_error
 
 log = logging.getLogger("lectr")
 

@@ -11,7 +11,7 @@ from typing import Awaitable, Callable
 
 from lectr import __version__
 from lectr.alerts import commands as alert_commands
-from lectr.config import ConfigError
+from lectr.settings.config import ConfigError
 
 DESCRIPTION = """\
 Lectr: an AI gateway. Point an OpenAI-compatible client's baseURL at http://HOST:8080/v1,
@@ -108,8 +108,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run_with_db(action: Callable[..., Awaitable[int]], *, keep_running: bool = False) -> int:
-    from lectr import db
-    from lectr.config import Settings
+    from lectr.platform import db
+    from lectr.settings.config import Settings
 
     settings = Settings.from_env()
 
@@ -126,7 +126,7 @@ def _run_with_db(action: Callable[..., Awaitable[int]], *, keep_running: bool = 
 
 
 async def _org_create(args, conn, url) -> int:
-    from lectr.orgs import create_org
+    from lectr.api.orgs import create_org
     org_id, key = await create_org(conn, args.name)
     print(f"Created org {args.name!r} (id {org_id}). Its key, shown only this once:")
     print(key)
@@ -134,7 +134,7 @@ async def _org_create(args, conn, url) -> int:
 
 
 async def _org_list(args, conn, url) -> int:
-    from lectr.orgs import list_orgs
+    from lectr.api.orgs import list_orgs
     orgs = await list_orgs(conn)
     if not orgs:
         print("No orgs yet. Create one with: lectr org create NAME")
@@ -150,7 +150,7 @@ async def _org_list(args, conn, url) -> int:
 
 
 async def _org_azure(args, conn, url) -> int:
-    from lectr.orgs import set_azure, validate_api_version, validate_endpoint
+    from lectr.api.orgs import set_azure, validate_api_version, validate_endpoint
     name = await set_azure(conn, args.org, args.endpoint, args.api_version)
     print(f"Azure OpenAI for {name!r}: {validate_endpoint(args.endpoint)} "
           f"(api-version {validate_api_version(args.api_version)})")
@@ -158,7 +158,7 @@ async def _org_azure(args, conn, url) -> int:
 
 
 async def _org_threshold(args, conn, url) -> int:
-    from lectr.orgs import find_org, set_p95_threshold
+    from lectr.api.orgs import find_org, set_p95_threshold
     org_id = await find_org(conn, args.org)
     value = await set_p95_threshold(conn, org_id, args.p95_ms)
     print(f"p95 latency threshold of org {args.org!r}: " + (f"{value} ms" if value else "none"))
@@ -166,7 +166,7 @@ async def _org_threshold(args, conn, url) -> int:
 
 
 async def _key_rotate(args, conn, url) -> int:
-    from lectr.orgs import rotate_key
+    from lectr.api.orgs import rotate_key
     name, key = await rotate_key(conn, args.org)
     print(f"Rotated the key of org {name!r}; the old one is refused from now on. New key:")
     print(key)
@@ -176,14 +176,14 @@ async def _key_rotate(args, conn, url) -> int:
 async def _pricing_sync(args, conn, url) -> int:
     import genai_prices
 
-    from lectr.pricing import seed_pricing
+    from lectr.pricing.prices import seed_pricing
     written = await seed_pricing(conn)
     print(f"Synced {written} price rows from genai-prices {genai_prices.__version__}.")
     return 0
 
 
 async def _jobs_run(args, conn, url) -> int:
-    from lectr.config import Settings
+    from lectr.settings.config import Settings
     from lectr.jobs.registry import scheduled_jobs
     from lectr.jobs.scheduler import run_job
 
@@ -202,8 +202,8 @@ async def _db_url(args, conn, url) -> int:
 
 
 def _db_stop() -> int:
-    from lectr import db
-    from lectr.config import Settings
+    from lectr.platform import db
+    from lectr.settings.config import Settings
 
     settings = Settings.from_env()
     if settings.database_url:
@@ -215,8 +215,8 @@ def _db_stop() -> int:
 def _serve(args) -> int:
     import uvloop
 
-    from lectr.config import Settings
-    from lectr.startup import EXIT_CANNOT_LISTEN, CannotListen, Listener, PortClaim, StartupError
+    from lectr.settings.config import Settings
+    from lectr.platform.startup import EXIT_CANNOT_LISTEN, CannotListen, Listener, PortClaim, StartupError
 
     settings = Settings.from_env()
     workers = args.workers if args.workers is not None else settings.workers
@@ -240,7 +240,7 @@ def _serve(args) -> int:
     claim.claim([Listener("proxy", settings.host, settings.proxy_port),
                  Listener("admin", settings.host, settings.admin_port)])
     try:  # the supervisor: one cold process beside the workers (with one worker, itself)
-        from lectr.supervisor import Supervisor
+        from lectr.platform.supervisor import Supervisor
         return uvloop.run(Supervisor(settings, workers).run())
     finally:
         claim.release()
@@ -249,7 +249,7 @@ def _serve(args) -> int:
 async def _serve_process(settings, worker_index: int | None, *, cold: bool = False) -> None:
     if cold:
         from lectr.cold import serve_cold
-        from lectr.startup import TOKENIZER_SOCKET_ENV
+        from lectr.platform.startup import TOKENIZER_SOCKET_ENV
         await serve_cold(settings, os.environ[TOKENIZER_SOCKET_ENV])
         return
     from lectr.app import serve
@@ -300,10 +300,10 @@ _DB_ACTIONS.update(alert_commands.ACTIONS)
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lectr`` command; returns the exit status."""
     from lectr.alerts.settings import SettingsError
-    from lectr.db import DatabaseError
-    from lectr.orgs import OrgError
-    from lectr.pricing import PricingError
-    from lectr.startup import StartupError
+    from lectr.platform.db import DatabaseError
+    from lectr.api.orgs import OrgError
+    from lectr.pricing.prices import PricingError
+    from lectr.platform.startup import StartupError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:

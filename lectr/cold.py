@@ -14,18 +14,18 @@ import gc
 import logging
 import signal
 
-from lectr import db
-from lectr.background import Background
-from lectr.caches import CacheLoader
-from lectr.config import Settings
-from lectr.directory import DirectoryHolder
-from lectr.events.ring import EventRing
-from lectr.events.spool import spooled_bytes
-from lectr.events.tokenizer_service import start_server
+from lectr.platform import db
+from lectr.platform.background import Background
+from lectr.snapshot.loader import CacheLoader
+from lectr.settings.config import Settings
+from lectr.snapshot.directory import DirectoryHolder
+from lectr.proxy.ring import EventRing
+from lectr.recording.spool import spooled_bytes
+from lectr.recording.tokenizer_service import start_server
 from lectr.jobs.registry import scheduled_jobs
 from lectr.jobs.scheduler import Scheduler
-from lectr.metrics import Metrics, watch_loop_lag
-from lectr.startup import CannotListen, Listener, StartupError, describe_bind_error
+from lectr.platform.metrics import Metrics, watch_loop_lag
+from lectr.platform.startup import CannotListen, Listener, StartupError, describe_bind_error
 
 log = logging.getLogger("lectr.cold")
 
@@ -60,7 +60,7 @@ class ColdSide:
         self.scheduler.start()
 
         # Imported here: only this process loads aiohttp.
-        from lectr.api.app import AdminServer, make_admin_app
+        from lectr.admin import AdminServer, make_admin_app
         from lectr.api.state import AdminState
 
         state = AdminState(pool=self.pool, directory=self.directory, metrics=self.metrics,

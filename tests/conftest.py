@@ -21,12 +21,12 @@ import asyncpg
 import openai
 import pytest
 
-from lectr import db
-from lectr.config import ProxyLimits, UpstreamSettings
+from lectr.platform import db
+from lectr.settings.config import ProxyLimits, UpstreamSettings
 from lectr.devtools.mock_provider import MockProvider
-from lectr.directory import Directory, DirectoryHolder, Org
-from lectr.events.ring import EventRing
-from lectr.keys import hash_key, new_org_key
+from lectr.snapshot.directory import Directory, DirectoryHolder, Org
+from lectr.proxy.ring import EventRing
+from lectr.snapshot.keys import hash_key, new_org_key
 from lectr.providers.base import AzureTarget
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer

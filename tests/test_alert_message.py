@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 
 import pytest
 
-from lectr.alerts.config import AlertConfig, AlertConfigError, parse_smtp_url
+from lectr.settings.alerts import AlertConfig, AlertConfigError, parse_smtp_url
 from lectr.alerts.job import Backoff
 from lectr.alerts.message import compose, format_window
 from lectr.alerts.settings import SettingsError, check_recipients, check_threshold, check_webhook
-from lectr.config import ConfigError, Settings
+from lectr.settings.config import ConfigError, Settings
 
 START = datetime(2025, 5, 1, 14, 0, tzinfo=timezone.utc)
 END = datetime(2025, 5, 1, 16, 0, tzinfo=timezone.utc)

@@ -9,13 +9,13 @@ import logging
 
 import pytest
 
-from lectr import db
+from lectr.platform import db
 from lectr.alerts import outbox
-from lectr.alerts.config import AlertConfig, parse_smtp_url
+from lectr.settings.alerts import AlertConfig, parse_smtp_url
 from lectr.alerts.job import AlertJob, Backoff, send_test_alerts
 from lectr.alerts.settings import AlertSettings, put_settings
 from lectr.jobs.registry import ALERTS_LOCK
-from lectr.orgs import create_org
+from lectr.api.orgs import create_org
 from tests.alert_servers import SMTP_PASSWORD, WebhookReceiver, start_smtp
 from tests.understand_contract import insert_anomaly
 

@@ -16,7 +16,9 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from lectr import db, orgs
+from lectr.platform import db
+
+from lectr.api import orgs
 from lectr.analysis.anomaly_model import AnomalyKey, KnownAnomaly, evaluate
 from lectr.jobs import anomalies as job
 from tests.conftest import run_cli

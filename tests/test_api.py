@@ -13,7 +13,7 @@ import pytest
 import requests as http
 from openapi_spec_validator import validate
 
-from lectr.api.app import make_admin_app
+from lectr.admin import make_admin_app
 from lectr.api.openapi import ENDPOINTS
 from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr, wait_for
 
@@ -273,7 +273,7 @@ def test_login_form_needs_its_csrf_token(admin):
 
 
 def test_repeated_failed_logins_are_slowed_then_refused():
-    from lectr.api.dashboard import LoginThrottle
+    from lectr.dashboard.routes import LoginThrottle
 
     throttle = LoginThrottle()
     delays = []

@@ -10,7 +10,7 @@ import time
 import psutil
 
 from lectr.app import Lectr
-from lectr.config import Settings
+from lectr.settings.config import Settings
 from lectr.proxy.busypoll import GROW_START_NS, BusyPoller
 from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
 

@@ -6,7 +6,7 @@ import re
 import asyncpg
 import pytest
 
-from lectr import db
+from lectr.platform import db
 from tests.conftest import lectr_env, run_cli
 
 
@@ -120,7 +120,7 @@ def test_db_stop_stops_the_embedded_postgres_that_db_url_left_running(mock, tmp_
     pid_file = tmp_path / "data" / "pg" / "postmaster.pid"
 
     def running() -> bool:
-        from lectr.db import _alive
+        from lectr.platform.db import _alive
         return pid_file.exists() and _alive(int(pid_file.read_text().split()[0]))
 
     url = run_cli(env, "db", "url").stdout.strip()

@@ -1,8 +1,8 @@
-"""Every configuration default has one source: ``lectr.config.VARIABLES``."""
+"""Every configuration default has one source: ``lectr.settings.config.VARIABLES``."""
 
 import os
 
-from lectr.config import VARIABLES, Settings
+from lectr.settings.config import VARIABLES, Settings
 
 
 def _env_without_lectr() -> dict[str, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lectr.directory import Org, Snapshot
-from lectr.keys import hash_key
+from lectr.snapshot.directory import Org, Snapshot
+from lectr.snapshot.keys import hash_key
 from lectr.providers.base import AzureTarget, parse_origin
 from lectr.providers.registry import DEFAULT_UPSTREAMS, ModelRegistry
 from lectr.proxy import responses as R

@@ -9,13 +9,15 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from lectr import db, orgs
-from lectr.api.app import make_admin_app
-from lectr.api.dashboard import THROTTLE, LoginThrottle
+from lectr.platform import db
+
+from lectr.api import orgs
+from lectr.admin import make_admin_app
+from lectr.dashboard.routes import THROTTLE, LoginThrottle
 from lectr.api.state import AdminState
-from lectr.directory import DirectoryHolder
-from lectr.events.ring import EventRing
-from lectr.metrics import Metrics
+from lectr.snapshot.directory import DirectoryHolder
+from lectr.proxy.ring import EventRing
+from lectr.platform.metrics import Metrics
 
 
 class QuickThrottle(LoginThrottle):

@@ -10,15 +10,15 @@ from decimal import Decimal
 import pytest
 
 from lectr.devtools.mock_provider import completion_body, stream_events
-from lectr.events.record import RequestEvent
-from lectr.events.ring import EventRing
-from lectr.events.rows import COLUMNS, RowBuilder
-from lectr.events import writer as writer_module
-from lectr.events.tokenizer_service import SLICE_CHARS, TokenizerClient, TokenizerProcess, count_tokens
-from lectr.events.tokens import TokenCounter
-from lectr.events.writer import EventWriter
-from lectr.metrics import Metrics
-from lectr.pricing import PriceRow, PricingTable
+from lectr.proxy.event import RequestEvent
+from lectr.proxy.ring import EventRing
+from lectr.recording.rows import COLUMNS, RowBuilder
+from lectr.recording import writer as writer_module
+from lectr.recording.tokenizer_service import SLICE_CHARS, TokenizerClient, TokenizerProcess, count_tokens
+from lectr.recording.tokens import TokenCounter
+from lectr.recording.writer import EventWriter
+from lectr.platform.metrics import Metrics
+from lectr.pricing.prices import PriceRow, PricingTable
 
 PRICE = PriceRow(1, "openai", "gpt-4o-mini", Decimal("0.15"), Decimal("0.6"), None,
                  datetime(2020, 1, 1, tzinfo=timezone.utc), "seed")

@@ -16,9 +16,9 @@ import textwrap
 
 from prometheus_client import generate_latest
 
-from lectr.events.record import RequestEvent
-from lectr.events.ring import EventRing
-from lectr.metrics import Metrics
+from lectr.proxy.event import RequestEvent
+from lectr.proxy.ring import EventRing
+from lectr.platform.metrics import Metrics
 
 
 def event(provider: str = "openai", status: int = 200, duration: float = 0.2, overhead: float = 80e-6,
@@ -110,8 +110,8 @@ def test_a_malformed_event_is_skipped_not_fatal():
 _MULTIPROCESS_SCRIPT = textwrap.dedent("""
     import json, sys
     from tests.test_metrics import mixed_events, observe_one_by_one
-    from lectr.events.ring import EventRing
-    from lectr.metrics import Metrics
+    from lectr.proxy.ring import EventRing
+    from lectr.platform.metrics import Metrics
 
     metrics = Metrics(EventRing(1))
     events = mixed_events()

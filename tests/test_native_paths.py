@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from lectr.config import ProxyLimits
+from lectr.settings.config import ProxyLimits
 from lectr.providers.registry import PROVIDERS, provider_for_path
 from tests.conftest import PROVIDER_PREFIXES, ProxyHarness
 from tests.httpcheck import exchange, request

@@ -11,8 +11,8 @@ import http.client
 import orjson
 import pytest
 
-from lectr.events.tokens import TokenCounter
-from lectr.events.usage import response_values
+from lectr.recording.tokens import TokenCounter
+from lectr.recording.usage import response_values
 from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
 from tests.test_recording import wait_for_rows
 
@@ -173,7 +173,7 @@ def _cell(html: str, testid: str) -> str:
 
 
 def test_a_period_whose_requests_were_all_unpriced_shows_no_zero_cost_on_the_overview():
-    from lectr.api.pages import render_overview
+    from lectr.dashboard.pages import render_overview
     from tests.test_pages import overview_ctx, sample_summary, totals
 
     summary = sample_summary(

@@ -8,7 +8,7 @@ import warnings
 
 import asyncpg
 
-from lectr import db
+from lectr.platform import db
 from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
 
 

@@ -11,8 +11,8 @@ import jinja2
 import pytest
 from markupsafe import Markup
 
-from lectr.api import charts, pages
-from lectr.api.pages import (change_tone, coverage_notes, fmt_change, fmt_int, fmt_ms, fmt_pct, fmt_usd,
+from lectr.dashboard import charts, pages
+from lectr.dashboard.pages import (change_tone, coverage_notes, fmt_change, fmt_int, fmt_ms, fmt_pct, fmt_usd,
                              health_status, render_failures, render_login, render_overview, render_requests)
 
 XSS = "<script>alert(1)</script>"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from lectr.config import ProxyLimits
+from lectr.settings.config import ProxyLimits
 from lectr.providers.base import PathRefused, deployment_segment
 from lectr.proxy.paths import normalise_path
 from tests.conftest import PROVIDER_PREFIXES, ProxyHarness

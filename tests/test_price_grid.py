@@ -17,8 +17,8 @@ from decimal import Decimal
 import genai_prices
 import pytest
 
-from lectr.price_seed import genai_price_rows
-from lectr.pricing import PriceRow, PricingTable, compute_cost
+from lectr.pricing.seed import genai_price_rows
+from lectr.pricing.prices import PriceRow, PricingTable, compute_cost
 
 TOLERANCE = Decimal("1e-12")
 _GENAI_PROVIDER = {"gemini": "google"}

@@ -14,9 +14,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from lectr import db
-from lectr.price_seed import genai_price_rows, rows_from_child
-from lectr.pricing import (
+from lectr.platform import db
+from lectr.pricing.seed import genai_price_rows, rows_from_child
+from lectr.pricing.prices import (
     EPOCH, PriceRow, PriceTier, PricingError, PricingTable, add_operator_price, compute_cost, downgrade_rows,
     ensure_seeded, list_prices, load_pricing, seed_downgrades, seed_pricing)
 
@@ -445,7 +445,7 @@ async def test_the_child_process_gives_the_same_rows_and_the_server_never_import
     import sys
 
     assert await rows_from_child() == genai_price_rows()
-    probe = ("import asyncio, sys; from lectr.price_seed import rows_from_child; "
+    probe = ("import asyncio, sys; from lectr.pricing.seed import rows_from_child; "
              "rows = asyncio.run(rows_from_child()); "
              "print(len(rows), any(m.startswith('genai_prices') for m in sys.modules))")
     child = await asyncio.create_subprocess_exec(sys.executable, "-c", probe, stdout=asyncio.subprocess.PIPE)

@@ -13,7 +13,7 @@ import re
 import pytest
 import requests as http
 
-from lectr.api.app import make_admin_app
+from lectr.admin import make_admin_app
 from tests.conftest import sdk_client, wait_for
 from tests.rollup_fixtures import seed_understanding
 

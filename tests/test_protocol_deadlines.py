@@ -13,7 +13,7 @@ import asyncpg
 import orjson
 import pytest
 
-from lectr.config import ProxyLimits
+from lectr.settings.config import ProxyLimits
 from lectr.proxy.flow import FlowControl
 from tests.conftest import ProxyHarness, create_org, lectr_env, start_lectr, stop_lectr
 from tests.httpcheck import connect, exchange, is_closed, read_replies, request
@@ -226,7 +226,7 @@ def test_the_write_deadline_counts_one_uninterrupted_pause_only():
 
 
 def test_the_client_write_timeout_is_configured_from_the_environment():
-    from lectr.config import ConfigError, Settings
+    from lectr.settings.config import ConfigError, Settings
     assert Settings.from_env({}).limits.client_write_timeout == 60.0
     assert Settings.from_env({"LECTR_CLIENT_WRITE_TIMEOUT": "2.5"}).limits.client_write_timeout == 2.5
     with pytest.raises(ConfigError):

@@ -11,8 +11,8 @@ import time
 import orjson
 import pytest
 
-from lectr.directory import Directory, Org
-from lectr.keys import hash_key, new_org_key
+from lectr.snapshot.directory import Directory, Org
+from lectr.snapshot.keys import hash_key, new_org_key
 from lectr.proxy import upgrades
 from tests.httpcheck import connect, exchange, is_closed, read_replies, request
 

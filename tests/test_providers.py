@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from lectr.config import VARIABLES, Settings
-from lectr.events.tokens import CL100K_BASE, encoding_name
-from lectr.events.usage import usage_from_mapping
-from lectr.price_seed import genai_price_rows
+from lectr.settings.config import VARIABLES, Settings
+from lectr.recording.tokens import CL100K_BASE, encoding_name
+from lectr.recording.usage import usage_from_mapping
+from lectr.pricing.seed import genai_price_rows
 from lectr.providers.registry import DEFAULT_UPSTREAMS, PROVIDER_NAMES, PROVIDERS, ModelRegistry
 
 

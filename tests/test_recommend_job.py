@@ -15,9 +15,11 @@ import asyncpg
 import orjson
 import pytest
 
-from lectr import db, orgs
+from lectr.platform import db
+
+from lectr.api import orgs
 from lectr.api import understand_api
-from lectr.pricing import ensure_seeded, load_pricing
+from lectr.pricing.prices import ensure_seeded, load_pricing
 from tests.conftest import run_cli
 from tests.rollup_fixtures import insert_rollups, rollup_row
 

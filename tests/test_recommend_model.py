@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from lectr.analysis import recommend_model as rm
-from lectr.pricing import downgrade_rows
+from lectr.pricing.prices import downgrade_rows
 
 LADDER = rm.index_downgrades(rm.Downgrade(*row) for row in downgrade_rows())
 PRICES = {

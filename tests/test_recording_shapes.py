@@ -12,7 +12,7 @@ import orjson
 import pytest
 import zstandard
 
-from lectr.events.tokens import TokenCounter
+from lectr.recording.tokens import TokenCounter
 from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
 from tests.test_recording import query, wait_for_rows
 

@@ -10,11 +10,11 @@ import orjson
 import pytest
 import zstandard
 
-from lectr.events.record import CAPTURE_TAIL_BYTES, RequestEvent
-from lectr.events.rows import COLUMNS, RowBuilder
-from lectr.events.tokens import TokenCounter
-from lectr.events.usage import NO_USAGE, Usage, extract_usage, response_values
-from lectr.pricing import PriceRow, PricingTable
+from lectr.proxy.event import CAPTURE_TAIL_BYTES, RequestEvent
+from lectr.recording.rows import COLUMNS, RowBuilder
+from lectr.recording.tokens import TokenCounter
+from lectr.recording.usage import NO_USAGE, Usage, extract_usage, response_values
+from lectr.pricing.prices import PriceRow, PricingTable
 
 SSE = "text/event-stream"
 JSON = "application/json"
@@ -357,7 +357,7 @@ def test_a_long_json_body_whose_usage_is_lost_says_so(counter):
 
 
 def test_rows_whose_usage_could_not_be_read_are_said_beside_the_unpriced_ones():
-    from lectr.api.pages import coverage_notes
+    from lectr.dashboard.pages import coverage_notes
 
     [note] = coverage_notes({"unread_requests": 3})
     assert note.startswith("3 requests have usage Lectr could not read in full")

@@ -9,10 +9,10 @@ import asyncpg
 import orjson
 import pytest
 
-from lectr import db, partitions
+from lectr.platform import db, partitions
 from lectr.analysis import histogram
 from lectr.analysis.aggregator import BUCKET_ORIGIN, PERIODS, run_aggregator
-from lectr.events.rows import COLUMNS
+from lectr.recording.rows import COLUMNS
 from tests.test_rollups import random_row
 
 # Percentiles come from histograms: within MAX_RELATIVE_ERROR of percentile_cont for values of

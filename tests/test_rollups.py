@@ -9,14 +9,14 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from lectr import db, partitions
+from lectr.platform import db, partitions
 from lectr.analysis import histogram
-from lectr.events.ring import EventRing
-from lectr.events.rows import COLUMNS
-from lectr.events.spool import Spool
-from lectr.events.store import RowStore
+from lectr.proxy.ring import EventRing
+from lectr.recording.rows import COLUMNS
+from lectr.recording.spool import Spool
+from lectr.recording.store import RowStore
 from lectr.jobs.rollups import run_rollups
-from lectr.metrics import Metrics
+from lectr.platform.metrics import Metrics
 
 NOW = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
 
@@ -207,7 +207,7 @@ async def test_a_row_committed_after_a_run_started_is_folded_into_its_hour(conn,
 
 def test_the_rollups_job_is_scheduled_every_rollup_interval_with_its_own_lock():
     from lectr.app import scheduled_jobs
-    from lectr.config import Settings
+    from lectr.settings.config import Settings
 
     jobs = {job.name: job for job in scheduled_jobs(Settings.from_env({"LECTR_ROLLUP_INTERVAL": "17"}))}
     assert jobs["rollups"].interval == 17.0 and jobs["rollups"].run is run_rollups

@@ -10,10 +10,10 @@ import orjson
 import pytest
 
 from lectr.devtools.mock_provider import completion_body, stream_events
-from lectr.events.record import RequestEvent
-from lectr.events.rows import COLUMNS, RowBuilder
-from lectr.events.usage import Usage, _count, _first_count, gemini_billed_completion, usage_from_mapping
-from lectr.pricing import EPOCH, PriceRow, PricingTable
+from lectr.proxy.event import RequestEvent
+from lectr.recording.rows import COLUMNS, RowBuilder
+from lectr.recording.usage import Usage, _count, _first_count, gemini_billed_completion, usage_from_mapping
+from lectr.pricing.prices import EPOCH, PriceRow, PricingTable
 
 MINI = PriceRow(1, "openai", "gpt-4o-mini", Decimal("0.15"), Decimal("0.6"), Decimal("0.075"), EPOCH, "seed")
 NOON = datetime(2026, 3, 10, 12, tzinfo=UTC)

@@ -7,10 +7,12 @@ import asyncio
 import asyncpg
 import pytest
 
-from lectr import db, orgs
-from lectr.caches import PRICING, RELOADS, SNAPSHOT_PARTS, UNCACHED, CacheLoader, load_snapshot
-from lectr.directory import SnapshotHolder
-from lectr.keys import hash_key
+from lectr.platform import db
+
+from lectr.api import orgs
+from lectr.snapshot.loader import PRICING, RELOADS, SNAPSHOT_PARTS, UNCACHED, CacheLoader, load_snapshot
+from lectr.snapshot.directory import SnapshotHolder
+from lectr.snapshot.keys import hash_key
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from lectr import db, partitions
-from lectr.events.ring import EventRing
-from lectr.events.rows import COLUMNS
-from lectr.events.spool import Spool
-from lectr.events.store import RowStore
-from lectr.metrics import Metrics
+from lectr.platform import db, partitions
+from lectr.proxy.ring import EventRing
+from lectr.recording.rows import COLUMNS
+from lectr.recording.spool import Spool
+from lectr.recording.store import RowStore
+from lectr.platform.metrics import Metrics
 
 
 def row(n: int, day: datetime | None = None) -> tuple:

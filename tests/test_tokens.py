@@ -10,8 +10,8 @@ import tiktoken.load
 import tiktoken.model
 from tiktoken_ext import openai_public
 
-from lectr.events import tokens
-from lectr.events.tokens import CL100K_BASE, O200K_BASE, TokenCounter, encoding_name
+from lectr.recording import tokens
+from lectr.recording.tokens import CL100K_BASE, O200K_BASE, TokenCounter, encoding_name
 
 SAMPLES = [
     "hello world",
@@ -142,7 +142,7 @@ def test_concurrent_first_use_loads_each_encoding_once(monkeypatch):
 
 
 def test_import_has_no_side_effects():
-    code = ("import sys, threading, lectr.events.tokens, lectr.events.usage; "
+    code = ("import sys, threading, lectr.recording.tokens, lectr.recording.usage; "
             "print('tiktoken' in sys.modules, threading.active_count())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "1"]

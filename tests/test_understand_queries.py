@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from lectr import db, partitions
+from lectr.platform import db, partitions
 from lectr.api import understand_queries as q
-from lectr.api.anomaly_chart import anomaly_chart_svg
+from lectr.dashboard.anomaly_chart import anomaly_chart_svg
 from lectr.jobs.rollups import run_rollups
-from lectr.orgs import create_org
+from lectr.api.orgs import create_org
 from tests.understand_contract import insert_anomaly, insert_recommendation
 
 HOUR = datetime(2026, 1, 5, 10, tzinfo=timezone.utc)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from lectr.config import VARIABLES, ConfigError, Settings
-from lectr.events.ring import EventRing
-from lectr.keys import hash_key, key_hint, new_org_key
+from lectr.settings.config import VARIABLES, ConfigError, Settings
+from lectr.proxy.ring import EventRing
+from lectr.snapshot.keys import hash_key, key_hint, new_org_key
 from lectr.providers.azure import azure_route
 from lectr.providers.base import AzureTarget, bearer_token, parse_origin
 from lectr.providers.registry import PROVIDERS

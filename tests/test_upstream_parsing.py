@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lectr.config import UpstreamSettings
+from lectr.settings.config import UpstreamSettings
 from lectr.providers.base import parse_origin
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.upstream import UpstreamConnection, UpstreamPools

@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from lectr.config import ProxyLimits
+from lectr.settings.config import ProxyLimits
 from tests.conftest import ProxyHarness
 from tests.httpcheck import connect, read_replies, request
 from tests.rawupstream import RESET, RawUpstream, json_reply
@@ -112,7 +112,7 @@ def test_a_request_whose_write_failed_at_once_may_be_sent_again(method):
 
     import uvloop
 
-    from lectr.config import UpstreamSettings
+    from lectr.settings.config import UpstreamSettings
     from lectr.providers.base import parse_origin
     from lectr.proxy.busypoll import BusyPoller
     from lectr.proxy.upstream import OriginPool

@@ -8,8 +8,8 @@ import orjson
 import pytest
 
 from lectr.devtools.mock_provider import stream_events
-from lectr.events.tokens import TokenCounter
-from lectr.events.usage import NO_USAGE, Usage, extract_usage
+from lectr.recording.tokens import TokenCounter
+from lectr.recording.usage import NO_USAGE, Usage, extract_usage
 
 SSE = "text/event-stream"
 JSON = "application/json"
@@ -273,7 +273,7 @@ def test_malformed_bodies_are_none_without_raising(counter, chunks, kwargs):
 
 
 def test_compression_bomb_is_none(counter, monkeypatch):
-    import lectr.events.encodings as usage_module
+    import lectr.recording.encodings as usage_module
 
     monkeypatch.setattr(usage_module, "MAX_DECODED_BYTES", 1024)
     padded = dict(COMPLETION, padding="x" * 4096)

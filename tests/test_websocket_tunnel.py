@@ -17,8 +17,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from lectr.config import ProxyLimits
-from lectr.events.websocket import realtime_usage
+from lectr.settings.config import ProxyLimits
+from lectr.recording.websocket import realtime_usage
 from tests.conftest import PROVIDER_PREFIXES, ProxyHarness, create_org, lectr_env, start_lectr, stop_lectr
 from tests.httpcheck import connect
 from tests.rawupstream import RawUpstream, json_reply

@@ -8,8 +8,8 @@ import zlib
 import orjson
 import pytest
 
-from lectr.events.usage import usage_values
-from lectr.events.websocket import frame_messages, realtime_usage
+from lectr.recording.usage import usage_values
+from lectr.recording.websocket import frame_messages, realtime_usage
 
 
 def frame(payload: bytes, opcode: int = 1, *, fin: bool = True, rsv1: bool = False, mask: bool = False) -> bytes:

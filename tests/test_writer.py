@@ -5,12 +5,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from lectr.devtools.mock_provider import completion_body
-from lectr.events.record import RequestEvent
-from lectr.events.ring import EventRing
-from lectr.events.rows import COLUMNS, RowBuilder
-from lectr.events.writer import EventWriter
-from lectr.metrics import Metrics
-from lectr.pricing import EPOCH, PriceRow, PricingTable
+from lectr.proxy.event import RequestEvent
+from lectr.proxy.ring import EventRing
+from lectr.recording.rows import COLUMNS, RowBuilder
+from lectr.recording.writer import EventWriter
+from lectr.platform.metrics import Metrics
+from lectr.pricing.prices import EPOCH, PriceRow, PricingTable
 
 PRICE = PriceRow(1, "openai", "gpt-4o-mini", Decimal("0.15"), Decimal("0.6"), None, EPOCH, "seed")
 
@@ -299,7 +299,7 @@ async def test_a_connection_lost_while_retrying_a_refused_batch_spools_the_rows_
 async def test_a_shutdown_whose_flush_hangs_spools_the_rows_it_held(monkeypatch):
     import asyncio
 
-    from lectr.events import writer as writer_module
+    from lectr.recording import writer as writer_module
 
     monkeypatch.setattr(writer_module, "CLOSE_WAIT_SECONDS", 0.1)
     spool = RecordingSpool()

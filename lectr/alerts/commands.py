@@ -38,7 +38,7 @@ def _describe(name: str, settings: AlertSettings) -> None:
 
 
 async def _org(conn: asyncpg.Connection, ref: str) -> tuple[int, str]:
-    from lectr.orgs import find_org, org_name
+    from lectr.api.orgs import find_org, org_name
 
     org_id = await find_org(conn, ref)
     return org_id, await org_name(conn, org_id)
@@ -69,7 +69,7 @@ async def set_(args: argparse.Namespace, conn: asyncpg.Connection, url: str) -> 
 
 async def test(args: argparse.Namespace, conn: asyncpg.Connection, url: str) -> int:
     from lectr.alerts.job import send_test_alerts
-    from lectr.config import Settings
+    from lectr.settings.config import Settings
 
     org_id, name = await _org(conn, args.org)
     results = await send_test_alerts(conn, org_id, Settings.from_env().alerts)

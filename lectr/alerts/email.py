@@ -9,7 +9,7 @@ from __future__ import annotations
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from lectr.alerts.config import SmtpServer
+from lectr.settings.alerts import SmtpServer
 
 TIMEOUT_SECONDS = 15.0
 

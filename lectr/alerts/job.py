@@ -27,7 +27,7 @@ import asyncpg
 import orjson
 
 from lectr.alerts import outbox
-from lectr.alerts.config import AlertConfig
+from lectr.settings.alerts import AlertConfig
 from lectr.alerts.email import DeliveryError
 
 if TYPE_CHECKING:

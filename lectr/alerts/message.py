@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
-from lectr.api.pages import fmt_ms, fmt_pct, fmt_usd
+from lectr.dashboard.pages import fmt_ms, fmt_pct, fmt_usd
 
 # metric -> (what it is called, how a value is written)
 METRIC_NAMES = {

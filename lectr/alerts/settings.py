@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from lectr.urls import InvalidURL, check_base_url
+from lectr.settings.urls import InvalidURL, check_base_url
 
 MAX_RECIPIENTS = 20
 MAX_THRESHOLD_MS = 3_600_000

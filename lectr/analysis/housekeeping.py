@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from lectr import partitions
+from lectr.platform import partitions
 
 
 async def run_housekeeping(conn: asyncpg.Connection, retention_days: int) -> None:

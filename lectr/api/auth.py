@@ -10,7 +10,7 @@ from aiohttp import web
 from lectr.api import sessions
 from lectr.api.errors import ApiError
 from lectr.api.state import STATE
-from lectr.keys import hash_key
+from lectr.snapshot.keys import hash_key
 
 SESSION_COOKIE = "lectr_session"
 

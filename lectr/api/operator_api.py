@@ -10,12 +10,13 @@ from datetime import datetime
 import orjson
 from aiohttp import web
 
-from lectr import orgs, pricing
+from lectr.api import orgs
 from lectr.api.auth import require_operator
 from lectr.api.errors import ApiError, bad_parameter
 from lectr.api.org_api import json
 from lectr.api.queries import check_text, parse_int, parse_limit, parse_time
 from lectr.api.state import STATE
+from lectr.pricing import prices as pricing
 
 
 async def _body(request: web.Request) -> dict:

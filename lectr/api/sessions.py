@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import asyncpg
 
-from lectr.keys import hash_key
+from lectr.snapshot.keys import hash_key
 
 
 @dataclass(frozen=True, slots=True)

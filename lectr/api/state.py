@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import asyncpg
 from aiohttp import web
 
-from lectr.alerts.config import AlertConfig
-from lectr.directory import DirectoryHolder
-from lectr.metrics import Metrics
+from lectr.settings.alerts import AlertConfig
+from lectr.snapshot.directory import DirectoryHolder
+from lectr.platform.metrics import Metrics
 
 
 @dataclass

@@ -9,7 +9,7 @@ from datetime import datetime
 import orjson
 from aiohttp import web
 
-from lectr import orgs
+from lectr.api import orgs
 from lectr.api.auth import org_caller, require_operator
 from lectr.api.errors import ApiError, bad_parameter
 from lectr.api.org_api import json

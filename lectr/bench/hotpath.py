@@ -20,13 +20,13 @@ from decimal import Decimal
 
 import uvloop
 
-from lectr.config import ProxyLimits, UpstreamSettings
-from lectr.directory import Directory, DirectoryHolder, Org
-from lectr.events.ring import EventRing
-from lectr.events.rows import RowBuilder
-from lectr.keys import hash_key
-from lectr.metrics import Metrics
-from lectr.pricing import PriceRow, PricingTable
+from lectr.settings.config import ProxyLimits, UpstreamSettings
+from lectr.snapshot.directory import Directory, DirectoryHolder, Org
+from lectr.proxy.ring import EventRing
+from lectr.recording.rows import RowBuilder
+from lectr.snapshot.keys import hash_key
+from lectr.platform.metrics import Metrics
+from lectr.pricing.prices import PriceRow, PricingTable
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.protocol import ProxyProtocol
 from lectr.proxy.server import ProxyContext

@@ -213,7 +213,7 @@ class Stack:
         if self.client_cores:
             os.sched_setaffinity(0, self.client_cores)
         progress(f"starting embedded Postgres in {self.tmp / 'data'}")
-        from lectr.db import start_embedded
+        from lectr.platform.db import start_embedded
         self.pg_dir = self.tmp / "data" / "pg"
         self.database_url = start_embedded(self.tmp / "data")
         progress(f"starting the mock provider on {self.mock_url}")

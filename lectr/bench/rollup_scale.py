@@ -29,7 +29,7 @@ from pathlib import Path
 
 import asyncpg
 
-from lectr import db, partitions
+from lectr.platform import db, partitions
 from lectr.analysis.aggregator import run_aggregator
 from lectr.jobs.rollups import run_rollups
 

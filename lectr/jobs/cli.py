@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from lectr.config import ConfigError
+from lectr.settings.config import ConfigError
 
 
 def parse_time(raw: str, option: str) -> datetime:
@@ -39,7 +39,7 @@ async def run_at(args, conn, job) -> int:
         if args.job == "anomalies":
             counts = await run_anomalies(conn, at=at)
         else:
-            from lectr.config import Settings
+            from lectr.settings.config import Settings
             counts = await run_recommendations(conn, at=at,
                                                min_requests=Settings.from_env().admin.recommend_min_requests)
     print(f"Ran {args.job} at {at.isoformat()}: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")

@@ -23,7 +23,7 @@ import orjson
 
 from lectr.analysis import histogram as hg
 from lectr.analysis import recommend_model as rm
-from lectr.pricing import PricingTable, _name_candidates, load_pricing, normalize_model
+from lectr.pricing.prices import PricingTable, _name_candidates, load_pricing, normalize_model
 
 RECOMMEND_LOCK = 0x4C435243  # "LCRC"
 

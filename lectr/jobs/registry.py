@@ -9,7 +9,7 @@ from __future__ import annotations
 from lectr.alerts.job import AlertJob
 from lectr.analysis.aggregator import run_aggregator
 from lectr.analysis.housekeeping import run_housekeeping
-from lectr.config import Settings
+from lectr.settings.config import Settings
 from lectr.jobs.anomalies import ANOMALY_LOCK, scheduled_run
 from lectr.jobs.recommendations import RECOMMEND_LOCK, run_recommendations
 from lectr.jobs.rollups import ROLLUPS_LOCK, run_rollups

@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 
 import asyncpg
 
-from lectr.background import Background
+from lectr.platform.background import Background
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Coroutine
 
-from lectr.config import ProxyLimits
-from lectr.directory import DirectoryHolder
-from lectr.events.ring import EventRing
+from lectr.settings.config import ProxyLimits
+from lectr.snapshot.directory import DirectoryHolder
+from lectr.proxy.ring import EventRing
 from lectr.providers.base import parse_origin
 from lectr.providers.registry import PROVIDER_NAMES, ModelRegistry
 from lectr.proxy.busypoll import BusyPoller

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, NamedTuple
 
-from lectr.directory import Org, Snapshot
+from lectr.snapshot.directory import Org, Snapshot
 from lectr.providers.base import Origin
 from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS, credentials_for
 from lectr.providers.registry import provider_for_path

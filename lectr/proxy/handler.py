@@ -16,8 +16,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from lectr.directory import Org
-from lectr.events.record import CAPTURE_TAIL_BYTES, RequestEvent
+from lectr.snapshot.directory import Org
+from lectr.proxy.event import CAPTURE_TAIL_BYTES, RequestEvent
 from lectr.providers.registry import DEFAULT_PROVIDER
 from lectr.proxy import responses as R
 from lectr.proxy.decide import RequestFacts, decide

@@ -8,7 +8,7 @@ and back-pressure holds in both directions (a side that cannot take more stops t
 being read). Either side closing, or neither sending for the upstream read timeout, ends the
 tunnel; the request cycle then records one event with the byte counts and a bounded capture
 of what the provider sent, whose frames the cold path reads for usage
-(``lectr.events.websocket``).
+(``lectr.recording.websocket``).
 """
 
 from __future__ import annotations

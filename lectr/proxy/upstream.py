@@ -18,7 +18,7 @@ from typing import Protocol
 
 import httptools
 
-from lectr.config import UpstreamSettings
+from lectr.settings.config import UpstreamSettings
 from lectr.providers.base import Origin
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.headers import ResponseHead, parse_response_head

@@ -13,11 +13,11 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, InvalidHeader, LineTooLong
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from lectr.api.dashboard import add_dashboard_routes
+from lectr.dashboard.routes import add_dashboard_routes
 from lectr.api.errors import json_errors
 from lectr.api.openapi import ENDPOINTS, document
 from lectr.api.state import STATE, AdminState
-from lectr.api.understand_pages import add_understand_routes
+from lectr.dashboard.understand_pages import add_understand_routes
 
 
 async def metrics_page(request: web.Request) -> web.Response:

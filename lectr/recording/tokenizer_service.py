@@ -7,7 +7,7 @@ the token counts of a whole batch at once: a request is ``[[encoding, text], ...
 reply ``[count, ...]``, each framed by a 4-byte big-endian length. Cold path only: the
 writer awaits it between COPYs; no request ever does.
 
-    python -m lectr.events.tokenizer_service SOCKET_PATH
+    python -m lectr.recording.tokenizer_service SOCKET_PATH
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ async def start_server(path: str) -> asyncio.Server:
 
     The cold process hosts it beside its jobs; ``serve`` runs it as a process of its own.
     """
-    from lectr.events.tokens import TokenCounter
+    from lectr.recording.tokens import TokenCounter
 
     counter = TokenCounter()
     counter.preload()
@@ -151,7 +151,7 @@ class TokenizerProcess:
         self._watch = asyncio.get_running_loop().create_task(self._keep_running(), name="lectr-tokenizer")
 
     async def _spawn(self) -> None:
-        self._proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "lectr.events.tokenizer_service",
+        self._proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "lectr.recording.tokenizer_service",
                                                           self.path)
         for _ in range(300):  # loading the vocabularies takes well under a second
             if os.path.exists(self.path):

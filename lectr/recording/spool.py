@@ -21,7 +21,7 @@ from pathlib import Path
 
 import orjson
 
-from lectr.events.rows import COLUMNS, COST_USD, CREATED_AT
+from lectr.recording.rows import COLUMNS, COST_USD, CREATED_AT
 
 log = logging.getLogger(__name__)
 _SUFFIX = ".batch"

@@ -15,7 +15,7 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
-from lectr.api.formats import fmt_int, fmt_ms, fmt_usd
+from lectr.dashboard.formats import fmt_int, fmt_ms, fmt_usd
 
 __all__ = ["time_series_svg", "share_bar_svg", "COLORS"]
 

@@ -14,10 +14,10 @@ from collections import Counter
 
 import asyncpg
 
-from lectr.events.ring import EventRing
-from lectr.events.rows import COLUMNS, ORG_ID
-from lectr.events.spool import Spool
-from lectr.metrics import Metrics
+from lectr.proxy.ring import EventRing
+from lectr.recording.rows import COLUMNS, ORG_ID
+from lectr.recording.spool import Spool
+from lectr.platform.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

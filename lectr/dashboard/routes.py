@@ -15,7 +15,9 @@ from importlib import resources
 
 from aiohttp import web
 
-from lectr.api import pages, sessions
+from lectr.api import sessions
+
+from lectr.dashboard import pages
 from lectr.api.auth import SESSION_COOKIE, Caller, org_caller
 from lectr.analysis.summary import PERIODS
 from lectr.api.errors import ApiError
@@ -240,7 +242,7 @@ def _row(r: dict) -> dict:
 
 
 async def stylesheet(request: web.Request) -> web.Response:
-    css = resources.files("lectr.api").joinpath("static", "lectr.css").read_bytes()
+    css = resources.files("lectr.dashboard").joinpath("static", "lectr.css").read_bytes()
     return web.Response(body=css, content_type="text/css", headers={"Cache-Control": "max-age=300"})
 
 

@@ -15,10 +15,10 @@ from typing import Awaitable, Callable
 
 import asyncpg
 
-from lectr.background import Background
-from lectr.db import CONFIG_CHANNEL
-from lectr.directory import Org, Snapshot, SnapshotHolder
-from lectr.pricing import PricingTable, load_pricing
+from lectr.platform.background import Background
+from lectr.platform.db import CONFIG_CHANNEL
+from lectr.snapshot.directory import Org, Snapshot, SnapshotHolder
+from lectr.pricing.prices import PricingTable, load_pricing
 from lectr.providers.base import AzureTarget
 
 log = logging.getLogger(__name__)

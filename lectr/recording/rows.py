@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 from operator import itemgetter
 from typing import NamedTuple
 
-from lectr.events.record import RequestEvent
-from lectr.events.tokens import encoding_name
-from lectr.events.usage import response_steps, response_values
-from lectr.pricing import PriceRow, PricingTable, compute_cost
+from lectr.proxy.event import RequestEvent
+from lectr.recording.tokens import encoding_name
+from lectr.recording.usage import response_steps, response_values
+from lectr.pricing.prices import PriceRow, PricingTable, compute_cost
 
 # The order of ``request_logs`` columns in every row and every COPY.
 COLUMNS = (

@@ -13,9 +13,9 @@ from typing import Any
 import jinja2
 
 from lectr.analysis.summary import PERIODS
-from lectr.api import charts
-from lectr.api.charts import share_bar_svg
-from lectr.api.formats import (DASH, change_tone, coverage_notes, datetime_local, fmt_bucket, fmt_change, fmt_cost,
+from lectr.dashboard import charts
+from lectr.dashboard.charts import share_bar_svg
+from lectr.dashboard.formats import (DASH, change_tone, coverage_notes, datetime_local, fmt_bucket, fmt_change, fmt_cost,
                                fmt_datetime, fmt_int, fmt_ms, fmt_pct, fmt_time, fmt_usd, health_status)
 
 __all__ = [
@@ -71,7 +71,7 @@ def _environment() -> jinja2.Environment:
     global _env
     if _env is None:
         env = jinja2.Environment(
-            loader=jinja2.PackageLoader("lectr.api", "templates"),
+            loader=jinja2.PackageLoader("lectr.dashboard", "templates"),
             autoescape=jinja2.select_autoescape(["html"]),
             undefined=jinja2.StrictUndefined,
             trim_blocks=True,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from lectr.keys import hash_key, key_hint, new_org_key
-from lectr.urls import InvalidURL, check_base_url
+from lectr.snapshot.keys import hash_key, key_hint, new_org_key
+from lectr.settings.urls import InvalidURL, check_base_url
 
 _API_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]{0,63}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

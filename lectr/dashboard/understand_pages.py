@@ -14,12 +14,12 @@ from lectr.alerts import settings as alert_settings
 from lectr.alerts.message import format_sigma, format_spread, format_value, format_window, what, where
 from lectr.analysis.summary import DEFAULT_PERIOD
 from lectr.api import understand_queries as q
-from lectr.api.anomaly_chart import anomaly_chart_svg
+from lectr.dashboard.anomaly_chart import anomaly_chart_svg
 from lectr.api.auth import Caller
-from lectr.api.dashboard import _html, _page_caller
-from lectr.api.pages import _environment, fmt_ms, fmt_usd
+from lectr.dashboard.routes import _html, _page_caller
+from lectr.dashboard.pages import _environment, fmt_ms, fmt_usd
 from lectr.api.state import STATE
-from lectr.orgs import OrgError, set_azure_for
+from lectr.api.orgs import OrgError, set_azure_for
 
 SIGNAL_LABELS = {
     "requests": "Requests (30 days)", "avg_prompt_tokens": "Avg prompt tokens",

@@ -65,7 +65,7 @@ class AlertConfig:
     @classmethod
     def from_env(cls, env: dict[str, str], *, admin_host: str, admin_port: int) -> "AlertConfig":
         from lectr.alerts.settings import SettingsError, check_email
-        from lectr.urls import InvalidURL, check_base_url
+        from lectr.settings.urls import InvalidURL, check_base_url
 
         smtp_raw = env.get("LECTR_SMTP_URL") or ""
         smtp = parse_smtp_url(smtp_raw) if smtp_raw else None

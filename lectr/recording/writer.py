@@ -24,15 +24,15 @@ from collections import Counter, deque
 
 import asyncpg
 
-from lectr.background import Background
-from lectr.events.record import RequestEvent
-from lectr.events.ring import EventRing
-from lectr.events.encodings import encoding_label
-from lectr.events.rows import PRICING_ID, PROVIDER, TOKEN_SOURCE, UNDECODABLE, USAGE_NOTE, Pending, RowBuilder
-from lectr.events.spool import Spool
-from lectr.events.store import RowStore
-from lectr.events.tokenizer_service import TokenizerClient
-from lectr.metrics import Metrics
+from lectr.platform.background import Background
+from lectr.proxy.event import RequestEvent
+from lectr.proxy.ring import EventRing
+from lectr.recording.encodings import encoding_label
+from lectr.recording.rows import PRICING_ID, PROVIDER, TOKEN_SOURCE, UNDECODABLE, USAGE_NOTE, Pending, RowBuilder
+from lectr.recording.spool import Spool
+from lectr.recording.store import RowStore
+from lectr.recording.tokenizer_service import TokenizerClient
+from lectr.platform.metrics import Metrics
 
 log = logging.getLogger(__name__)
 

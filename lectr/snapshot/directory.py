@@ -1,7 +1,7 @@
 """The snapshot: everything the hot path reads, in memory, swapped whole.
 
 Today: orgs by key hash, and each org's Azure target. Later: routing rules, rate limits and
-budgets, each one more part of it. A ``Snapshot`` is built by the cache loader (``caches.py``:
+budgets, each one more part of it. A ``Snapshot`` is built by the loader (``snapshot/loader.py``:
 which table reloads which part is a table there) and swapped in with one assignment, so a
 request always sees one consistent snapshot and never takes a lock.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from lectr.keys import hash_key
+from lectr.snapshot.keys import hash_key
 from lectr.providers.base import AzureTarget
 
 # Keys this snapshot has already matched, at most this many (then forgotten all at once).

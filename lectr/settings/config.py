@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lectr.alerts.config import AlertConfig, AlertConfigError
+from lectr.settings.alerts import AlertConfig, AlertConfigError
 from lectr.providers.registry import DEFAULT_UPSTREAMS, PROVIDERS, UPSTREAM_PROVIDERS
 
 
@@ -88,7 +88,7 @@ def _float(env: dict[str, str], name: str) -> float:
 
 
 def _url(name: str, raw: str) -> str:
-    from lectr.urls import InvalidURL, check_base_url
+    from lectr.settings.urls import InvalidURL, check_base_url
     try:
         return check_base_url(raw, what=name)
     except InvalidURL as exc:

@@ -15,10 +15,10 @@ from typing import NamedTuple
 
 import orjson
 
-from lectr.events.encodings import UndecodableBody, decode_body
-from lectr.events.generated import collect_generated
-from lectr.events.tokens import TokenCounter
-from lectr.events.websocket import realtime_usage
+from lectr.recording.encodings import UndecodableBody, decode_body
+from lectr.recording.generated import collect_generated
+from lectr.recording.tokens import TokenCounter
+from lectr.recording.websocket import realtime_usage
 from lectr.providers.anthropic import CACHE_READ_FIELD, CACHE_WRITE_FIELD
 from lectr.providers.gemini import gemini_billed_completion  # noqa: F401 (its old home; still read here)
 from lectr.providers.registry import PROVIDERS, USAGE_HOLDERS

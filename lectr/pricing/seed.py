@@ -2,7 +2,7 @@
 
 genai-prices' data takes about 26 MB once imported, and an imported module stays for the life
 of the process: a worker that seeded the first time it started would carry it for good. So a
-child (``python -m lectr.price_seed``) reads it and prints the rows, and the server keeps only them.
+child (``python -m lectr.pricing.seed``) reads it and prints the rows, and the server keeps only them.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import orjson
 
-from lectr.price_rules import EPOCH, PriceTier, SeedRow, tiers_from_json, tiers_to_json
+from lectr.pricing.rules import EPOCH, PriceTier, SeedRow, tiers_from_json, tiers_to_json
 from lectr.providers.registry import PROVIDERS
 
 CHILD_TIMEOUT_SECONDS = 120.0
@@ -120,7 +120,7 @@ async def rows_from_child() -> list[SeedRow]:
     """``genai_price_rows()``, from a child process, so this one never imports genai-prices."""
     # -P: the working directory is not searched, so a stray lectr/ there cannot stand in.
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-P", "-m", "lectr.price_seed", stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-P", "-m", "lectr.pricing.seed", stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     try:
         out, err = await asyncio.wait_for(child.communicate(), CHILD_TIMEOUT_SECONDS)

@@ -21,12 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lectr import db, partitions
-from lectr.config import Settings
-from lectr.pricing import ensure_seeded
-from lectr.startup import EXIT_CANNOT_LISTEN, TOKENIZER_SOCKET_ENV, StartupError
+from lectr.platform import db, partitions
+from lectr.settings.config import Settings
+from lectr.pricing.prices import ensure_seeded
+from lectr.platform.startup import EXIT_CANNOT_LISTEN, TOKENIZER_SOCKET_ENV, StartupError
 
-log = logging.getLogger("lectr.supervisor")
+log = logging.getLogger("lectr.platform.supervisor")
 
 RESTART_DELAY = 1.0
 COLD = -1  # the cold process's index among the children

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 # The price rules are part of this module's surface too (rows.py and the API import them from here).
-from lectr.price_rules import (EPOCH, PriceRow, PriceTier, PricingError, SeedRow, compute_cost, parse_price,
+from lectr.pricing.rules import (EPOCH, PriceRow, PriceTier, PricingError, SeedRow, compute_cost, parse_price,
                                tiers_from_json, tiers_to_json)
 
 __all__ = ["EPOCH", "PriceRow", "PriceTier", "PricingError", "PricingTable", "SeedRow", "add_operator_price",
@@ -139,7 +139,7 @@ async def load_pricing(conn: asyncpg.Connection) -> PricingTable:
 
 async def seed_pricing(conn: asyncpg.Connection) -> int:
     """Upsert the genai-prices rows as source 'seed' (operator rows untouched); return rows written."""
-    from lectr.price_seed import rows_from_child
+    from lectr.pricing.seed import rows_from_child
 
     rows = [(*r[:-1], tiers_to_json(r.tiers)) for r in await rows_from_child()]
     return await _upsert(conn, rows, 9, """

@@ -1,0 +1,1 @@
+"""The dashboard: server-rendered pages, their charts and formatters, templates and stylesheet."""

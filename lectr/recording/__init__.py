@@ -1,0 +1,1 @@
+"""Recording: each event becomes a row in one direction (classify, count tokens, price, build), then COPY, spool and replay."""
