@@ -15,10 +15,10 @@ import pytest
 
 from tests.alert_servers import ThreadedReceiver
 from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
-from tests.test_browser import ARTIFACTS, CHROMIUM
+from tests.browser.test_browser import ARTIFACTS, CHROMIUM
 from tests.understand_contract import insert_anomaly, insert_recommendation
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason=f"no Chromium at {CHROMIUM}: install Debian's chromium to run browser tests")
