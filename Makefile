@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench install clean mutation
+.PHONY: run test test-unit bench install clean mutation
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +17,11 @@ install: $(STAMP)
 run: $(STAMP)  ## start the gateway on its embedded PostgreSQL
 	$(BIN)/lectr serve
 
-test: $(STAMP)  ## run every test against real PostgreSQL, real sockets and the openai SDK
+test: $(STAMP)  ## every test: tests/unit, tests/protocol, tests/e2e (real PostgreSQL, the openai SDK), tests/browser
 	$(BIN)/pytest -q
+
+test-unit: $(STAMP)  ## the unit tests alone: pure logic, no database, seconds
+	$(BIN)/pytest -q tests/unit
 
 mutation: $(STAMP)  ## mutation score of the pure request-path modules (not part of `make test`)
 	$(BIN)/pip install --quiet -e '.[test,mutation]'

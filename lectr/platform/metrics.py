@@ -200,7 +200,7 @@ class _SpoolCollector:
 def observe_many(histogram: Histogram, amounts: list[float]) -> None:
     """``histogram.observe(a)`` for each amount, with one update per bucket and one of the sum."""
     # Below prometheus-client's public API (a child's _upper_bounds, _buckets and _sum), which has
-    # no way to add n to a bucket. tests/test_metrics.py compares the /metrics text with per-event
+    # no way to add n to a bucket. tests/unit/test_metrics.py compares the /metrics text with per-event
     # observe(), so an upgrade that changes those internals fails there, not in production.
     total = histogram._sum.get()
     for amount in amounts:

@@ -155,7 +155,7 @@ class RowBuilder:
                                              cache_write_tokens=written)
                 pricing_id = price.id
         # RequestEvent.latency_ms and .ttfb_ms, from the fields at hand: the two properties cost
-        # 0.15 µs a row. tests/test_rows.py holds them equal.
+        # 0.15 µs a row. tests/unit/test_rows.py holds them equal.
         latency_ms = (t_end - t_start) * 1000.0
         ttfb_ms = None if t_first_byte is None else (t_first_byte - t_start) * 1000.0
         overhead_us = int(overhead_s * 1e6)

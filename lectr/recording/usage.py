@@ -10,11 +10,12 @@ limit and only its head and tail were kept: a measured count is then a lower bou
 from __future__ import annotations
 
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from typing import NamedTuple
 
 import orjson
 
+from lectr.recording.body_scan import HEAD_SEARCH_BYTES, first_usage_object, last_usage_object, sse_json_documents
 from lectr.recording.encodings import UndecodableBody, decode_body
 from lectr.recording.generated import collect_generated
 from lectr.recording.tokens import TokenCounter
@@ -46,10 +47,8 @@ _UNREADABLE = (NO_USAGE, UNDECODABLE, None, None)
 _MODEL_NAME_MAX = 200
 # The top-level "model" of a JSON body whose head alone was kept; providers put it near the start.
 _MODEL_FIELD = re.compile(rb'"model"\s*:\s*"([^"\\]{1,200})"')
-_MODEL_SEARCH_BYTES = 64 * 1024
 # About a millisecond of parsing between two yields of response_steps.
 _EVENTS_PER_STEP = 200
-_USAGE_KEY = re.compile(rb'"usage"\s*:\s*\{')
 # How an SSE body's first line starts: a field (data, event, id, retry) or a comment.
 _SSE_STARTS = (b"d", b"e", b"i", b"r", b":")
 _BOM = b"\xef\xbb\xbf"
@@ -120,7 +119,7 @@ def response_values(provider: str, model: str | None, stream: bool, status_code:
             # The usage object may straddle the head's end and the tail's start: read them joined.
             found = last_usage_object(body[-_JOIN_BYTES:] + tail_body) or first_usage_object(body)
             values = _counts(found, provider)
-            match = _MODEL_FIELD.search(body, 0, _MODEL_SEARCH_BYTES)
+            match = _MODEL_FIELD.search(body, 0, HEAD_SEARCH_BYTES)
             served = match.group(1).decode("utf-8", "replace") if match else None
             return (values, None, served, _cache_writes(found)) if values else (NO_USAGE, TRUNCATED, served, None)
         doc = orjson.loads(body)  # usage_from_json_body, inline for the same reason
@@ -227,7 +226,7 @@ def _event_stream_steps(body: bytes, tail: bytes | None, provider: str, model: s
     for part in (body, tail):
         if not part:
             continue
-        for i, doc in enumerate(_sse_json_documents(part), 1):
+        for i, doc in enumerate(sse_json_documents(part), 1):
             if not i % _EVENTS_PER_STEP:
                 yield
             if served is None:
@@ -273,80 +272,6 @@ def _served_model(doc: dict) -> str | None:
         else:
             return None
     return name if 0 < len(name) <= _MODEL_NAME_MAX else None
-
-
-def last_usage_object(body: bytes) -> dict | None:
-    """The last complete ``"usage": {...}`` object in ``body`` (a JSON fragment), or None."""
-    starts = [m.end() - 1 for m in _USAGE_KEY.finditer(body)]
-    for start in reversed(starts):
-        end = _object_end(body, start)
-        if end is None:
-            continue
-        try:
-            doc = orjson.loads(body[start:end])
-        except orjson.JSONDecodeError:
-            continue
-        if type(doc) is dict:
-            return doc
-    return None
-
-
-def first_usage_object(body: bytes) -> dict | None:
-    """The first complete ``"usage": {...}`` object in the first ``_MODEL_SEARCH_BYTES`` of ``body``."""
-    match = _USAGE_KEY.search(body, 0, _MODEL_SEARCH_BYTES)
-    end = _object_end(body, match.end() - 1) if match else None
-    if end is None:
-        return None
-    try:
-        doc = orjson.loads(body[match.end() - 1:end])
-    except orjson.JSONDecodeError:
-        return None
-    return doc if type(doc) is dict else None
-
-
-def _object_end(body: bytes, start: int) -> int | None:
-    """The index just past the JSON object opening at ``start``, or None if it does not close."""
-    depth = 0
-    in_string = escaped = False
-    for i in range(start, min(len(body), start + 65536)):  # a usage object is a few hundred bytes
-        c = body[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif c == 0x5C:  # backslash
-                escaped = True
-            elif c == 0x22:
-                in_string = False
-        elif c == 0x22:
-            in_string = True
-        elif c == 0x7B:
-            depth += 1
-        elif c == 0x7D:
-            depth -= 1
-            if depth == 0:
-                return i + 1
-    return None
-
-
-def _sse_json_documents(body: bytes) -> Iterator[dict]:
-    """Each event's ``data`` parsed as a JSON object; ``[DONE]`` and unparsable events are skipped."""
-    if b"\r" in body:  # two copies of a body of megabytes, for the few servers that send CRs
-        body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    for event in body.split(b"\n\n"):
-        data = b"\n".join(_field_value(line) for line in event.split(b"\n") if line.startswith(b"data:"))
-        if not data.strip() or data.strip() == b"[DONE]":
-            continue
-        try:
-            doc = orjson.loads(data)
-        except orjson.JSONDecodeError:  # e.g. the last event of an interrupted stream
-            continue
-        if isinstance(doc, dict):
-            yield doc
-
-
-def _field_value(line: bytes) -> bytes:
-    value = line[5:]  # after "data:"; the SSE spec strips one optional leading space
-    return value[1:] if value.startswith(b" ") else value
 
 
 def _chunk_usage(doc: dict) -> object:

@@ -13,7 +13,7 @@ from lectr.platform import db, partitions
 from lectr.analysis import histogram
 from lectr.analysis.aggregator import BUCKET_ORIGIN, PERIODS, run_aggregator
 from lectr.recording.rows import COLUMNS
-from tests.test_rollups import random_row
+from tests.e2e.test_rollups import random_row
 
 # Percentiles come from histograms: within MAX_RELATIVE_ERROR of percentile_cont for values of
 # 1 ms and more (and within 0.5 ms below that).

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from tests.rawhttp import exchange
-from tests.test_promise_bytes import MODELS, server  # noqa: F401  (the shared module fixture)
+from tests.protocol.test_promise_bytes import MODELS, server  # noqa: F401  (the shared module fixture)
 
 
 def _gated_stream(port: int, mock, headers: list[tuple[str, str]], model: str, chunks: int):

@@ -14,7 +14,7 @@ from lectr.providers.registry import PROVIDERS
 from lectr.proxy.body import read_body_facts
 from lectr.proxy.headers import ClientHeaders, parse_response_head, without_transfer_coding
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def test_defaults():

@@ -14,7 +14,7 @@ import pytest
 from lectr.recording.tokens import TokenCounter
 from lectr.recording.usage import response_values
 from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
-from tests.test_recording import wait_for_rows
+from tests.e2e.test_recording import wait_for_rows
 
 SSE = b"text/event-stream"
 CAPTURE = 65536  # a small capture limit, so "longer than the capture" stays quick to send
@@ -174,7 +174,7 @@ def _cell(html: str, testid: str) -> str:
 
 def test_a_period_whose_requests_were_all_unpriced_shows_no_zero_cost_on_the_overview():
     from lectr.dashboard.pages import render_overview
-    from tests.test_pages import overview_ctx, sample_summary, totals
+    from tests.unit.test_pages import overview_ctx, sample_summary, totals
 
     summary = sample_summary(
         totals=totals(cost_usd=0.0, unpriced_requests=7),

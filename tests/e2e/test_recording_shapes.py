@@ -14,7 +14,7 @@ import zstandard
 
 from lectr.recording.tokens import TokenCounter
 from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr
-from tests.test_recording import query, wait_for_rows
+from tests.e2e.test_recording import query, wait_for_rows
 
 SSE = b"text/event-stream"
 WEATHER_ARGS = '{"location": "Paris, France", "unit": "celsius"}'

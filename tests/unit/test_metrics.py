@@ -109,7 +109,7 @@ def test_a_malformed_event_is_skipped_not_fatal():
 
 _MULTIPROCESS_SCRIPT = textwrap.dedent("""
     import json, sys
-    from tests.test_metrics import mixed_events, observe_one_by_one
+    from tests.unit.test_metrics import mixed_events, observe_one_by_one
     from lectr.proxy.ring import EventRing
     from lectr.platform.metrics import Metrics
 
@@ -130,8 +130,9 @@ def _render_in_a_process(tmp_path, way: str) -> str:
     directory = tmp_path / way
     directory.mkdir()
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     done = subprocess.run([sys.executable, "-c", _MULTIPROCESS_SCRIPT, way], env=env, capture_output=True,
-                          text=True, timeout=60, check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+                          text=True, timeout=60, check=True, cwd=root)
     return json.loads(done.stdout)
 
 

@@ -17,7 +17,7 @@ import requests
 from tests.conftest import create_org, lectr_env, sdk_client, start_lectr, stop_lectr, wait_for
 
 CHROMIUM = os.environ.get("LECTR_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
                                 reason=f"no Chromium at {CHROMIUM}: install Debian's chromium to run browser tests")

@@ -12,7 +12,7 @@ import pytest
 from lectr.devtools.mock_provider import stream_events
 from tests.conftest import create_org, lectr_env, start_lectr, stop_lectr
 from tests.httpcheck import read_replies, request
-from tests.test_recording import wait_for_rows
+from tests.e2e.test_recording import wait_for_rows
 
 READ_TIMEOUT = 1.0
 CHUNKS = 25_000  # about 5 MB of SSE: far more than every socket buffer on the way holds

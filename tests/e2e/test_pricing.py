@@ -21,8 +21,8 @@ from lectr.pricing.prices import (
     ensure_seeded, list_prices, load_pricing, seed_downgrades, seed_pricing)
 
 # An independent price list (LiteLLM's), the rows of the models cross-checked below; its header cites it.
-MODEL_PRICES_CSV = Path(__file__).resolve().parent / "data" / "model_prices.csv"
-DOWNGRADES_CSV = Path(__file__).resolve().parents[1] / "lectr" / "seeds" / "model_downgrades.csv"
+MODEL_PRICES_CSV = Path(__file__).resolve().parents[1] / "data" / "model_prices.csv"
+DOWNGRADES_CSV = Path(__file__).resolve().parents[2] / "lectr" / "seeds" / "model_downgrades.csv"
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 _ids = itertools.count(1)
 

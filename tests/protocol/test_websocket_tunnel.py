@@ -22,7 +22,7 @@ from lectr.recording.websocket import realtime_usage
 from tests.conftest import PROVIDER_PREFIXES, ProxyHarness, create_org, lectr_env, start_lectr, stop_lectr
 from tests.httpcheck import connect
 from tests.rawupstream import RawUpstream, json_reply
-from tests.test_recording import wait_for_rows
+from tests.e2e.test_recording import wait_for_rows
 
 MODEL = "gpt-4o-realtime-preview"
 

@@ -11,7 +11,7 @@ import pytest
 import requests as http
 
 from tests.conftest import create_org, lectr_env, run_cli, sdk_client, start_lectr, stop_lectr
-from tests.test_recording import query, wait_for_rows
+from tests.e2e.test_recording import query, wait_for_rows
 
 SECRET = "operator-secret-for-pricing"
 

@@ -18,7 +18,9 @@ from lectr.recording.store import RowStore
 from lectr.jobs.rollups import run_rollups
 from lectr.platform.metrics import Metrics
 
-NOW = datetime.now(timezone.utc).replace(minute=30, second=0, microsecond=0)
+# A fixed instant, whenever the tests run; the six hours before it cross midnight, so every run
+# has rows in two days' partitions and an hourly update that moves rows from one day to another.
+NOW = datetime(2026, 1, 14, 2, 30, tzinfo=timezone.utc)
 
 # The recomputation the rollups must equal, written independently of the job's SQL: histograms
 # are built here in Python from the raw values.
@@ -124,7 +126,7 @@ def random_time(rng: random.Random) -> datetime:
 async def conn(database_url):
     connection = await asyncpg.connect(database_url)
     await db.migrate(connection)
-    await partitions.ensure_partitions(connection)
+    await partitions.ensure_partitions(connection, NOW.date())
     for name in ("rollup-a", "rollup-b", "rollup-c"):
         await connection.execute("INSERT INTO organizations (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
     yield connection
