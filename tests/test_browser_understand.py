@@ -73,7 +73,8 @@ def receiver():
 @pytest.fixture(scope="module")
 def site(database_url, mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser-understand")
-    env = lectr_env(database_url, mock, tmp, LECTR_AGGREGATE_INTERVAL="3600")
+    env = lectr_env(database_url, mock, tmp, LECTR_AGGREGATE_INTERVAL="3600",
+                    LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE="1")  # the webhook receiver is on loopback
     keys = {"alpha": create_org(env, "alpha"), "beta": create_org(env, "beta")}
     server = start_lectr(env, tmp / "serve.log")  # it creates request_logs' partitions
     ids = asyncio.run(_seed(database_url))
