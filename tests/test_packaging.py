@@ -90,7 +90,8 @@ def resource_paths() -> list[tuple[str, str]]:
             where = f"{path.relative_to(REPO)}:{node.lineno}"
             inner = node.func.value
             if (node.func.attr == "joinpath" and isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute)
-                    and inner.func.attr == "files" and (pkg := _literal_args(inner)) and (parts := _literal_args(node))):
+                    and inner.func.attr == "files" and (pkg := _literal_args(inner))
+                    and (parts := _literal_args(node))):
                 if pkg[0].split(".")[0] == "lectr":
                     found.append((where, "/".join([*pkg[0].split("."), *parts])))
             elif node.func.attr == "PackageLoader" and (args := _literal_args(node)) and len(args) == 2:

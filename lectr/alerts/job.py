@@ -181,7 +181,8 @@ async def send_test_alerts(conn: asyncpg.Connection, org_id: int, config: AlertC
     async with WebhookClient(allow_private=config.allow_private_webhooks) as webhooks:
         for channel, target in settings.targets():
             try:
-                await send_alert(config, webhooks, channel, target, alert, f"lectr-test-{org_id}-{secrets.token_hex(4)}")
+                await send_alert(config, webhooks, channel, target, alert,
+                                 f"lectr-test-{org_id}-{secrets.token_hex(4)}")
                 results.append({"channel": channel, "target": _shown(channel, target), "ok": True, "error": None})
             except DeliveryError as exc:
                 results.append({"channel": channel, "target": _shown(channel, target), "ok": False,

@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
     import uvloop
 
     parser = argparse.ArgumentParser(prog="python -m lectr.devtools.mock_provider",
-                                     description="Serve the mock OpenAI-compatible provider (as `lectr mock-provider`).")
+                                     description="Serve the mock OpenAI-compatible provider "
+                                                 "(as `lectr mock-provider`).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     args = parser.parse_args(argv)

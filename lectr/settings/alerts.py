@@ -1,8 +1,9 @@
 """Where alerts go out from: the SMTP server, the sender, the dashboard link, the delivery interval.
 
 Read from ``LECTR_SMTP_URL``, ``LECTR_ALERT_FROM``, ``LECTR_DASHBOARD_URL``,
-``LECTR_ALERT_INTERVAL`` and ``LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE``. The SMTP password lives only in ``SmtpServer.password``; the ``repr``
-of every object here, and every message that names the server, leaves it out.
+``LECTR_ALERT_INTERVAL`` and ``LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE``. The SMTP password lives only
+in ``SmtpServer.password``; the ``repr`` of every object here, and every message that names the
+server, leaves it out.
 """
 
 from __future__ import annotations
