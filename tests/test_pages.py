@@ -420,7 +420,7 @@ def test_environment_is_lazy_and_strict():
 def test_stylesheet_is_self_contained():
     from importlib.resources import files
 
-    css = files("lectr.api").joinpath("static/lectr.css").read_text()
+    css = files("lectr.dashboard").joinpath("static/lectr.css").read_text()
     assert "@import" not in css and "url(" not in css and "http" not in css
     assert "@media" in css and "overflow-x: auto" in css
 
