@@ -75,7 +75,7 @@ def _port(url: str) -> int:
     return int(url.split("://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]", "localhost"])
+@pytest.mark.parametrize("host", ["127.0.0.1", "[::ffff:127.0.0.1]", "localhost", "2130706433", "127.1", "0x7f.1"])
 async def test_loopback_urls_are_refused_without_a_connection(receiver, host):
     url = f"http://{host}:{_port(receiver.url)}/hooks/T0-secret-path"
     async with WebhookClient() as client:

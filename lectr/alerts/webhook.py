@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -27,6 +28,7 @@ ALLOW_PRIVATE_VARIABLE = "LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE"
 
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT: not routable on the internet
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are the IPv4 address reached
+_LEGACY_IPV4 = re.compile(r"(?=.*[0-9])[0-9a-fA-FxX.]+")
 
 
 class WebhookRefused(DeliveryError):
@@ -98,11 +100,14 @@ class WebhookClient:
                  timeout: float = TIMEOUT_SECONDS) -> None:
         self.allow_private = allow_private
         self.timeout = timeout
-        self._resolver = resolver
+        self._given_resolver = resolver
+        self._own_resolver: AbstractResolver | None = None
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> "WebhookClient":
-        resolver = self._resolver or aiohttp.DefaultResolver()
+        if self._given_resolver is None:
+            self._own_resolver = aiohttp.DefaultResolver()
+        resolver = self._given_resolver or self._own_resolver
         if not self.allow_private:
             resolver = PublicOnlyResolver(resolver)
         # No proxy from the environment (trust_env is off): the address checked is the one reached.
@@ -113,6 +118,9 @@ class WebhookClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._own_resolver is not None:
+            await self._own_resolver.close()
+            self._own_resolver = None
 
     async def post(self, url: str, payload: dict, *, delivery_id: str | None = None) -> None:
         """POST ``payload`` as JSON; DeliveryError unless the receiver answers 2xx, WebhookRefused
@@ -142,8 +150,16 @@ class WebhookClient:
     def _check_literal(url: str) -> None:
         try:
             host = urlsplit(url).hostname or ""
+        except ValueError:
+            return  # aiohttp refuses the URL itself
+        try:
             kind = address_kind(host)
         except ValueError:
-            return  # a name: checked on what it resolves to
+            if not _LEGACY_IPV4.fullmatch(host):
+                return  # a name: checked on what it resolves to
+            try:  # 2130706433, 127.1, 0x7f.1: what inet_aton (and so a connect) reads as an address
+                kind = address_kind(ipaddress.IPv4Address(socket.inet_aton(host)))
+            except OSError:
+                return
         if kind is not None:
             raise _refusal(url, f"is a {kind} address")
