@@ -17,7 +17,6 @@ from lectr.dashboard.routes import add_dashboard_routes
 from lectr.api.errors import json_errors
 from lectr.api.openapi import ENDPOINTS, document
 from lectr.api.state import STATE, AdminState
-from lectr.dashboard.understand_pages import add_understand_routes
 
 
 async def metrics_page(request: web.Request) -> web.Response:
@@ -43,7 +42,6 @@ def make_admin_app(state: AdminState) -> web.Application:
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/healthz", health)
     add_dashboard_routes(app)
-    add_understand_routes(app)
     return app
 
 

@@ -15,7 +15,10 @@ TIMEOUT_SECONDS = 15.0
 
 
 class DeliveryError(Exception):
-    """A delivery that failed; the message is safe to log and store."""
+    """A delivery that failed; the message is safe to log and store. ``permanent``: trying again
+    cannot help, so the delivery fails for good at once."""
+
+    permanent = False
 
 
 def _scrub(text: str, server: SmtpServer) -> str:

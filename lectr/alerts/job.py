@@ -3,7 +3,8 @@
 Each run queues deliveries for newly opened anomalies (``outbox.enqueue``), then sends the due
 ones — at most ``batch`` — each with a timeout, and records the outcome: ``sent`` with
 ``sent_at``, or a failure with ``last_error`` and the next attempt after an exponential backoff;
-after ``max_attempts`` the delivery is ``failed`` for good. Detection never waits on it: this is a
+after ``max_attempts`` (or at once, when trying again cannot help: a webhook refused because
+its address is not public) the delivery is ``failed`` for good. Detection never waits on it: this is a
 job of its own, under its own advisory lock, and a failing server only fails its own delivery.
 
 Guarantee: at least once, with a stable id for receivers to drop a repeat. The scheduler runs a
@@ -31,7 +32,7 @@ from lectr.settings.alerts import AlertConfig
 from lectr.alerts.email import DeliveryError
 
 if TYPE_CHECKING:
-    import aiohttp
+    from lectr.alerts.webhook import WebhookClient
 
 # aiohttp, jinja2 (through the message formatters) and aiosmtplib are imported when there is
 # something to send: proxy workers schedule this job too and otherwise never load them.
@@ -87,15 +88,15 @@ class AlertJob:
         rows = await conn.fetch(_DUE, self.batch)
         if not rows:
             return counts
-        import aiohttp
+        from lectr.alerts.webhook import WebhookClient
 
-        async with aiohttp.ClientSession() as session:
+        async with WebhookClient(allow_private=self.config.allow_private_webhooks) as webhooks:
             for row in rows:
-                outcome = await self._deliver(conn, session, row)
+                outcome = await self._deliver(conn, webhooks, row)
                 counts[outcome] += 1
         return counts
 
-    async def _deliver(self, conn: asyncpg.Connection, session: "aiohttp.ClientSession", row) -> str:
+    async def _deliver(self, conn: asyncpg.Connection, webhooks: "WebhookClient", row) -> str:
         from lectr.alerts.message import compose
 
         anomaly = anomaly_fields(row)
@@ -103,7 +104,7 @@ class AlertJob:
         delivery_id = f"lectr-alert-{row['delivery_id']}"
         try:
             try:
-                await send_alert(self.config, session, row["channel"], row["target"],
+                await send_alert(self.config, webhooks, row["channel"], row["target"],
                                  compose(anomaly, row["org_name"], self.config.dashboard_url), delivery_id)
             except (DeliveryError, asyncio.CancelledError):
                 raise
@@ -114,7 +115,7 @@ class AlertJob:
                 raise DeliveryError(f"could not send: {type(exc).__name__}") from None
         except DeliveryError as exc:
             failures = row["attempts"] + 1
-            final = failures >= self.backoff.max_attempts
+            final = exc.permanent or failures >= self.backoff.max_attempts
             log.warning("alert %s (%s to %s) failed, attempt %d%s: %s", delivery_id, row["channel"],
                         _shown(row["channel"], row["target"]), failures, ", giving up" if final else "", exc)
             await conn.execute("""
@@ -136,11 +137,10 @@ def _shown(channel: str, target: str) -> str:
     return describe_target(target) if channel == "webhook" else target
 
 
-async def send_alert(config: AlertConfig, session: "aiohttp.ClientSession", channel: str, target: str, alert,
+async def send_alert(config: AlertConfig, webhooks: "WebhookClient", channel: str, target: str, alert,
                      delivery_id: str) -> None:
     """Send one alert by ``channel`` ("email" or "webhook") to ``target``; DeliveryError on failure."""
     from lectr.alerts.email import build_message, send_email
-    from lectr.alerts.webhook import post_webhook
 
     if channel == "email":
         domain = config.sender.rpartition("@")[2] or "lectr"
@@ -148,7 +148,7 @@ async def send_alert(config: AlertConfig, session: "aiohttp.ClientSession", chan
                                 message_id=f"<{delivery_id}@{domain}>")
         await send_email(config.smtp, message)
     elif channel == "webhook":
-        await post_webhook(session, target, {**alert.payload, "delivery_id": delivery_id}, delivery_id=delivery_id)
+        await webhooks.post(target, {**alert.payload, "delivery_id": delivery_id}, delivery_id=delivery_id)
     else:
         raise DeliveryError(f"unknown channel {channel!r}")
 
@@ -167,10 +167,9 @@ def sample_anomaly(org_id: int) -> dict:
 async def send_test_alerts(conn: asyncpg.Connection, org_id: int, config: AlertConfig) -> list[dict]:
     """Send a test alert to every configured channel of the org now (nothing is queued or
     recorded); return ``[{"channel", "target", "ok", "error"}]``, one per target."""
-    import aiohttp
-
     from lectr.alerts.message import compose
     from lectr.alerts.settings import get_settings
+    from lectr.alerts.webhook import WebhookClient
 
     settings = await get_settings(conn, org_id)
     org_name = await conn.fetchval("SELECT name FROM organizations WHERE id = $1", org_id)
@@ -179,10 +178,11 @@ async def send_test_alerts(conn: asyncpg.Connection, org_id: int, config: AlertC
                         text="(test) " + alert.text, body="This is a test alert from Lectr.\n\n" + alert.body,
                         payload={**alert.payload, "test": True, "text": "(test) " + alert.text})
     results = []
-    async with aiohttp.ClientSession() as session:
+    async with WebhookClient(allow_private=config.allow_private_webhooks) as webhooks:
         for channel, target in settings.targets():
             try:
-                await send_alert(config, session, channel, target, alert, f"lectr-test-{org_id}-{secrets.token_hex(4)}")
+                await send_alert(config, webhooks, channel, target, alert,
+                                 f"lectr-test-{org_id}-{secrets.token_hex(4)}")
                 results.append({"channel": channel, "target": _shown(channel, target), "ok": True, "error": None})
             except DeliveryError as exc:
                 results.append({"channel": channel, "target": _shown(channel, target), "ok": False,

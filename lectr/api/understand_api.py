@@ -4,6 +4,7 @@ another org's id answers 404 as if it did not exist."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import orjson
@@ -128,14 +129,20 @@ async def anomalies(request: web.Request) -> web.Response:
     return json({"anomalies": rows, "next_cursor": next_cursor})
 
 
-async def acknowledge(request: web.Request) -> web.Response:
+async def _change_own(request: web.Request, noun: str, change: Callable[..., Awaitable[dict | None]]) -> web.Response:
+    """``change(conn, org_id, id)`` on the caller's ``noun`` named by the path's ``{noun}_id``; its
+    row as JSON, or 404 ``{noun}_not_found`` when the org has no such row (another org's id alike)."""
     caller = await org_caller(request)
-    anomaly_id = parse_int(request.match_info["anomaly_id"], "anomaly_id")
+    row_id = parse_int(request.match_info[f"{noun}_id"], f"{noun}_id")
     async with request.app[STATE].pool.acquire() as conn:
-        row = await acknowledge_anomaly(conn, caller.org_id, anomaly_id)
+        row = await change(conn, caller.org_id, row_id)
     if row is None:
-        raise ApiError(404, "anomaly_not_found", f"no anomaly with id {anomaly_id}")
+        raise ApiError(404, f"{noun}_not_found", f"no {noun} with id {row_id}")
     return json(row)
+
+
+async def acknowledge(request: web.Request) -> web.Response:
+    return await _change_own(request, "anomaly", acknowledge_anomaly)
 
 
 async def recommendations(request: web.Request) -> web.Response:
@@ -147,13 +154,7 @@ async def recommendations(request: web.Request) -> web.Response:
 
 
 async def dismiss(request: web.Request) -> web.Response:
-    caller = await org_caller(request)
-    recommendation_id = parse_int(request.match_info["recommendation_id"], "recommendation_id")
-    async with request.app[STATE].pool.acquire() as conn:
-        row = await dismiss_recommendation(conn, caller.org_id, recommendation_id)
-    if row is None:
-        raise ApiError(404, "recommendation_not_found", f"no recommendation with id {recommendation_id}")
-    return json(row)
+    return await _change_own(request, "recommendation", dismiss_recommendation)
 
 
 async def set_threshold(request: web.Request) -> web.Response:

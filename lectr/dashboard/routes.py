@@ -17,24 +17,15 @@ from aiohttp import web
 
 from lectr.api import sessions
 
-from lectr.dashboard import pages
-from lectr.api.auth import SESSION_COOKIE, Caller, org_caller
-from lectr.analysis.summary import PERIODS
+from lectr.dashboard import pages, understand_pages
+from lectr.api.auth import SESSION_COOKIE
 from lectr.api.errors import ApiError
 from lectr.api.queries import RequestFilters, fetch_summary, list_failures, list_requests, parse_period
 from lectr.api.state import STATE
-from lectr.api.understand_queries import open_anomaly_count
+from lectr.dashboard.page import PERIOD_LABELS, SECURITY_HEADERS, html_page, page_caller, page_context
 from lectr.providers.registry import PROVIDER_NAMES
 
 CSRF_COOKIE = "lectr_login_csrf"
-PERIOD_LABELS = [(p.name, p.label) for p in PERIODS]
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
-                               "frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 
 
 class LoginThrottle:
@@ -97,17 +88,13 @@ class LoginThrottle:
 THROTTLE = web.AppKey("login_throttle", LoginThrottle)
 
 
-def _html(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html", headers=_SECURITY_HEADERS)
-
-
 def _client(request: web.Request) -> str:
     return request.remote or "unknown"
 
 
 async def login_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
     token = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
-    response = _html(pages.render_login(error=error, csrf_token=token), status)
+    response = html_page(pages.render_login(error=error, csrf_token=token), status)
     response.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/login")
     return response
 
@@ -152,28 +139,6 @@ async def logout(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-async def _page_caller(request: web.Request) -> Caller:
-    """The session's org for a page; no valid session sends the browser to the login page."""
-    if not request.cookies.get(SESSION_COOKIE):
-        raise web.HTTPSeeOther("/login")
-    try:
-        return await org_caller(request)
-    except ApiError:
-        raise web.HTTPSeeOther("/login") from None
-
-
-async def _common(request: web.Request, caller: Caller, active: str, period: str, summary: dict | None,
-                  computed_at) -> dict:
-    async with request.app[STATE].pool.acquire() as conn:
-        open_anomalies = await open_anomaly_count(conn, caller.org_id)
-    return {"org_name": caller.org_name, "active": active, "period": period, "periods": PERIOD_LABELS,
-            "open_anomalies": open_anomalies,
-            "csrf_token": request["session"].csrf_token,
-            "dropped_events": int((summary or {}).get("dropped_events", 0)),
-            "refresh_seconds": request.app[STATE].refresh_seconds,
-            "computed_at": computed_at.isoformat() if computed_at else None}
-
-
 def _period(request: web.Request) -> str:
     """The page's period, checked as the API checks it: an unknown one is a 400 page listing
     the accepted values, never silently another period."""
@@ -182,27 +147,27 @@ def _period(request: web.Request) -> str:
     except ApiError:
         body = pages.render_bad_period(given=request.query.get("period", ""), path=request.path,
                                        periods=PERIOD_LABELS)
-        raise web.HTTPBadRequest(text=body, content_type="text/html", headers=_SECURITY_HEADERS) from None
+        raise web.HTTPBadRequest(text=body, content_type="text/html", headers=SECURITY_HEADERS) from None
 
 
 async def overview(request: web.Request) -> web.Response:
-    caller = await _page_caller(request)
+    caller = await page_caller(request)
     period = _period(request)
     provider = request.query.get("provider") or None
     if provider not in PROVIDER_NAMES:
         provider = None
     async with request.app[STATE].pool.acquire() as conn:
         computed_at, summary = await fetch_summary(conn, caller.org_id, period)
-    ctx = await _common(request, caller, "overview", period, summary, computed_at)
     available = sorted({m["provider"] for m in (summary or {}).get("models", [])})
     if summary is not None and provider:
         summary = {**summary, "models": [m for m in summary["models"] if m["provider"] == provider]}
-    ctx.update(summary=summary, provider_filter=provider, providers_available=available)
-    return _html(pages.render_overview(ctx))
+    ctx = await page_context(request, caller, "overview", period=period, summary=summary, computed_at=computed_at,
+                             provider_filter=provider, providers_available=available)
+    return html_page(pages.render_overview(ctx))
 
 
 async def requests_page(request: web.Request) -> web.Response:
-    caller = await _page_caller(request)
+    caller = await page_caller(request)
     period = _period(request)
     try:
         filters = RequestFilters.from_query(request.query)
@@ -217,21 +182,21 @@ async def requests_page(request: web.Request) -> web.Response:
                                                     cursor=request.query.get("cursor"), limit=50)
         except ApiError:
             rows, next_cursor = await list_requests(conn, caller.org_id, filters, cursor=None, limit=50)
-    ctx = await _common(request, caller, "requests", period, summary, computed_at)
-    ctx.update(rows=[_row(r) for r in rows], filters=filters.as_dict(), providers_available=list(PROVIDER_NAMES),
-               next_cursor=next_cursor, filter_error=error)
-    return _html(pages.render_requests(ctx))
+    ctx = await page_context(request, caller, "requests", period=period, summary=summary, computed_at=computed_at,
+                             rows=[_row(r) for r in rows], filters=filters.as_dict(),
+                             providers_available=list(PROVIDER_NAMES), next_cursor=next_cursor, filter_error=error)
+    return html_page(pages.render_requests(ctx))
 
 
 async def failures_page(request: web.Request) -> web.Response:
-    caller = await _page_caller(request)
+    caller = await page_caller(request)
     period = _period(request)
     async with request.app[STATE].pool.acquire() as conn:
         computed_at, summary = await fetch_summary(conn, caller.org_id, period)
         rows = await list_failures(conn, caller.org_id, period, 100)
-    ctx = await _common(request, caller, "failures", period, summary, computed_at)
-    ctx.update(rows=[_row(r) for r in rows])
-    return _html(pages.render_failures(ctx))
+    ctx = await page_context(request, caller, "failures", period=period, summary=summary, computed_at=computed_at,
+                             rows=[_row(r) for r in rows])
+    return html_page(pages.render_failures(ctx))
 
 
 def _row(r: dict) -> dict:
@@ -256,13 +221,24 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 
 def add_dashboard_routes(app: web.Application) -> None:
+    """Every dashboard page, one table: log in and out, the "see it" pages, the "understand it" pages."""
     app[THROTTLE] = LoginThrottle()
-    app.router.add_get("/", home)
-    app.router.add_get("/login", login_page)
-    app.router.add_post("/login", login)
-    app.router.add_post("/logout", logout)
-    app.router.add_get("/dashboard", overview)
-    app.router.add_get("/dashboard/requests", requests_page)
-    app.router.add_get("/dashboard/failures", failures_page)
-    app.router.add_get("/static/lectr.css", stylesheet)
-    app.router.add_get("/favicon.ico", favicon)
+    app.router.add_routes([
+        web.get("/", home),
+        web.get("/login", login_page),
+        web.post("/login", login),
+        web.post("/logout", logout),
+        web.get("/dashboard", overview),
+        web.get("/dashboard/requests", requests_page),
+        web.get("/dashboard/failures", failures_page),
+        web.get("/dashboard/anomalies", understand_pages.anomalies_page),
+        web.get("/dashboard/recommendations", understand_pages.recommendations_page),
+        web.post("/dashboard/recommendations/{id}/dismiss", understand_pages.dismiss),
+        web.get("/dashboard/settings", understand_pages.settings_page),
+        web.post("/dashboard/settings/alerts", understand_pages.save_alerts),
+        web.post("/dashboard/settings/threshold", understand_pages.save_threshold),
+        web.post("/dashboard/settings/azure", understand_pages.save_azure),
+        web.post("/dashboard/settings/test-alert", understand_pages.test_alert),
+        web.get("/static/lectr.css", stylesheet),
+        web.get("/favicon.ico", favicon),
+    ])

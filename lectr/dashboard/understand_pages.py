@@ -5,19 +5,17 @@ every form carries the session's CSRF token.
 
 from __future__ import annotations
 
-import secrets
 from datetime import datetime, timedelta, timezone
 
 from aiohttp import web
 
 from lectr.alerts import settings as alert_settings
 from lectr.alerts.message import format_sigma, format_spread, format_value, format_window, what, where
-from lectr.analysis.summary import DEFAULT_PERIOD
 from lectr.api import understand_queries as q
 from lectr.dashboard.anomaly_chart import anomaly_chart_svg
 from lectr.api.auth import Caller
-from lectr.dashboard.routes import _html, _page_caller
-from lectr.dashboard.pages import _environment, fmt_ms, fmt_usd
+from lectr.dashboard.page import html_page, page_caller, page_context, posted_form
+from lectr.dashboard.pages import _render, fmt_ms, fmt_usd
 from lectr.api.state import STATE
 from lectr.api.orgs import OrgError, set_azure_for
 
@@ -26,26 +24,6 @@ SIGNAL_LABELS = {
     "avg_completion_tokens": "Avg completion tokens", "error_rate": "Error rate", "p95_latency_ms": "p95 latency",
     "cost_usd": "Cost (30 days)", "task": "Declared task", "task_share": "Share with that task",
 }
-
-
-def _render(template: str, ctx: dict) -> str:
-    return _environment().get_template(template).render(**ctx)
-
-
-async def _context(request: web.Request, caller: Caller, active: str) -> dict:
-    async with request.app[STATE].pool.acquire() as conn:
-        count = await q.open_anomaly_count(conn, caller.org_id)
-    return {"org_name": caller.org_name, "active": active, "period": DEFAULT_PERIOD.name,
-            "csrf_token": request["session"].csrf_token, "refresh_seconds": request.app[STATE].refresh_seconds,
-            "open_anomalies": count}
-
-
-async def _form(request: web.Request) -> dict:
-    """The posted form, once its CSRF token matches the session's; 403 otherwise."""
-    form = await request.post()
-    if not secrets.compare_digest(str(form.get("csrf_token", "")), request["session"].csrf_token):
-        raise web.HTTPForbidden(text="invalid CSRF token")
-    return form
 
 
 def _hour_ceil(t: datetime) -> datetime:
@@ -68,7 +46,7 @@ def _anomaly_view(a: dict) -> dict:
 
 
 async def anomalies_page(request: web.Request) -> web.Response:
-    caller = await _page_caller(request)
+    caller = await page_caller(request)
     raw = request.query.get("anomaly", "")
     only = int(raw) if raw.isdigit() and len(raw) < 18 else None
     now = datetime.now(timezone.utc)
@@ -87,9 +65,8 @@ async def anomalies_page(request: web.Request) -> web.Response:
                     baseline_mean=a.get("baseline_mean"), baseline_std=a.get("baseline_std"),
                     label=f"{view['what']}, {view['where']}, hourly over 7 days")
             views.append(view)
-    ctx = await _context(request, caller, "anomalies")
-    ctx.update(anomalies=views, only=only)
-    return _html(_render("anomalies.html", ctx))
+    ctx = await page_context(request, caller, "anomalies", anomalies=views, only=only)
+    return html_page(_render("anomalies.html", ctx))
 
 
 def _recommendation_view(r: dict) -> dict:
@@ -111,18 +88,18 @@ def _recommendation_view(r: dict) -> dict:
 
 
 async def recommendations_page(request: web.Request) -> web.Response:
-    caller = await _page_caller(request)
+    caller = await page_caller(request)
     async with request.app[STATE].pool.acquire() as conn:
         rows = await q.list_recommendations(conn, caller.org_id)
-    ctx = await _context(request, caller, "recommendations")
-    ctx.update(recommendations=[_recommendation_view(r) for r in rows],
-               dismissed=request.query.get("dismissed") == "1")
-    return _html(_render("recommendations.html", ctx))
+    ctx = await page_context(request, caller, "recommendations",
+                             recommendations=[_recommendation_view(r) for r in rows],
+                             dismissed=request.query.get("dismissed") == "1")
+    return html_page(_render("recommendations.html", ctx))
 
 
 async def dismiss(request: web.Request) -> web.StreamResponse:
-    caller = await _page_caller(request)
-    await _form(request)
+    caller = await page_caller(request)
+    await posted_form(request)
     raw = request.match_info["id"]
     if not raw.isdigit() or len(raw) > 18:
         raise web.HTTPNotFound(text="no such recommendation")
@@ -140,20 +117,19 @@ async def _settings_page(request: web.Request, caller: Caller, *, status: int = 
         threshold = await alert_settings.get_threshold(conn, caller.org_id)
         azure = await conn.fetchrow("SELECT endpoint, api_version FROM azure_configs WHERE org_id = $1",
                                     caller.org_id)
-    ctx = await _context(request, caller, "settings")
     shown = {"email_recipients": ", ".join(current.email_recipients), "webhook_url": current.webhook_url or "",
              "p95_threshold_ms": "" if threshold is None else str(threshold),
              "azure_endpoint": azure["endpoint"] if azure else "",
              "azure_api_version": azure["api_version"] if azure else "2024-10-21"}
     shown.update(values or {})
-    ctx.update(values=shown, errors=errors or {}, notice=notice, test_results=test_results,
-               email_configured=request.app[STATE].alerts.smtp is not None,
-               has_channels=bool(current.targets()))
-    return _html(_render("settings.html", ctx), status)
+    ctx = await page_context(request, caller, "settings", values=shown, errors=errors or {}, notice=notice,
+                             test_results=test_results, email_configured=request.app[STATE].alerts.smtp is not None,
+                             has_channels=bool(current.targets()))
+    return html_page(_render("settings.html", ctx), status)
 
 
 async def settings_page(request: web.Request) -> web.Response:
-    caller = await _page_caller(request)
+    caller = await page_caller(request)
     saved = request.query.get("saved")
     notice = {"alerts": "Alert channels saved.", "threshold": "p95 threshold saved.",
               "azure": "Azure endpoint saved."}.get(saved or "")
@@ -161,8 +137,8 @@ async def settings_page(request: web.Request) -> web.Response:
 
 
 async def save_alerts(request: web.Request) -> web.StreamResponse:
-    caller = await _page_caller(request)
-    form = await _form(request)
+    caller = await page_caller(request)
+    form = await posted_form(request)
     values = {"email_recipients": str(form.get("email_recipients", "")), "webhook_url": str(form.get("webhook_url", ""))}
     try:
         async with request.app[STATE].pool.acquire() as conn:
@@ -177,8 +153,8 @@ async def save_alerts(request: web.Request) -> web.StreamResponse:
 
 
 async def save_threshold(request: web.Request) -> web.StreamResponse:
-    caller = await _page_caller(request)
-    form = await _form(request)
+    caller = await page_caller(request)
+    form = await posted_form(request)
     raw = str(form.get("p95_threshold_ms", ""))
     try:
         async with request.app[STATE].pool.acquire() as conn:
@@ -190,8 +166,8 @@ async def save_threshold(request: web.Request) -> web.StreamResponse:
 
 
 async def save_azure(request: web.Request) -> web.StreamResponse:
-    caller = await _page_caller(request)
-    form = await _form(request)
+    caller = await page_caller(request)
+    form = await posted_form(request)
     values = {"azure_endpoint": str(form.get("azure_endpoint", "")),
               "azure_api_version": str(form.get("azure_api_version", ""))}
     try:
@@ -205,8 +181,8 @@ async def save_azure(request: web.Request) -> web.StreamResponse:
 async def test_alert(request: web.Request) -> web.Response:
     from lectr.alerts.job import send_test_alerts
 
-    caller = await _page_caller(request)
-    await _form(request)
+    caller = await page_caller(request)
+    await posted_form(request)
     async with request.app[STATE].pool.acquire() as conn:
         results = await send_test_alerts(conn, caller.org_id, request.app[STATE].alerts)
     if not results:
@@ -214,13 +190,3 @@ async def test_alert(request: web.Request) -> web.Response:
                                     errors={"alerts": "Set a recipient or a webhook first."})
     return await _settings_page(request, caller, test_results=results)
 
-
-def add_understand_routes(app: web.Application) -> None:
-    app.router.add_get("/dashboard/anomalies", anomalies_page)
-    app.router.add_get("/dashboard/recommendations", recommendations_page)
-    app.router.add_post("/dashboard/recommendations/{id}/dismiss", dismiss)
-    app.router.add_get("/dashboard/settings", settings_page)
-    app.router.add_post("/dashboard/settings/alerts", save_alerts)
-    app.router.add_post("/dashboard/settings/threshold", save_threshold)
-    app.router.add_post("/dashboard/settings/azure", save_azure)
-    app.router.add_post("/dashboard/settings/test-alert", test_alert)

@@ -372,3 +372,25 @@ async def run_forever(host: str, port: int) -> None:
         await mock.stop()
 
 
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m lectr.devtools.mock_provider [--host H] [--port P]``: the same as ``lectr mock-provider``."""
+    import argparse
+
+    import uvloop
+
+    parser = argparse.ArgumentParser(prog="python -m lectr.devtools.mock_provider",
+                                     description="Serve the mock OpenAI-compatible provider "
+                                                 "(as `lectr mock-provider`).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    args = parser.parse_args(argv)
+    try:
+        uvloop.run(run_forever(args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,14 +1,18 @@
 """Where alerts go out from: the SMTP server, the sender, the dashboard link, the delivery interval.
 
-Read from ``LECTR_SMTP_URL``, ``LECTR_ALERT_FROM``, ``LECTR_DASHBOARD_URL`` and
-``LECTR_ALERT_INTERVAL``. The SMTP password lives only in ``SmtpServer.password``; the ``repr``
-of every object here, and every message that names the server, leaves it out.
+Read from ``LECTR_SMTP_URL``, ``LECTR_ALERT_FROM``, ``LECTR_DASHBOARD_URL``,
+``LECTR_ALERT_INTERVAL`` and ``LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE``. The SMTP password lives only
+in ``SmtpServer.password``; the ``repr`` of every object here, and every message that names the
+server, leaves it out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
+
+
+_FLAGS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
 class AlertConfigError(ValueError):
@@ -61,6 +65,8 @@ class AlertConfig:
     sender: str = "lectr@localhost"
     dashboard_url: str = "http://127.0.0.1:8081"
     interval: float = 30.0
+    # Webhook URLs are chosen by orgs: internal addresses only when the operator says so.
+    allow_private_webhooks: bool = False
 
     @classmethod
     def from_env(cls, env: dict[str, str], *, admin_host: str, admin_port: int) -> "AlertConfig":
@@ -87,4 +93,8 @@ class AlertConfig:
             raise AlertConfigError(f"LECTR_ALERT_INTERVAL must be a number of seconds, got {raw_interval!r}") from None
         if not interval > 0:
             raise AlertConfigError(f"LECTR_ALERT_INTERVAL must be positive, got {raw_interval!r}")
-        return cls(smtp=smtp, sender=sender, dashboard_url=link, interval=interval)
+        raw_private = (env.get("LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE") or "0").strip().lower()
+        if raw_private not in _FLAGS:
+            raise AlertConfigError(f"LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE must be 1 or 0, got {raw_private!r}")
+        return cls(smtp=smtp, sender=sender, dashboard_url=link, interval=interval,
+                   allow_private_webhooks=_FLAGS[raw_private])

@@ -62,6 +62,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_ALERT_FROM": ("", "Sender of alert mail; unset: `lectr@` the SMTP host."),
     "LECTR_DASHBOARD_URL": ("", "Dashboard address used in alert links; unset: `http://` the admin host and port."),
     "LECTR_ALERT_INTERVAL": ("30", "Seconds between alert delivery runs (sends queued alerts, retries failures)."),
+    "LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE": ("0", "1: alert webhooks may also go to loopback, private, link-local and "
+                                          "other non-public addresses (checked on the address resolved at delivery)."),
 }
 
 

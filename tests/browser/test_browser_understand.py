@@ -75,7 +75,8 @@ def site(database_url, mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("browser-understand")
     # The anomaly job runs once at start, before the week of traffic is written; were it to run
     # again while the tests run, it would add its own anomalies of that traffic to the ones below.
-    env = lectr_env(database_url, mock, tmp, LECTR_AGGREGATE_INTERVAL="3600", LECTR_ANOMALY_INTERVAL="86400")
+    env = lectr_env(database_url, mock, tmp, LECTR_AGGREGATE_INTERVAL="3600", LECTR_ANOMALY_INTERVAL="86400",
+                    LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE="1")  # the webhook receiver is on loopback
     keys = {"alpha": create_org(env, "alpha"), "beta": create_org(env, "beta")}
     server = start_lectr(env, tmp / "serve.log")  # it creates request_logs' partitions
     ids = asyncio.run(_seed(database_url))

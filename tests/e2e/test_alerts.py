@@ -55,8 +55,10 @@ async def new_org(pool, **settings) -> int:
     return org_id
 
 
-def config(smtp, password: str = SMTP_PASSWORD) -> AlertConfig:
-    return AlertConfig(smtp=parse_smtp_url(smtp.url(password)), sender="alerts@lectr.test", dashboard_url=DASHBOARD)
+def config(smtp, password: str = SMTP_PASSWORD, *, allow_private: bool = True) -> AlertConfig:
+    # The receivers here listen on loopback, which an operator must allow (not the default).
+    return AlertConfig(smtp=parse_smtp_url(smtp.url(password)), sender="alerts@lectr.test", dashboard_url=DASHBOARD,
+                       allow_private_webhooks=allow_private)
 
 
 async def run_job(pool, job: AlertJob) -> dict:
@@ -192,8 +194,36 @@ async def test_a_receiver_that_never_answers_ok_is_given_up_after_the_last_attem
         await hook.stop()
 
 
+async def test_a_webhook_to_an_internal_address_is_refused_once_and_not_retried(pool, smtp, hook, caplog):
+    org = await new_org(pool, email_recipients=("a@acme.test",), webhook_url=hook.url)  # loopback
+    async with pool.acquire() as conn:
+        anomaly = await insert_anomaly(conn, org)
+    job = AlertJob(config(smtp, allow_private=False), backoff=Backoff(base=0.01, cap=0.01, max_attempts=5))
+    with caplog.at_level(logging.WARNING, logger="lectr.alerts.job"):
+        counts = await run_job(pool, job)
+    assert (counts["sent"], counts["failed"], counts["retrying"]) == (1, 1, 0)  # the mail still goes
+    rows = {r["channel"]: r for r in await deliveries(pool, anomaly)}
+    webhook = rows["webhook"]
+    assert (webhook["status"], webhook["attempts"]) == ("failed", 1)
+    assert "refused" in webhook["last_error"] and "loopback" in webhook["last_error"]
+    assert "LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE=1" in webhook["last_error"] and "secret-path" not in webhook["last_error"]
+    assert "giving up" in caplog.text
+    for _ in range(3):
+        await run_job(pool, job)
+    assert hook.calls == [] and (await deliveries(pool, anomaly))[1]["attempts"] == 1
+
+
+async def test_the_test_alert_reports_a_refused_webhook(pool, smtp, hook):
+    org = await new_org(pool, webhook_url=hook.url)
+    async with pool.acquire() as conn:
+        [refused] = await send_test_alerts(conn, org, config(smtp, allow_private=False))
+    assert refused["ok"] is False and "refused" in refused["error"] and "loopback" in refused["error"]
+    assert hook.calls == []
+
+
 async def test_one_failing_channel_does_not_hold_back_the_others(pool, hook):
-    dead = AlertConfig(smtp=parse_smtp_url("smtp://127.0.0.1:1"), sender="alerts@lectr.test", dashboard_url=DASHBOARD)
+    dead = AlertConfig(smtp=parse_smtp_url("smtp://127.0.0.1:1"), sender="alerts@lectr.test", dashboard_url=DASHBOARD,
+                       allow_private_webhooks=True)
     org = await new_org(pool, email_recipients=("a@acme.test",), webhook_url=hook.url)
     async with pool.acquire() as conn:
         anomaly = await insert_anomaly(conn, org)

@@ -33,7 +33,8 @@ def receiver():
 def site(database_url, mock, smtp, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("alerts-api")
     env = lectr_env(database_url, mock, tmp, LECTR_SMTP_URL=smtp.url(), LECTR_ALERT_FROM="lectr@alerts.test",
-                    LECTR_ALERT_INTERVAL="0.2", LECTR_DASHBOARD_URL="https://lectr.example.com")
+                    LECTR_ALERT_INTERVAL="0.2", LECTR_DASHBOARD_URL="https://lectr.example.com",
+                    LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE="1")  # the receiver is on loopback
     keys = {"alpha": create_org(env, "alpha"), "beta": create_org(env, "beta")}
     server = start_lectr(env, tmp / "serve.log")
     server.extra.update(keys=keys, api=f"http://127.0.0.1:{env['LECTR_ADMIN_PORT']}", database_url=database_url)
