@@ -125,6 +125,8 @@ class Supervisor:
         while not self.stopping:
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "lectr", "serve", *args, env=env)
             self.procs[index] = proc
+            if self.stopping:  # (re)started while _stop was stopping the others: it would wait forever
+                proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
             _forget_process(self.metrics_dir, proc.pid)
             if self.stopping:
