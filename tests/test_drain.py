@@ -272,3 +272,53 @@ def test_several_streams_in_flight_all_finish_before_the_drain_ends(proxy):
     drain.result(20)
     events = harness.events()
     assert [(e.status_code, e.error_type) for e in events] == [(200, None)] * 3
+
+
+def test_sigterm_with_streams_in_flight_on_two_workers_finishes_them_records_them_and_exits_0(
+        lectr_factory, mock, database_url):
+    import signal
+
+    from tests.test_promise_lifecycle import org_rows
+
+    server = lectr_factory.start(("drain-workers",), LECTR_WORKERS="2")
+    streams = []
+    for n in range(3):
+        client = sdk_client(server.base_url, **{"X-Lectr-Key": server.extra["key"]})
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}], stream=True,
+            extra_headers={"x-mock-gate": f"drain-workers-{n}", "x-mock-chunks": "3"})
+        chunks = iter(stream)
+        streams.append((f"drain-workers-{n}", chunks, [next(chunks)]))
+    server.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: server.log_text().count("shutting down") >= 2, timeout=20, message="both workers draining")
+    for gate, chunks, texts in streams:
+        mock.release(gate)
+        for chunk in chunks:
+            texts.append(chunk)
+            mock.release(gate)
+        assert "".join(c.choices[0].delta.content or "" for c in texts if c.choices) == "Hello from the"
+    assert server.proc.wait(90) == 0
+    rows = org_rows(database_url, "drain-workers")
+    assert [(r["status_code"], r["stream"], r["error_type"]) for r in rows] == [(200, True, None)] * 3
+
+
+@pytest.mark.parametrize(("handler", "code"), [
+    ("", 0),  # still starting, no handler yet: the SIGTERM ends it, with nothing in flight to lose
+    ("signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))", 0),  # drained and exited 0
+    ("signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))", 1),  # its stop failed
+])
+async def test_the_supervisor_exits_0_only_when_every_child_stopped_cleanly(tmp_path, handler, code):
+    import sys
+
+    from lectr.config import Settings
+    from lectr.supervisor import COLD, Supervisor
+
+    supervisor = Supervisor(Settings.from_env({"LECTR_DATA_DIR": str(tmp_path)}), 1)
+    ready = tmp_path / "ready"
+    script = f"import pathlib, signal, sys, time\n{handler}\npathlib.Path({str(ready)!r}).touch()\ntime.sleep(60)"
+    supervisor.procs = {0: await asyncio.create_subprocess_exec(sys.executable, "-c", script),
+                        COLD: await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")}
+    while not ready.exists():
+        await asyncio.sleep(0.02)
+    assert await supervisor._stop([]) == code
+    assert all(proc.returncode is not None for proc in supervisor.procs.values())
