@@ -314,11 +314,34 @@ async def test_the_supervisor_exits_0_only_when_every_child_stopped_cleanly(tmp_
     from lectr.supervisor import COLD, Supervisor
 
     supervisor = Supervisor(Settings.from_env({"LECTR_DATA_DIR": str(tmp_path)}), 1)
-    ready = tmp_path / "ready"
-    script = f"import pathlib, signal, sys, time\n{handler}\npathlib.Path({str(ready)!r}).touch()\ntime.sleep(60)"
-    supervisor.procs = {0: await asyncio.create_subprocess_exec(sys.executable, "-c", script),
-                        COLD: await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(60)")}
-    while not ready.exists():
-        await asyncio.sleep(0.02)
+
+    async def child(name: str, handler: str):
+        ready = tmp_path / name
+        script = f"import pathlib, signal, sys, time\n{handler}\npathlib.Path({str(ready)!r}).touch()\ntime.sleep(60)"
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script)
+        while not ready.exists():
+            await asyncio.sleep(0.02)
+        return proc
+
+    supervisor.procs = {0: await child("worker", handler),
+                        COLD: await child("cold", "signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))")}
     assert await supervisor._stop([]) == code
     assert all(proc.returncode is not None for proc in supervisor.procs.values())
+
+
+async def test_a_child_started_just_as_the_supervisor_stops_is_stopped_too(tmp_path, monkeypatch):
+    import sys
+
+    from lectr.config import Settings
+    from lectr.supervisor import Supervisor
+
+    supervisor = Supervisor(Settings.from_env({"LECTR_DATA_DIR": str(tmp_path)}), 2)
+    spawn = asyncio.create_subprocess_exec
+
+    async def spawn_as_the_stop_begins(*args, **kwargs):
+        supervisor.stopping = True  # _stop has collected the children to stop; this one is not among them
+        return await spawn(sys.executable, "-c", "import time; time.sleep(60)")
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", spawn_as_the_stop_begins)
+    await asyncio.wait_for(supervisor._keep_running(0, {}), 30)  # its watcher, which _stop awaits, ends
+    assert supervisor.procs[0].returncode is not None
