@@ -8,16 +8,20 @@ the event says, and that the drain ends for the right reason (work done, or its 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import sys
 import threading
 
 import orjson
 import pytest
 
-from lectr.config import ProxyLimits
+from lectr.config import ProxyLimits, Settings
+from lectr.supervisor import COLD, Supervisor
 from tests.conftest import ProxyHarness, sdk_client, wait_for
 from tests.httpcheck import connect, is_closed, read_replies, request
 from tests.rawupstream import RawUpstream, json_reply
+from tests.test_promise_lifecycle import org_rows
 
 SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
@@ -276,10 +280,6 @@ def test_several_streams_in_flight_all_finish_before_the_drain_ends(proxy):
 
 def test_sigterm_with_streams_in_flight_on_two_workers_finishes_them_records_them_and_exits_0(
         lectr_factory, mock, database_url):
-    import signal
-
-    from tests.test_promise_lifecycle import org_rows
-
     server = lectr_factory.start(("drain-workers",), LECTR_WORKERS="2")
     streams = []
     for n in range(3):
@@ -308,11 +308,6 @@ def test_sigterm_with_streams_in_flight_on_two_workers_finishes_them_records_the
     ("signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))", 1),  # its stop failed
 ])
 async def test_the_supervisor_exits_0_only_when_every_child_stopped_cleanly(tmp_path, handler, code):
-    import sys
-
-    from lectr.config import Settings
-    from lectr.supervisor import COLD, Supervisor
-
     supervisor = Supervisor(Settings.from_env({"LECTR_DATA_DIR": str(tmp_path)}), 1)
 
     async def child(name: str, handler: str):
@@ -330,11 +325,6 @@ async def test_the_supervisor_exits_0_only_when_every_child_stopped_cleanly(tmp_
 
 
 async def test_a_child_started_just_as_the_supervisor_stops_is_stopped_too(tmp_path, monkeypatch):
-    import sys
-
-    from lectr.config import Settings
-    from lectr.supervisor import Supervisor
-
     supervisor = Supervisor(Settings.from_env({"LECTR_DATA_DIR": str(tmp_path)}), 2)
     spawn = asyncio.create_subprocess_exec
 
