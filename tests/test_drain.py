@@ -1,8 +1,10 @@
-"""The drain of a planned stop (SIGTERM), ordering by ordering, on the in-process proxy.
+"""The drain of a planned stop (SIGTERM), ordering by ordering.
 
-A scripted raw-socket provider holds each response where the test wants it; ``ProxyServer.stop``
-is started on the proxy's loop at that moment. What is checked: what the client receives, what
-the event says, and that the drain ends for the right reason (work done, or its deadline).
+Mostly on the in-process proxy: a scripted raw-socket provider holds each response where the
+test wants it and ``ProxyServer.stop`` is started on the proxy's loop at that moment. What is
+checked: what the client receives, what the event says, and that the drain ends for the right
+reason (work done, or its deadline). Then ``lectr serve --workers 2`` under SIGTERM, and the
+supervisor's exit status.
 """
 
 from __future__ import annotations
