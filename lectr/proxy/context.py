@@ -61,17 +61,26 @@ class ProxyContext:
         if not inflight and self._all_done is not None:
             self._all_done.set()
 
+    def connection_closed(self, conn: ClientConnection) -> None:
+        self.connections.discard(conn)
+        if self._all_done is not None:
+            self._all_done.set()  # it may have been receiving a request that wait_idle waits for
+
+    def busy(self) -> bool:
+        """A request is in flight, or on its way in on a connection opened before the drain."""
+        return bool(self.inflight) or any(conn.in_message for conn in self.connections)
+
     async def wait_idle(self, timeout: float) -> bool:
-        """Wait until no request is in flight; False if some still are after ``timeout`` s."""
+        """Wait until ``busy()`` is False; False if it is still True after ``timeout`` s."""
         if self._all_done is None:
             self._all_done = asyncio.Event()
         deadline = self.loop.time() + timeout
-        while self.inflight:
+        while self.busy():
             self._all_done.clear()
             try:
                 await asyncio.wait_for(self._all_done.wait(), deadline - self.loop.time())
             except TimeoutError:
-                return not self.inflight
+                return not self.busy()
         return True
 
     def note_invalid_provider(self, name: str) -> None:

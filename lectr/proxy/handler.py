@@ -46,6 +46,9 @@ _new_tuple = tuple.__new__
 # The tail is cut back to its last CAPTURE_TAIL_BYTES once it holds twice that: one join per
 # CAPTURE_TAIL_BYTES relayed, rather than work on every chunk.
 _TAIL_TRIM_AT = 2 * CAPTURE_TAIL_BYTES
+# How an OpenAI-compatible event stream ends. The openai Python SDK closes its connection as soon
+# as it has read this event, often before the provider's last chunk of framing has arrived.
+_SSE_DONE = (b"data: [DONE]\n\n", b"data:[DONE]\n\n")
 
 
 def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[bytes],
@@ -242,8 +245,9 @@ class RequestCycle:
         has_length = head.has_length
         bodyless = self.method == b"HEAD" or status in (204, 304)
         self.chunked = not has_length and not bodyless and self.http11
-        # Without a length or chunking (an HTTP/1.0 client) only closing can end the body.
-        self.keep_alive = self.keep_alive and (has_length or self.chunked or bodyless)
+        # Without a length or chunking (an HTTP/1.0 client) only closing can end the body; a
+        # draining proxy closes after this response, and says so while it still can.
+        self.keep_alive = self.keep_alive and (has_length or self.chunked or bodyless) and not self.ctx.draining
         out = self.out
         if head.chunked:
             # The provider's own Transfer-Encoding line stays in its place when Lectr chunks too.
@@ -343,19 +347,52 @@ class RequestCycle:
     # -- endings -----------------------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """The client went away (or shutdown ran out of time): stop everything, record it."""
+        """The client went away: stop everything, record it."""
         if self.finished:
             return
         if self.tunnel is not None:
             self.tunnel.close()  # a client closing its WebSocket is how a tunnel ends: no error
             return
-        self._release_upstream(discard=True)
-        if self.waiter is not None:
-            self.waiter.cancel()
-        if self.status == 0 or self.error_type is None:
+        self._stop_exchange()
+        if (self.status == 0 or self.error_type is None) and not self._stream_delivered():
             self.error_type, self.error_origin = "client_disconnected", "client"
             self.status = self.status or 499
         self._finish()
+
+    def shutdown_cut(self) -> None:
+        """The drain ran out of time (LECTR_SHUTDOWN_TIMEOUT): stop, and record it as Lectr's doing.
+
+        Not answered yet: a 503 with ``Connection: close``. Mid-relay: the connection is cut, so
+        the client cannot take the partial body for a whole one.
+        """
+        if self.finished:
+            return
+        if self.tunnel is not None:
+            self.tunnel.close()
+            return
+        self._stop_exchange()
+        self.error_type, self.error_origin = "shutdown_timeout", "lectr"
+        if self.t_first_byte is None:
+            self._reply_error(R.SHUTDOWN_TIMEOUT, close=True)
+            return
+        self.conn.abort()
+        self._finish()
+
+    def _stop_exchange(self) -> None:
+        if self.upstream is not None or self.waiter is not None:
+            self.t_upstream_done = time.perf_counter()  # the provider's part ends here, for the overhead
+        self._release_upstream(discard=True)
+        if self.waiter is not None:
+            self.waiter.cancel()
+
+    def _stream_delivered(self) -> bool:
+        """True when the client has had the event that ends the stream (and so had every byte of
+        the answer): a hang-up after it is the client being done, not the client leaving early."""
+        chunks = self.tail or self.captured
+        if self.t_first_byte is None or not chunks:
+            return False
+        end = (chunks[-1] if len(chunks) == 1 or len(chunks[-1]) >= 16 else chunks[-2] + chunks[-1])[-16:]
+        return end.replace(b"\r\n", b"\n").endswith(_SSE_DONE)
 
     def client_write_timeout(self) -> None:
         """The client took no bytes for the client write timeout: stop, and record it as the client's."""
@@ -388,6 +425,7 @@ class RequestCycle:
 
     def _reply_local(self, path: bytes) -> None:
         head = self.method == b"HEAD"
+        self.keep_alive = self.keep_alive and not self.ctx.draining
         close = not self.keep_alive
         if path == b"/healthz":
             self._write_own(R.json_response(200, _HEALTH_OK, close=close, head=head))
@@ -408,7 +446,7 @@ class RequestCycle:
         self.status = status
         if self.error_type is None:
             self.error_type, self.error_origin = code, "lectr"
-        close = close or not self.keep_alive
+        close = close or not self.keep_alive or self.ctx.draining
         self._write_own(R.error_response(status, message, type_, code, close=close), keep_alive=not close)
 
     def _write_own(self, data: bytes, keep_alive: bool | None = None) -> None:

@@ -123,7 +123,7 @@ class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.peer_gone = True
         self.closing = True
-        self.ctx.connections.discard(self)
+        self.ctx.connection_closed(self)
         self.cycles.clear()
         if self.flow is not None:
             self.flow.release()
@@ -276,6 +276,8 @@ class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
             self._upgrade = (parser.get_method(), self._url, parser.get_http_version(), self._headers,
                              self._head, parser.should_keep_alive())
             return
+        if self.closing and self.ctx.draining:
+            return  # pipelined behind the last request a draining connection answers: not forwarded
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         cycle = RequestCycle(
             self.ctx, self, parser.get_method(), self._url, self._head, body,
@@ -283,6 +285,8 @@ class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
             http11=self._http11,
         )
         self._body = []
+        if self.ctx.draining:
+            self.closing = True  # answered with Connection: close; nothing after it is read
         self._enqueue(cycle)
 
     # -- requests in order -----------------------------------------------------------------
@@ -375,10 +379,16 @@ class ProxyProtocol(UpgradeSupport, asyncio.Protocol):
             self.transport.abort()
 
     def shutdown(self) -> None:
-        """Planned stop: close now if idle, otherwise after the response in progress."""
+        """Planned stop: close now if idle, otherwise after the response in progress; a request
+        still arriving is read whole and answered with ``Connection: close`` first."""
+        if self.active is None and not self.cycles:
+            if self.in_message:
+                return  # its last byte makes it a request in flight (see on_message_complete)
+            self.closing = True
+            if self.transport is not None:
+                self.transport.close()
+            return
         self.closing = True
-        if self.active is None and not self.cycles and self.transport is not None:
-            self.transport.close()
 
     # -- limits and deadlines ------------------------------------------------------------------
 

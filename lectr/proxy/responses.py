@@ -70,6 +70,8 @@ BODY_TOO_LARGE = (413, "Request body is larger than this Lectr accepts ({} bytes
 HEADERS_TOO_LARGE = (431, "Request headers are larger than this Lectr accepts ({} bytes).",
                      "invalid_request_error", "headers_too_large")
 REQUEST_TIMEOUT = (408, "The request was not received in time.", "invalid_request_error", "request_timeout")
+SHUTDOWN_TIMEOUT = (503, "Lectr is shutting down and the provider did not answer before its drain ended; "
+                    "send the request again.", "server_error", "shutdown_timeout")
 INTERNAL_ERROR = (500, "Lectr hit an internal error handling this request.", "server_error", "internal_error")
 REPEATED_LECTR_HEADER = (400, "The {} header was sent more than once; send each X-Lectr-* header once.",
                          "invalid_request_error", "repeated_lectr_header")

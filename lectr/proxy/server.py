@@ -42,10 +42,11 @@ class ProxyServer:
         for conn in list(ctx.connections):
             conn.shutdown()
         if not await ctx.wait_idle(timeout):
-            log.warning("%d requests still in flight after %.0fs; cancelling them", len(ctx.inflight), timeout)
+            log.warning("%d requests still in flight after %.0fs; cutting them", len(ctx.inflight), timeout)
             for cycle in list(ctx.inflight):
-                cycle.cancel()
+                cycle.shutdown_cut()
         for conn in list(ctx.connections):
-            conn.abort()
+            if conn.transport is None or not conn.transport.is_closing():  # else it is flushing its last answer
+                conn.abort()
         if self._server is not None:
             await self._server.wait_closed()
