@@ -18,12 +18,12 @@ import threading
 import orjson
 import pytest
 
-from lectr.config import ProxyLimits, Settings
-from lectr.supervisor import COLD, Supervisor
+from lectr.settings.config import ProxyLimits, Settings
+from lectr.platform.supervisor import COLD, Supervisor
 from tests.conftest import ProxyHarness, sdk_client, wait_for
 from tests.httpcheck import connect, is_closed, read_replies, request
 from tests.rawupstream import RawUpstream, json_reply
-from tests.test_promise_lifecycle import org_rows
+from tests.e2e.test_promise_lifecycle import org_rows
 
 SSE_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
