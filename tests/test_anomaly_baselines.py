@@ -109,11 +109,12 @@ def test_weekday_factor_pools_days_of_the_same_kind():
     x = [float(h.requests) for h in s.hours]
     wednesday = 14 * 24 + 14  # day 14: (14 % 7) == 0, a weekday in this calendar
     b = st.SeasonalSum(x[:wednesday + 1], wednesday, wednesday - 7, floor_dispersion=1.0, min_profile=3.0)
-    w, rel_var, residuals, known = b.factor(b.day_of(wednesday))
+    w, rel_var, pooled, known = b.factor(b.day_of(wednesday))
     day_total = sum(x[wednesday - 14 - 168 + i] for i in range(24))
-    # five weekdays pooled, not last week's one: the factor's variance is about a fifth
+    # the weekdays pooled, not last week's one: the factor's variance is about a fifth
     assert known and rel_var < 0.4 / day_total
-    assert len(residuals) >= 6
+    assert len(pooled) >= 4 and all(start % 24 == pooled[0][0] % 24 for start, _ in pooled)
+    assert all((start // 24) % 7 < 5 for start, _ in pooled)  # no weekend day among them
 
 
 def test_last_weeks_incident_on_the_same_day_raises_nothing_today():

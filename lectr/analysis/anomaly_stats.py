@@ -114,13 +114,16 @@ class SeasonalSum:
         self.x, self.t, self.floor, self.min_profile = x, t, floor_dispersion, min_profile
         self.skewed, self.baseline_end = skewed, baseline_end
         self._m: dict[int, tuple[float, int]] = {}
-        self._w: dict[int, tuple[float, float, list[float], bool]] = {}
+        self._w: dict[int, tuple[float, float, list, bool]] = {}
         self._cuts: dict[int, int] = {}
         profile = [self.m(t - j)[0] for j in range(HOURS_PER_DAY)]
         smooth = [profile[j - 1] + profile[j] + profile[(j + 1) % HOURS_PER_DAY]
                   for j in range(HOURS_PER_DAY)]
         self.quiet = (t - min(range(HOURS_PER_DAY), key=smooth.__getitem__)) % HOURS_PER_DAY
-        _, _, residuals, known = self.factor(self.day_start(t))
+        w, _, pooled, known = self.factor(self.day_start(t))
+        # the pooled days' hours against their prediction: how far from Poisson this scope is
+        residuals = [(x[start + i] - w * m) / math.sqrt(w * m) for start, hours in pooled
+                     for i, m in hours] if w > 0 else []
         self.dispersion = floor_dispersion
         if len(residuals) >= 8:
             self.dispersion = max(floor_dispersion, mad_sigma(residuals) ** 2)
@@ -145,9 +148,9 @@ class SeasonalSum:
     def day_start(self, s: int) -> int:
         return s - (s - self.quiet) % HOURS_PER_DAY
 
-    def factor(self, day: int) -> tuple[float, float, list[float], bool]:
-        """``(w, relative variance of w at the floor dispersion, residuals, known)`` for the local
-        day starting at ``day``.
+    def factor(self, day: int) -> tuple[float, float, list[tuple[int, list[tuple[int, float]]]], bool]:
+        """``(w, relative variance of w at the floor dispersion, pooled days, known)`` for the local
+        day starting at ``day``; each pooled day is ``(first hour, [(hour of day, m)])``.
 
         ``w`` compares the same local day one week earlier with today's profile ``m`` of those
         hours (hours where ``m`` is at least ``min_profile``): a ratio of sums over the hours
@@ -155,12 +158,11 @@ class SeasonalSum:
         on normal hours, and one bad hour moves nothing. That day is then pooled with every other
         day of the 7 before ``day`` whose plain ratio agrees with it within 2σ — a weekday's factor
         is learnt from last week's weekdays, a Saturday's from the weekend — never with a day
-        that reaches past ``baseline_end``. Without last week's same day: 1, unknown. The
-        residuals are the pooled days' hours against ``w``.
+        that reaches past ``baseline_end``. Without last week's same day: 1, unknown.
         """
         if day in self._w:
             return self._w[day]
-        result: tuple[float, float, list[float], bool] = (1.0, 0.0, [], False)
+        result: tuple[float, float, list, bool] = (1.0, 0.0, [], False)
         past = day - BASELINE_HOURS
         hours = []
         if past >= 0:
@@ -187,10 +189,11 @@ class SeasonalSum:
             # that took half of last Tuesday leaves its other hours fitting Monday's level).
             level = weighted_median([v / m for v, m in pairs], [m for _, m in pairs])
             kept = fitting(level)
-            for _, c in others:
-                k = fitting(c)
-                if len(k) >= len(kept) and len(k) > 0:
-                    level, kept = c, k
+            if 4 * len(kept) < 3 * len(pairs):  # most hours fit its own median: nothing to look for
+                for _, c in others:
+                    k = fitting(c)
+                    if len(k) >= len(kept) and len(k) > 0:
+                        level, kept = c, k
             if 2 * len(kept) >= len(pairs):
                 total, msum = sum(v for v, _ in kept), sum(m for _, m in kept)
             else:  # too spread to trim against a Poisson-like σ: the median stands
@@ -205,9 +208,7 @@ class SeasonalSum:
                     pooled.append(start)
             w = total / msum
             rel_var = floor / total if total > 0 else 0.0
-            residuals = ([(x[start + i] - w * m) / math.sqrt(w * m) for start in pooled for i, m in hours]
-                         if w > 0 else [])
-            result = (w, rel_var, residuals, True)
+            result = (w, rel_var, [(start, hours) for start in pooled], True)
         self._w[day] = result
         return result
 
