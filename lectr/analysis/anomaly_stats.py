@@ -7,10 +7,13 @@ of that same quantity (so ``(current - mean) / std == sigma``), and the score th
 Nothing reads data after ``t``, and baselines end before the longest window, so an incident is
 never part of its own baseline. ``README.md`` → "Understanding" says in words how each is built:
 
-- ``SeasonalSum`` (requests, cost): ``E(s) = w · m(s)``, same hour of day × weekday factor;
+- ``SeasonalSum`` (requests, cost): ``E(s) = w · m(s)``, same hour of day × weekday factor, the
+  factor pooled over last week's days of the same kind;
 - ``ErrorRate``: the pooled error rate of the 7 days, binomial σ;
 - ``LatencyP95``: the median hourly p95 of the 7 days in log space, σ = κ/√n per hour;
 - ``ModelMix``: the 7 days' model shares; the model that gained most, binomial σ.
+
+Cost is also tested with traffic held fixed (``anomaly_unit_cost.UnitCost``).
 """
 
 from __future__ import annotations
