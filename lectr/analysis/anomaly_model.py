@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from lectr.analysis import anomaly_stats as st
+from lectr.analysis.anomaly_unit_cost import UnitCost
 
 METRICS = ("requests", "cost", "error_rate", "latency_p95", "model_drift", "latency_threshold")
 # Hours of series an evaluation reads back from the evaluated hour: the 7-day baseline, the
@@ -174,6 +175,7 @@ class _Scope:
                                          relative_floor=cfg.latency_relative_floor),
             "model_drift": st.ModelMix([h.models for h in hours], t, baseline_end),
         }
+        self._unit_cost = UnitCost(requests, cost, [h.cost_sq_usd for h in hours], t, baseline_end)
 
     def deviation(self, metric: str, L: int) -> st.Deviation | None:
         baseline = self._baselines[metric]
@@ -182,6 +184,12 @@ class _Scope:
             # minimum volume counts requests, not dollars
             d = st.Deviation(d.current, d.mean, d.std, d.sigma,
                              sum(self.requests[self.t - L + 1:self.t + 1]), d.detail, d.score)
+        if metric == "cost":
+            # two views of one cost: against the season (traffic free to move), and against this
+            # window's own requests (traffic held fixed, so only dearer requests move it)
+            u = self._unit_cost.window(L)
+            if u is not None and (d is None or u.z > d.z):
+                d = u
         return d
 
     def passes_volume(self, metric: str, direction: str, d: st.Deviation, holding: bool = False) -> bool:

@@ -7,10 +7,13 @@ of that same quantity (so ``(current - mean) / std == sigma``), and the score th
 Nothing reads data after ``t``, and baselines end before the longest window, so an incident is
 never part of its own baseline. ``README.md`` → "Understanding" says in words how each is built:
 
-- ``SeasonalSum`` (requests, cost): ``E(s) = w · m(s)``, same hour of day × weekday factor;
+- ``SeasonalSum`` (requests, cost): ``E(s) = w · m(s)``, same hour of day × weekday factor, the
+  factor pooled over last week's days of the same kind;
 - ``ErrorRate``: the pooled error rate of the 7 days, binomial σ;
 - ``LatencyP95``: the median hourly p95 of the 7 days in log space, σ = κ/√n per hour;
 - ``ModelMix``: the 7 days' model shares; the model that gained most, binomial σ.
+
+Cost is also tested with traffic held fixed (``anomaly_unit_cost.UnitCost``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ _NORMAL = NormalDist()
 _MAX_Z = 37.0  # beyond this a tail probability is below double precision
 _UNKNOWN_DAY_FLOOR = 0.25
 _CUT_SEARCH = 8  # hours either side of the quietest hour where a day may really start
+_TRIM_SIGMA = 4.0  # a past hour this far from its day's level does not set the level
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,15 +115,18 @@ class SeasonalSum:
     def __init__(self, x: Sequence[float], t: int, baseline_end: int, *, floor_dispersion: float,
                  min_profile: float, skewed: bool = False) -> None:
         self.x, self.t, self.floor, self.min_profile = x, t, floor_dispersion, min_profile
-        self.skewed = skewed
+        self.skewed, self.baseline_end = skewed, baseline_end
         self._m: dict[int, tuple[float, int]] = {}
-        self._w: dict[int, tuple[float, float, list[float], bool]] = {}
+        self._w: dict[int, tuple[float, float, list, bool]] = {}
         self._cuts: dict[int, int] = {}
         profile = [self.m(t - j)[0] for j in range(HOURS_PER_DAY)]
         smooth = [profile[j - 1] + profile[j] + profile[(j + 1) % HOURS_PER_DAY]
                   for j in range(HOURS_PER_DAY)]
         self.quiet = (t - min(range(HOURS_PER_DAY), key=smooth.__getitem__)) % HOURS_PER_DAY
-        _, _, residuals, known = self.factor(self.day_start(t))
+        w, _, pooled, known = self.factor(self.day_start(t))
+        # the pooled days' hours against their prediction: how far from Poisson this scope is
+        residuals = [(x[start + i] - w * m) / math.sqrt(w * m) for start, hours in pooled
+                     for i, m in hours] if w > 0 else []
         self.dispersion = floor_dispersion
         if len(residuals) >= 8:
             self.dispersion = max(floor_dispersion, mad_sigma(residuals) ** 2)
@@ -144,29 +151,67 @@ class SeasonalSum:
     def day_start(self, s: int) -> int:
         return s - (s - self.quiet) % HOURS_PER_DAY
 
-    def factor(self, day: int) -> tuple[float, float, list[float], bool]:
-        """``(w, relative variance of w, residuals, known)`` for the local day starting at ``day``.
+    def factor(self, day: int) -> tuple[float, float, list[tuple[int, list[tuple[int, float]]]], bool]:
+        """``(w, relative variance of w at the floor dispersion, pooled days, known)`` for the local
+        day starting at ``day``; each pooled day is ``(first hour, [(hour of day, m)])``.
 
-        ``w`` is the weighted median, over the same local day one week earlier, of each hour's
-        value over today's profile ``m`` for that hour (weights ``m``); without that day: 1.
+        ``w`` compares the same local day one week earlier with today's profile ``m`` of those
+        hours (hours where ``m`` is at least ``min_profile``): a ratio of sums over the hours
+        within ``_TRIM_SIGMA`` of the weighted median's prediction — as efficient as a plain ratio
+        on normal hours, and one bad hour moves nothing. That day is then pooled with every other
+        day of the 7 before ``day`` whose plain ratio agrees with it within 2σ — a weekday's factor
+        is learnt from last week's weekdays, a Saturday's from the weekend — never with a day
+        that reaches past ``baseline_end``. Without last week's same day: 1, unknown.
         """
         if day in self._w:
             return self._w[day]
-        result: tuple[float, float, list[float], bool] = (1.0, 0.0, [], False)
+        result: tuple[float, float, list, bool] = (1.0, 0.0, [], False)
         past = day - BASELINE_HOURS
+        hours = []
         if past >= 0:
-            pairs = []
-            for u in range(past, past + HOURS_PER_DAY):
-                m, n = self.m(u + BASELINE_HOURS)
+            for i in range(HOURS_PER_DAY):
+                m, n = self.m(day + i)
                 if m >= self.min_profile and n >= 2:
-                    pairs.append((self.x[u], m))
-            if len(pairs) >= 6:
-                w = weighted_median([v / m for v, m in pairs], [m for _, m in pairs])
-                total = sum(v for v, _ in pairs)
-                # a weighted median of Poisson-like ratios: variance about π/2 of the pooled ratio's
-                rel_var = math.pi / 2 * self.floor / total if total > 0 else 0.0
-                residuals = [(v - w * m) / math.sqrt(w * m) for v, m in pairs if w > 0]
-                result = (w, rel_var, residuals, True)
+                    hours.append((i, m))
+        if len(hours) >= 6:
+            x, floor = self.x, self.floor
+            day_msum = sum(m for _, m in hours)
+            others = []  # (start, plain level) of the other days of the 7, all before baseline_end
+            for j in range(1, BASELINE_DAYS):
+                start = day - HOURS_PER_DAY * j
+                if start + HOURS_PER_DAY <= self.baseline_end:
+                    others.append((start, sum(x[start + i] for i, _ in hours) / day_msum))
+            pairs = [(x[past + i], m) for i, m in hours]
+
+            def fitting(c: float) -> list[tuple[float, float]]:
+                return [(v, m) for v, m in pairs
+                        if abs(v - c * m) <= _TRIM_SIGMA * math.sqrt(floor * max(c * m, floor))]
+
+            # Which kind of day last week's same day was: the level most of its hours fit — its
+            # own weighted median, or, as often or more, a level another day had (an incident
+            # that took half of last Tuesday leaves its other hours fitting Monday's level).
+            level = weighted_median([v / m for v, m in pairs], [m for _, m in pairs])
+            kept = fitting(level)
+            if 4 * len(kept) < 3 * len(pairs):  # most hours fit its own median: nothing to look for
+                for _, c in others:
+                    k = fitting(c)
+                    if len(k) >= len(kept) and len(k) > 0:
+                        level, kept = c, k
+            if 2 * len(kept) >= len(pairs):
+                total, msum = sum(v for v, _ in kept), sum(m for _, m in kept)
+            else:  # too spread to trim against a Poisson-like σ: the median stands
+                msum = sum(m for _, m in pairs)
+                total = level * msum
+            w0, pooled = total / msum, [past]
+            for start, c in others:
+                # a level is a ratio of Poisson-like sums: var(w) = floor · Σv / (Σm)²
+                spread = floor * (max(total, 1.0) / msum ** 2 + max(c, 1.0 / day_msum) / day_msum)
+                if (c - w0) ** 2 <= 4.0 * spread:
+                    total, msum = total + c * day_msum, msum + day_msum
+                    pooled.append(start)
+            w = total / msum
+            rel_var = floor / total if total > 0 else 0.0
+            result = (w, rel_var, [(start, hours) for start in pooled], True)
         self._w[day] = result
         return result
 
@@ -237,7 +282,7 @@ class SeasonalSum:
             variance += self.dispersion * max(e, self.floor) * (1.0 + math.pi / (2 * n))
         # one weekday factor serves all of a day's hours: its error does not average out
         for day, e_sum in per_day.items():
-            variance += e_sum * e_sum * self.factor(day)[1]
+            variance += e_sum * e_sum * self.factor(day)[1] * self.dispersion / self.floor
         std = math.sqrt(variance)
         score = None
         if not self.skewed and observed > expected > 0 and expected < 200:

@@ -5,8 +5,8 @@ binomial and lognormal noise, injections of 3σ, 4σ and 6σ per hour) is replay
 through ``lectr.analysis.anomaly_model.evaluate``, as the 5-minute job would see it, carrying the
 open and resolved anomalies from one hour to the next. Pure CPU, no database; one core.
 
-    python -m lectr.bench.anomaly_quality                 # tuning seeds 1-3, held-out seed 2026
-    python -m lectr.bench.anomaly_quality --seeds 4 5 --holdout 77
+    python -m lectr.bench.anomaly_quality                 # tuning seeds 1-3, held out 2026, 77, 4242
+    python -m lectr.bench.anomaly_quality --seeds 4 5 --holdout 101 555
 
 Scoring:
 
@@ -109,11 +109,11 @@ def _hours_band(inj: Injection) -> str:
     return "<=4h" if hours <= 4 else "5-8h" if hours <= 8 else ">=9h"
 
 
-def _print(scores: list[Score], holdout: int | None) -> None:
+def _print(scores: list[Score], holdout: list[int]) -> None:
     print(f"{'seed':>6} {'found >=3σ':>11} {'recall':>7} {'false alarms':>13} {'per org-week':>13} {'cpu s':>6}")
     for s in scores:
         f, n = s.recall()
-        tag = " (held out)" if s.seed == holdout else ""
+        tag = " (held out)" if s.seed in holdout else ""
         print(f"{s.seed:>6} {f:>5}/{n:<5} {f / n:>7.1%} {len(s.false_alarms):>13} "
               f"{len(s.false_alarms) / s.org_weeks:>13.2f} {s.seconds:>6.1f}{tag}")
     f = sum(s.recall()[0] for s in scores)
@@ -154,9 +154,10 @@ def _print(scores: list[Score], holdout: int | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--holdout", type=int, default=2026, help="a seed never used for tuning")
+    parser.add_argument("--holdout", type=int, nargs="*", default=[2026, 77, 4242],
+                        help="seeds never used for tuning")
     args = parser.parse_args(argv)
-    seeds = list(args.seeds) + ([args.holdout] if args.holdout is not None else [])
+    seeds = list(args.seeds) + [s for s in args.holdout if s not in args.seeds]
     scores = [score(seed) for seed in seeds]
     _print(scores, args.holdout)
     return 0

@@ -169,7 +169,7 @@ def test_a_month_replayed_hour_by_hour_records_each_anomaly_once(world):
         if inj.end_hour + 24 <= last:
             assert resolved is not None and inj.start_hour < resolved <= inj.end_hour + 24, (inj, resolved)
     # the detector's own recall on this trace (its quality is lectr/bench/anomaly_quality.py's
-    # business; 15 of 18 here: three 4-hour, 3-4σ cost and error blips are below its thresholds)
+    # business; 16 of 18 here: two 4-hour, 3σ error blips of a few errors each are below its thresholds)
     assert found >= 0.8 * len(big), (found, len(big))
     world["month"] = recorded
 
