@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lectr.analysis import anomaly_rates as rates
 from lectr.analysis import anomaly_stats as st
 from lectr.analysis.anomaly_unit_cost import UnitCost
 
@@ -168,12 +169,12 @@ class _Scope:
             "cost": (st.SeasonalSum(cost, t, baseline_end, floor_dispersion=cost_floor,
                                     min_profile=cfg.min_profile * cost_floor, skewed=True)
                      if cost_floor > 0 else None),
-            "error_rate": st.ErrorRate(requests, [float(h.errors) for h in hours], t, baseline_end,
+            "error_rate": rates.ErrorRate(requests, [float(h.errors) for h in hours], t, baseline_end,
                                        min_rate=cfg.error_rate_floor),
-            "latency_p95": st.LatencyP95([h.latency_p95_ms for h in hours], requests, t, baseline_end,
+            "latency_p95": rates.LatencyP95([h.latency_p95_ms for h in hours], requests, t, baseline_end,
                                          min_hour_requests=cfg.latency_min_hour_requests,
                                          relative_floor=cfg.latency_relative_floor),
-            "model_drift": st.ModelMix([h.models for h in hours], t, baseline_end),
+            "model_drift": rates.ModelMix([h.models for h in hours], t, baseline_end),
         }
         self._unit_cost = UnitCost(requests, cost, [h.cost_sq_usd for h in hours], t, baseline_end)
 

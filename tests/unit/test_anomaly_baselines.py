@@ -8,7 +8,7 @@ import random
 from lectr.analysis import anomaly_stats as st
 from lectr.analysis.anomaly_model import HourStats, ScopeSeries, evaluate
 from lectr.analysis.anomaly_unit_cost import UnitCost, dispersion_lower_bound
-from tests.test_anomaly_model import START, level, poisson, replay
+from tests.unit.test_anomaly_model import START, level, poisson, replay
 
 
 def costed(days, *, seed, peak=150.0, weekend=0.5, cost_mu=0.01, cv=0.6, edit=None):
@@ -92,7 +92,7 @@ def test_a_three_sigma_drop_over_four_hours_is_found():
     def edit(k, lam, kw):
         return lam - 3.5 * math.sqrt(lam) if k in drop else lam
 
-    from tests.test_anomaly_model import series
+    from tests.unit.test_anomaly_model import series
 
     found = 0
     for seed in range(10):
@@ -103,7 +103,7 @@ def test_a_three_sigma_drop_over_four_hours_is_found():
 
 
 def test_weekday_factor_pools_days_of_the_same_kind():
-    from tests.test_anomaly_model import series
+    from tests.unit.test_anomaly_model import series
 
     s = series(16, weekend=0.4, seed=21)
     x = [float(h.requests) for h in s.hours]
@@ -120,7 +120,7 @@ def test_weekday_factor_pools_days_of_the_same_kind():
 def test_last_weeks_incident_on_the_same_day_raises_nothing_today():
     # a twelve-hour outage to 30% last Tuesday afternoon: this Tuesday's ordinary afternoon is
     # not a surge (the outage's hours are trimmed from last week's level)
-    from tests.test_anomaly_model import series
+    from tests.unit.test_anomaly_model import series
 
     outage = range(8 * 24 + 12, 9 * 24)
     s = series(16, weekend=0.5, seed=31, edit=lambda k, lam, kw: lam * 0.3 if k in outage else lam)
