@@ -24,6 +24,7 @@ import orjson
 from lectr.analysis import histogram as hg
 from lectr.analysis.anomaly_model import (HISTORY_HOURS, AnomalyDecision, AnomalyKey, HourStats, KnownAnomaly,
                                           ScopeSeries, evaluate)
+from lectr.jobs.rollups import merged_histogram
 
 ANOMALY_LOCK = 0x4C43414E  # "LCAN"
 # The detector's metric names → the column's (the contract's) names.
@@ -61,11 +62,14 @@ async def run_anomalies(conn: asyncpg.Connection, *, at: datetime | None = None,
         WHERE EXISTS (SELECT 1 FROM request_rollups r
                       WHERE r.org_id = o.id AND r.hour >= $1 AND r.hour <= $2)
         ORDER BY o.id""", hour_time(start), hour_time(at_hour))
+    org_ids = [org["id"] for org in org_rows]
+    # Every org's data in a few set-based reads, not a round of queries per org.
+    scopes = await load_all_scopes(conn, org_ids, start, at_hour, cache)
+    known = await load_all_known(conn, org_ids, at)
     counts = {"opened": 0, "ongoing": 0, "resolved": 0}
     for org in org_rows:
-        scopes = await load_scopes(conn, org["id"], start, at_hour, cache)
-        known = await load_known(conn, org["id"], at)
-        result = evaluate(scopes, at_hour, known=known, p95_threshold_ms=org["p95_threshold_ms"])
+        result = evaluate(scopes[org["id"]], at_hour, known=known.get(org["id"], []),
+                          p95_threshold_ms=org["p95_threshold_ms"])
         for decision in result.opened:
             counts["opened"] += await _open(conn, decision, at)
         for decision in result.ongoing:
@@ -113,19 +117,26 @@ class HourCache:
 async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: int,
                       cache: HourCache | None = None) -> list[ScopeSeries]:
     """The org's series (as a whole, then each feature) for hours ``start..end`` from its rollups."""
+    return (await load_all_scopes(conn, [org_id], start, end, cache))[org_id]
+
+
+async def load_all_scopes(conn: asyncpg.Connection, org_ids: list[int], start: int, end: int,
+                          cache: HourCache | None = None) -> dict[int, list[ScopeSeries]]:
+    """``{org: its series}`` (as ``load_scopes``) for every org in ``org_ids``, in two queries:
+    the hourly sums of all of them, then the p95s of the hours not in ``cache``."""
     rows = await conn.fetch("""
-        SELECT hour, feature, model_used, sum(requests)::bigint AS requests,
+        SELECT org_id, hour, feature, model_used, sum(requests)::bigint AS requests,
                sum(errors_provider + errors_lectr + errors_client)::bigint AS errors,
                sum(cost_usd)::float8 AS cost, sum(cost_sq_usd) AS cost_sq, count(*) AS n
-        FROM request_rollups WHERE org_id = $1 AND hour >= $2 AND hour <= $3
-        GROUP BY hour, feature, model_used""", org_id, hour_time(start), hour_time(end))
-    # hour -> scope -> [requests, errors, cost, cost², {model: requests}]
-    acc: dict[int, dict[str | None, list]] = {}
-    signatures: dict[int, list[int]] = {}
+        FROM request_rollups WHERE org_id = ANY($1::bigint[]) AND hour >= $2 AND hour <= $3
+        GROUP BY org_id, hour, feature, model_used""", org_ids, hour_time(start), hour_time(end))
+    # org -> hour -> scope -> [requests, errors, cost, cost², {model: requests}]
+    acc: dict[int, dict[int, dict[str | None, list]]] = {org_id: {} for org_id in org_ids}
+    signatures: dict[int, dict[int, list[int]]] = {org_id: {} for org_id in org_ids}
     for r in rows:
         hour_number_ = hour_number(r["hour"])
-        hour = acc.setdefault(hour_number_, {})
-        sig = signatures.setdefault(hour_number_, [0, 0])
+        hour = acc[r["org_id"]].setdefault(hour_number_, {})
+        sig = signatures[r["org_id"]].setdefault(hour_number_, [0, 0])
         sig[0] += r["n"]
         sig[1] += r["requests"]
         for scope in (None, r["feature"]):
@@ -138,14 +149,21 @@ async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: in
             h[3] += r["cost_sq"]
             if r["requests"]:
                 h[4][r["model_used"]] = h[4].get(r["model_used"], 0) + r["requests"]
-    p95s = cache.orgs.setdefault(org_id, {}) if cache is not None else {}
-    for hour in [h for h in p95s if h < start]:
-        del p95s[hour]
-    stale = [h for h, sig in signatures.items() if p95s.get(h, (None,))[0] != tuple(sig)]
+    p95s_of: dict[int, dict] = {}
+    stale: list[tuple[int, int]] = []
+    for org_id in org_ids:
+        p95s = p95s_of[org_id] = cache.orgs.setdefault(org_id, {}) if cache is not None else {}
+        for hour in [h for h in p95s if h < start]:
+            del p95s[hour]
+        stale += [(org_id, h) for h, sig in signatures[org_id].items() if p95s.get(h, (None,))[0] != tuple(sig)]
     if stale:
-        fresh = await _read_p95s(conn, org_id, stale)
-        for h in stale:
-            p95s[h] = (tuple(signatures[h]), fresh.get(h, {}))
+        fresh = await _read_p95s(conn, stale)
+        for org_id, h in stale:
+            p95s_of[org_id][h] = (tuple(signatures[org_id][h]), fresh.get((org_id, h), {}))
+    return {org_id: _series(org_id, acc[org_id], p95s_of[org_id], start, end) for org_id in org_ids}
+
+
+def _series(org_id: int, acc: dict[int, dict[str | None, list]], p95s: dict, start: int, end: int) -> list[ScopeSeries]:
     empty = HourStats(cost_sq_usd=0.0)  # an hour without requests: every sum is exactly 0
     out = []
     for scope in sorted({scope for hour in acc.values() for scope in hour} | {None},
@@ -163,20 +181,27 @@ async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: in
     return out
 
 
-async def _read_p95s(conn: asyncpg.Connection, org_id: int, hours: list[int]) -> dict[int, dict[str | None, float | None]]:
-    """``{hour: {scope: p95 ms}}`` from the merged latency histograms of those hours."""
-    rows = await conn.fetch("""
-        SELECT hour, feature, latency_buckets FROM request_rollups
-        WHERE org_id = $1 AND hour = ANY($2::timestamptz[])""", org_id, [hour_time(h) for h in hours])
-    merged: dict[int, dict[str | None, list[int]]] = {}
+# The latency histograms of the given org-hours merged per feature and for the org as a whole
+# (the feature NULL; ``whole`` tells it from a feature that is NULL) in the database.
+_MERGED_LATENCY = f"""
+SELECT r.org_id, r.hour, r.feature, GROUPING(r.feature) = 1 AS whole, {merged_histogram("latency_buckets")} AS counts
+FROM request_rollups r JOIN unnest($1::bigint[], $2::timestamptz[]) AS s(org_id, hour)
+  ON r.org_id = s.org_id AND r.hour = s.hour
+WHERE r.hour >= $3 AND r.hour <= $4  -- an index range, whatever plan the pairs get
+GROUP BY GROUPING SETS ((r.org_id, r.hour, r.feature), (r.org_id, r.hour))"""
+
+
+async def _read_p95s(conn: asyncpg.Connection,
+                     org_hours: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str | None, float | None]]:
+    """``{(org, hour): {scope: p95 ms}}`` from the merged latency histograms of those org-hours."""
+    hours = [h for _, h in org_hours]
+    rows = await conn.fetch(_MERGED_LATENCY, [o for o, _ in org_hours], [hour_time(h) for h in hours],
+                            hour_time(min(hours)), hour_time(max(hours)))
+    out: dict[tuple[int, int], dict[str | None, float | None]] = {}
     for r in rows:
-        hour = merged.setdefault(hour_number(r["hour"]), {})
-        buckets = r["latency_buckets"]
-        for scope in (None, r["feature"]):
-            h = hour.get(scope)
-            hour[scope] = list(buckets) if h is None else [a + b for a, b in zip(h, buckets)]
-    return {hour: {scope: hg.quantile(counts, 0.95, spread=True) for scope, counts in scopes.items()}
-            for hour, scopes in merged.items()}
+        scope = None if r["whole"] else r["feature"]
+        out.setdefault((r["org_id"], hour_number(r["hour"])), {})[scope] = hg.quantile(r["counts"], 0.95, spread=True)
+    return out
 
 
 async def load_known(conn: asyncpg.Connection, org_id: int, at: datetime) -> list[KnownAnomaly]:
@@ -188,18 +213,25 @@ async def load_known(conn: asyncpg.Connection, org_id: int, at: datetime) -> lis
     one of them opened is opened again (a conflict: nothing written), not judged as a held
     anomaly, and nothing resolved by a later hour is reopened by an earlier one.
     """
+    return (await load_all_known(conn, [org_id], at)).get(org_id, [])
+
+
+async def load_all_known(conn: asyncpg.Connection, org_ids: list[int], at: datetime) -> dict[int, list[KnownAnomaly]]:
+    """``{org: its known anomalies}`` (as ``load_known``) for every org in ``org_ids``, in one query."""
     at_hour = evaluated_hour(at)
     before = hour_time(at_hour + 1)  # evaluations of hour h run during hour h + 1
     rows = await conn.fetch("""
-        SELECT feature, metric, direction, window_start, window_end, resolved_at < $2 AS resolved
+        SELECT org_id, feature, metric, direction, window_start, window_end, resolved_at < $2 AS resolved
         FROM anomalies
-        WHERE org_id = $1 AND opened_at < $2
+        WHERE org_id = ANY($1::bigint[]) AND opened_at < $2
           AND (resolved_at IS NULL OR resolved_at >= $2 OR window_end >= $3)""",
-                            org_id, before, hour_time(at_hour - _RECENT_HOURS))
-    return [KnownAnomaly(AnomalyKey(org_id, r["feature"], FROM_COLUMN.get(r["metric"], r["metric"]), r["direction"]),
-                         hour_number(r["window_start"]), hour_number(r["window_end"]),
-                         resolved=bool(r["resolved"]))
-            for r in rows]
+                            org_ids, before, hour_time(at_hour - _RECENT_HOURS))
+    known: dict[int, list[KnownAnomaly]] = {}
+    for r in rows:
+        known.setdefault(r["org_id"], []).append(KnownAnomaly(
+            AnomalyKey(r["org_id"], r["feature"], FROM_COLUMN.get(r["metric"], r["metric"]), r["direction"]),
+            hour_number(r["window_start"]), hour_number(r["window_end"]), resolved=bool(r["resolved"])))
+    return known
 
 
 def _finite(value: float | None) -> float | None:
