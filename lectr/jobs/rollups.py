@@ -113,6 +113,15 @@ INSERT INTO request_rollups ({', '.join(KEY + MEASURES)})
 {rollup_select('''rollup_todo t JOIN organizations o ON o.id = t.org_id
     JOIN request_logs l ON l.org_id = t.org_id AND l.created_at >= t.hour AND l.created_at < t.hour + interval '1 hour' ''')}"""
 
+# A catch-up (many org-hours: the first run over old rows, a long outage) joins on the hour
+# itself, so the raw rows are read once and matched set-based rather than probed per org-hour.
+_CATCH_UP_HOURS = 2000
+_RECOMPUTE_MANY = f"""
+INSERT INTO request_rollups ({', '.join(KEY + MEASURES)})
+{rollup_select('''rollup_todo t JOIN organizations o ON o.id = t.org_id
+    JOIN request_logs l ON l.org_id = t.org_id AND date_trunc('hour', l.created_at, 'UTC') = t.hour
+     AND l.created_at >= t.hour AND l.created_at < t.hour + interval '1 hour' ''')}"""
+
 
 def merged_histogram(column: str) -> str:
     """The element-wise sum of an int[] histogram column over a group (a bigint[] of BUCKETS)."""
@@ -120,13 +129,15 @@ def merged_histogram(column: str) -> str:
 
 
 _SUMMED = ", ".join(f"{merged_histogram(m)}::int[]" if m.endswith("_buckets") else f"sum({m})" for m in MEASURES)
-# The coarser levels, each re-merged from the hours for every block a run touched: (table, its
-# time column, the block an hour falls in). Six-hour blocks start at 00, 06, 12 and 18 UTC.
-COARSER = (("request_rollups_6h", "hour", "date_bin('6 hours', hour, '2000-01-01 00:00+00')", "6 hours"),
-           ("request_rollups_daily", "day", "date_trunc('day', hour, 'UTC')", "24 hours"))
+# The coarser levels, each re-merged for every block a run touched from the level below it, already
+# current: (table, its time column, the block a row of the level below falls in, block length,
+# the level below and its time column). Six-hour blocks start at 00, 06, 12 and 18 UTC.
+COARSER = (("request_rollups_6h", "hour", "date_bin('6 hours', hour, '2000-01-01 00:00+00')", "6 hours",
+            "request_rollups", "hour"),
+           ("request_rollups_daily", "day", "date_trunc('day', hour, 'UTC')", "24 hours", "request_rollups_6h", "hour"))
 
 
-def _remerge(table: str, column: str, block: str, length: str) -> str:
+def _remerge(table: str, column: str, block: str, length: str, below: str, below_column: str) -> str:
     return f"""
 CREATE TEMP TABLE IF NOT EXISTS rollup_blocks (org_id bigint NOT NULL, start timestamptz NOT NULL) ON COMMIT DELETE ROWS;
 TRUNCATE rollup_blocks;
@@ -134,8 +145,8 @@ INSERT INTO rollup_blocks SELECT DISTINCT org_id, {block} FROM rollup_todo;
 DELETE FROM {table} r USING rollup_blocks t WHERE r.org_id = t.org_id AND r.{column} = t.start;
 INSERT INTO {table} (org_id, {column}, feature, task, provider, model_used, {', '.join(MEASURES)})
 SELECT r.org_id, t.start, feature, task, provider, model_used, {_SUMMED}
-FROM rollup_blocks t JOIN request_rollups r
-  ON r.org_id = t.org_id AND r.hour >= t.start AND r.hour < t.start + interval '{length}'
+FROM rollup_blocks t JOIN {below} r
+  ON r.org_id = t.org_id AND r.{below_column} >= t.start AND r.{below_column} < t.start + interval '{length}'
 GROUP BY r.org_id, t.start, feature, task, provider, model_used;
 TRUNCATE rollup_blocks"""
 
@@ -156,7 +167,7 @@ async def run_rollups(conn: asyncpg.Connection) -> int:
         if hours:
             await conn.execute("ANALYZE rollup_todo")
             await conn.execute(_CLEAR)
-            await conn.execute(_RECOMPUTE)
+            await conn.execute(_RECOMPUTE_MANY if hours > _CATCH_UP_HOURS else _RECOMPUTE)
             for remerge in _REMERGE:
                 await conn.execute(remerge)
             await conn.execute("TRUNCATE rollup_todo")
