@@ -43,6 +43,8 @@ _LEVELS = ((_DAY, "request_rollups_daily", "day"), (_SIX_HOURS, "request_rollups
 # model and chart bucket (the stage); those into one row per org, window, feature, provider and
 # model (the combinations); totals, models, providers and features are grouped from the few
 # combinations and the chart from the stage, so each histogram is added up as few times as it can.
+# Time to first byte only feeds the totals: its histograms are merged apart, per org and window,
+# from the coarsest rollups (no chart constrains them), so the stage carries one histogram, not two.
 _STAGE = "lectr_aggregator_stage"
 _COMBOS = "lectr_aggregator_combos"
 _MERGE_MEMORY = "256MB"
@@ -50,16 +52,15 @@ _STAGE_TABLE = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     org_id bigint, current boolean, feature text, provider text, model_used text, bucket timestamptz,
     requests bigint, errors bigint, cost_usd numeric, prompt_tokens bigint, completion_tokens bigint,
-    latency_ms_sum float8, latency_buckets int[], ttfb_count bigint, ttfb_ms_sum float8, ttfb_buckets int[],
+    latency_ms_sum float8, latency_buckets int[], ttfb_count bigint, ttfb_ms_sum float8,
     measured_requests bigint, partial_cost_requests bigint, unpriced_requests bigint, unread_requests bigint,
     provider_fault_errors bigint, connection_errors bigint, lectr_fault_errors bigint);
 CREATE TEMP TABLE IF NOT EXISTS {_COMBOS} (LIKE {_STAGE});
 TRUNCATE {_STAGE}, {_COMBOS}"""
 _STAGE_SUMS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_ms_sum",
-               "latency_buckets", "ttfb_count", "ttfb_ms_sum", "ttfb_buckets", "measured_requests",
+               "latency_buckets", "ttfb_count", "ttfb_ms_sum", "measured_requests",
                "partial_cost_requests", "unpriced_requests", "unread_requests", "provider_fault_errors",
                "connection_errors", "lectr_fault_errors")
-_READ = ", ".join(("org_id", "hour", "feature", "provider", "model_used") + _STAGE_SUMS)
 
 
 def _summed(columns: tuple[str, ...]) -> str:
@@ -81,22 +82,31 @@ def _pieces(lo: datetime, hi: datetime, levels: tuple) -> list[tuple[str | None,
     return _pieces(lo, first, finer) + [(table, column, first, last)] + _pieces(last, hi, finer)
 
 
-def _fill_stage(windows: list[tuple[bool, datetime, datetime, tuple]]) -> tuple[str, list]:
-    """The statement filling the stage from ``(current, start, end, levels)`` windows, and its
-    arguments after $1 (the chart bucket) and $2 (its origin)."""
-    selects, args = [], []
+def _source(windows: list[tuple[bool, datetime, datetime, tuple]], columns: tuple[str, ...],
+            args: list) -> str:
+    """A UNION ALL of ``columns`` and ``current`` over the pieces of ``(current, start, end, levels)``
+    windows; their bounds are appended to ``args`` (numbered after what it holds)."""
+    selects = []
     for current, lo, hi, levels in windows:
         for table, column, start, end in _pieces(lo, hi, levels):
             args += [start, end]
-            low, high = f"${len(args) + 1}", f"${len(args) + 2}"
+            low, high = f"${len(args) - 1}", f"${len(args)}"
             if table is None:
-                source = rollup_select(f"request_logs l WHERE l.created_at >= {low} AND l.created_at < {high}")
-                selects.append(f"SELECT {_READ}, {current} AS current FROM ({source}) edge")
+                edge = rollup_select(f"request_logs l WHERE l.created_at >= {low} AND l.created_at < {high}")
+                selects.append(f"SELECT {', '.join(columns)}, {current} AS current FROM ({edge}) edge")
             else:
-                read = _READ.replace("hour", f"{column} AS hour", 1) if column != "hour" else _READ
+                read = ", ".join(f"{column} AS hour" if c == "hour" and column != "hour" else c for c in columns)
                 selects.append(f"SELECT {read}, {current} AS current FROM {table} "
                                f"WHERE {column} >= {low} AND {column} < {high}")
-    source = "\n    UNION ALL\n    ".join(selects) or f"SELECT {_READ}, true AS current FROM request_rollups WHERE false"
+    if not selects:
+        selects.append(f"SELECT {', '.join(columns)}, true AS current FROM request_rollups WHERE false")
+    return "\n    UNION ALL\n    ".join(selects)
+
+
+def _fill_stage(windows: list[tuple[bool, datetime, datetime, tuple]], bucket: timedelta) -> tuple[str, list]:
+    """The statement filling the stage from the windows, and its arguments."""
+    args: list = [bucket, BUCKET_ORIGIN]
+    source = _source(windows, ("org_id", "hour", "feature", "provider", "model_used") + _STAGE_SUMS, args)
     return f"""
 INSERT INTO {_STAGE}
 SELECT org_id, current, feature, provider, model_used, CASE WHEN current THEN date_bin($1, hour, $2) END,
@@ -105,6 +115,18 @@ FROM (
     {source}
 ) src
 GROUP BY 1, 2, 3, 4, 5, 6""", args
+
+
+def _ttfb(windows: list[tuple[bool, datetime, datetime, tuple]]) -> tuple[str, list]:
+    """The query of each org's merged time-to-first-byte histogram per window, and its arguments."""
+    args: list = []
+    source = _source(windows, ("org_id", "ttfb_buckets"), args)
+    return f"""
+SELECT org_id, current, {merged_histogram("ttfb_buckets")} AS ttfb_buckets
+FROM (
+    {source}
+) src
+GROUP BY 1, 2""", args
 
 
 _FILL_COMBOS = f"""
@@ -125,7 +147,6 @@ SELECT org_id, current,
        coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
        {_LATENCY},
        sum(ttfb_ms_sum) / nullif(sum(ttfb_count), 0) AS ttfb_avg_ms,
-       {merged_histogram("ttfb_buckets")} AS ttfb_buckets,
        sum(measured_requests)::bigint AS measured_requests,
        sum(partial_cost_requests)::bigint AS partial_cost_requests,
        sum(unpriced_requests)::bigint AS unpriced_requests,
@@ -227,14 +248,23 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
     # The previous window feeds no chart: every level serves it; the current one's chart points
     # need levels no longer than a point.
     chart_levels = tuple(level for level in _LEVELS if period.bucket % level[0] == timedelta(0))
-    fill, args = _fill_stage([(False, previous_start, start, _LEVELS), (True, start, now, chart_levels)])
+    fill, fill_args = _fill_stage([(False, previous_start, start, _LEVELS), (True, start, now, chart_levels)],
+                                  period.bucket)
+    ttfb, ttfb_args = _ttfb([(False, previous_start, start, _LEVELS), (True, start, now, _LEVELS)])
     await conn.execute(_STAGE_TABLE)
     async with conn.transaction():
         # Room to merge the histograms in memory (a hash per group) rather than sort wide rows on disk.
         await conn.execute(f"SET LOCAL work_mem = '{_MERGE_MEMORY}'")
-        await conn.execute(fill, period.bucket, BUCKET_ORIGIN, *args)
+        await conn.execute(fill, *fill_args)
         await conn.execute(_FILL_COMBOS)
-    totals = {(r["org_id"], r["current"]): r for r in await fetch(_TOTALS)}
+        ttfb_p95 = {(r["org_id"], r["current"]): histogram.quantile(r["ttfb_buckets"], 0.95)
+                    for r in await conn.fetch(ttfb, *ttfb_args)}
+        totals = {}
+        for r in await fetch(_TOTALS):
+            r["ttfb_p95_ms"] = ttfb_p95.get((r["org_id"], r["current"]))
+            totals[(r["org_id"], r["current"])] = r
+        models, providers, features = await fetch(_MODELS), await fetch(_PROVIDERS), await fetch(_FEATURES)
+        series = await fetch(_SERIES)
     by_org: dict[int, dict] = {org_id: {
         "period": period.name, "computed_at": _iso(now),
         "window": {"start": _iso(start), "end": _iso(now)},
@@ -244,19 +274,19 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
         "series": {"bucket_seconds": int(period.bucket.total_seconds()), "points": []},
     } for org_id in org_ids}
 
-    for r in await fetch(_MODELS):
+    for r in models:
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["models"].append({k: r[k] for k in (
                 "model", "provider", "requests", "errors", "cost_usd", "latency_avg_ms", "latency_p95_ms", "tokens",
                 "unpriced_requests")})
-    _add_providers(by_org, await fetch(_PROVIDERS))
-    for r in await fetch(_FEATURES):
+    _add_providers(by_org, providers)
+    for r in features:
         if r["org_id"] in by_org:
             entry = {k: r[k] for k in ("feature", "requests", "errors", "cost_usd", "latency_avg_ms",
                                        "latency_p95_ms", "tokens", "unpriced_requests")}
             entry["error_rate"] = _rate(r["errors"], r["requests"])
             by_org[r["org_id"]]["features"].append(entry)
-    await _add_series(by_org, await fetch(_SERIES), start, now, period.bucket)
+    await _add_series(by_org, series, start, now, period.bucket)
     for r in await conn.fetch(_DROPS, start, now):
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["dropped_events"] = int(r["dropped"])
