@@ -39,24 +39,23 @@ _SIX_HOURS = timedelta(hours=6)
 _LEVELS = ((_DAY, "request_rollups_daily", "day"), (_SIX_HOURS, "request_rollups_6h", "hour"),
            (_HOUR, "request_rollups", "hour"))
 
-# Each period's source rows are first merged into one row per org, window, feature, provider,
-# model and chart bucket (the stage); those into one row per org, window, feature, provider and
-# model (the combinations); totals, models, providers and features are grouped from the few
-# combinations and the chart from the stage, so each histogram is added up as few times as it can.
+# Each period's source rows are merged in one pass into the stage: one row per org, window,
+# feature, provider and model (a combination), and one per org and chart point of the current
+# window (``point``). Totals, models, providers and features are grouped from the few
+# combinations. The cost of a merged histogram is mostly per row it produces (187 sums set up,
+# finished and built into an array), so the pass produces as few rows as the figures need.
 # Time to first byte only feeds the totals: its histograms are merged apart, per org and window,
 # from the coarsest rollups (no chart constrains them), so the stage carries one histogram, not two.
 _STAGE = "lectr_aggregator_stage"
-_COMBOS = "lectr_aggregator_combos"
 _MERGE_MEMORY = "256MB"
 _STAGE_TABLE = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
-    org_id bigint, current boolean, feature text, provider text, model_used text, bucket timestamptz,
+    org_id bigint, current boolean, point boolean, feature text, provider text, model_used text, bucket timestamptz,
     requests bigint, errors bigint, cost_usd numeric, prompt_tokens bigint, completion_tokens bigint,
     latency_ms_sum float8, latency_buckets int[], ttfb_count bigint, ttfb_ms_sum float8,
     measured_requests bigint, partial_cost_requests bigint, unpriced_requests bigint, unread_requests bigint,
     provider_fault_errors bigint, connection_errors bigint, lectr_fault_errors bigint);
-CREATE TEMP TABLE IF NOT EXISTS {_COMBOS} (LIKE {_STAGE});
-TRUNCATE {_STAGE}, {_COMBOS}"""
+TRUNCATE {_STAGE}"""
 _STAGE_SUMS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_ms_sum",
                "latency_buckets", "ttfb_count", "ttfb_ms_sum", "measured_requests",
                "partial_cost_requests", "unpriced_requests", "unread_requests", "provider_fault_errors",
@@ -109,12 +108,14 @@ def _fill_stage(windows: list[tuple[bool, datetime, datetime, tuple]], bucket: t
     source = _source(windows, ("org_id", "hour", "feature", "provider", "model_used") + _STAGE_SUMS, args)
     return f"""
 INSERT INTO {_STAGE}
-SELECT org_id, current, feature, provider, model_used, CASE WHEN current THEN date_bin($1, hour, $2) END,
-       {_summed(_STAGE_SUMS)}
+SELECT org_id, current, GROUPING(feature) = 1, feature, provider, model_used, bucket, {_summed(_STAGE_SUMS)}
 FROM (
+    SELECT *, CASE WHEN current THEN date_bin($1, hour, $2) END AS bucket
+    FROM (
     {source}
+    ) pieces
 ) src
-GROUP BY 1, 2, 3, 4, 5, 6""", args
+GROUP BY GROUPING SETS ((org_id, current, feature, provider, model_used), (org_id, current, bucket))""", args
 
 
 def _ttfb(windows: list[tuple[bool, datetime, datetime, tuple]]) -> tuple[str, list]:
@@ -128,11 +129,6 @@ FROM (
 ) src
 GROUP BY 1, 2""", args
 
-
-_FILL_COMBOS = f"""
-INSERT INTO {_COMBOS}
-SELECT org_id, current, feature, provider, model_used, NULL, {_summed(_STAGE_SUMS)}
-FROM {_STAGE} GROUP BY 1, 2, 3, 4, 5"""
 
 _LATENCY = f"""
     sum(latency_ms_sum) / nullif(sum(requests), 0) AS latency_avg_ms,
@@ -151,7 +147,7 @@ SELECT org_id, current,
        sum(partial_cost_requests)::bigint AS partial_cost_requests,
        sum(unpriced_requests)::bigint AS unpriced_requests,
        sum(unread_requests)::bigint AS unread_requests
-FROM {_COMBOS}
+FROM {_STAGE} WHERE NOT point
 GROUP BY org_id, current"""
 
 _MODELS = f"""
@@ -160,7 +156,7 @@ SELECT org_id, nullif(model_used, '') AS model, provider, sum(requests)::bigint 
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
        coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens,
        sum(unpriced_requests)::bigint AS unpriced_requests
-FROM {_COMBOS} WHERE current
+FROM {_STAGE} WHERE NOT point AND current
 GROUP BY org_id, model_used, provider"""
 
 _PROVIDERS = f"""
@@ -172,7 +168,7 @@ SELECT org_id, provider, current, sum(requests)::bigint AS requests,
        sum(provider_fault_errors)::bigint AS provider_errors,
        sum(connection_errors)::bigint AS connection_errors,
        sum(lectr_fault_errors)::bigint AS lectr_errors
-FROM {_COMBOS}
+FROM {_STAGE} WHERE NOT point
 GROUP BY org_id, provider, current"""
 
 _FEATURES = f"""
@@ -181,16 +177,12 @@ SELECT org_id, feature, sum(requests)::bigint AS requests,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
        coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens,
        sum(unpriced_requests)::bigint AS unpriced_requests
-FROM {_COMBOS} WHERE current
+FROM {_STAGE} WHERE NOT point AND current
 GROUP BY org_id, feature"""
 
 _SERIES = f"""
-SELECT org_id, bucket, sum(requests)::bigint AS requests,
-       sum(errors)::bigint AS errors,
-       coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
-       {merged_histogram("latency_buckets")} AS latency_buckets
-FROM {_STAGE} WHERE current
-GROUP BY org_id, bucket"""
+SELECT org_id, bucket, requests, errors, coalesce(cost_usd, 0)::float8 AS cost_usd, latency_buckets
+FROM {_STAGE} WHERE point AND current"""
 
 _DROPS = """
 SELECT org_id, sum(count)::bigint AS dropped FROM event_drops
@@ -256,7 +248,6 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
         # Room to merge the histograms in memory (a hash per group) rather than sort wide rows on disk.
         await conn.execute(f"SET LOCAL work_mem = '{_MERGE_MEMORY}'")
         await conn.execute(fill, *fill_args)
-        await conn.execute(_FILL_COMBOS)
         ttfb_p95 = {(r["org_id"], r["current"]): histogram.quantile(r["ttfb_buckets"], 0.95)
                     for r in await conn.fetch(ttfb, *ttfb_args)}
         totals = {}
