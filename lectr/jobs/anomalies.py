@@ -125,7 +125,8 @@ async def load_all_scopes(conn: asyncpg.Connection, org_ids: list[int], start: i
     """``{org: its series}`` (as ``load_scopes``) for every org in ``org_ids``, in two queries:
     the hourly sums of all of them, then the p95s of the hours not in ``cache``."""
     rows = await conn.fetch("""
-        SELECT org_id, hour, feature, model_used, sum(requests)::bigint AS requests,
+        SELECT org_id, extract(epoch FROM hour)::bigint / 3600 AS hour, feature, model_used,
+               sum(requests)::bigint AS requests,
                sum(errors_provider + errors_lectr + errors_client)::bigint AS errors,
                sum(cost_usd)::float8 AS cost, sum(cost_sq_usd) AS cost_sq, count(*) AS n
         FROM request_rollups WHERE org_id = ANY($1::bigint[]) AND hour >= $2 AND hour <= $3
@@ -134,7 +135,7 @@ async def load_all_scopes(conn: asyncpg.Connection, org_ids: list[int], start: i
     acc: dict[int, dict[int, dict[str | None, list]]] = {org_id: {} for org_id in org_ids}
     signatures: dict[int, dict[int, list[int]]] = {org_id: {} for org_id in org_ids}
     for r in rows:
-        hour_number_ = hour_number(r["hour"])
+        hour_number_ = r["hour"]  # hours since the epoch
         hour = acc[r["org_id"]].setdefault(hour_number_, {})
         sig = signatures[r["org_id"]].setdefault(hour_number_, [0, 0])
         sig[0] += r["n"]
@@ -184,7 +185,7 @@ def _series(org_id: int, acc: dict[int, dict[str | None, list]], p95s: dict, sta
 # The latency histograms of the given org-hours merged per feature and for the org as a whole
 # (the feature NULL; ``whole`` tells it from a feature that is NULL) in the database.
 _MERGED_LATENCY = f"""
-SELECT r.org_id, r.hour, r.feature, GROUPING(r.feature) = 1 AS whole, {merged_histogram("latency_buckets")} AS counts
+SELECT r.org_id, extract(epoch FROM r.hour)::bigint / 3600 AS hour, r.feature, GROUPING(r.feature) = 1 AS whole, {merged_histogram("latency_buckets")} AS counts
 FROM request_rollups r JOIN unnest($1::bigint[], $2::timestamptz[]) AS s(org_id, hour)
   ON r.org_id = s.org_id AND r.hour = s.hour
 WHERE r.hour >= $3 AND r.hour <= $4  -- an index range, whatever plan the pairs get
@@ -200,7 +201,7 @@ async def _read_p95s(conn: asyncpg.Connection,
     out: dict[tuple[int, int], dict[str | None, float | None]] = {}
     for r in rows:
         scope = None if r["whole"] else r["feature"]
-        out.setdefault((r["org_id"], hour_number(r["hour"])), {})[scope] = hg.quantile(r["counts"], 0.95, spread=True)
+        out.setdefault((r["org_id"], r["hour"]), {})[scope] = hg.quantile(r["counts"], 0.95, spread=True)
     return out
 
 
