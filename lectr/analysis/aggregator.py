@@ -255,7 +255,8 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
             r["ttfb_p95_ms"] = ttfb_p95.get((r["org_id"], r["current"]))
             totals[(r["org_id"], r["current"])] = r
         models, providers, features = await fetch(_MODELS), await fetch(_PROVIDERS), await fetch(_FEATURES)
-        series = await fetch(_SERIES)
+        series = [dict(r, latency_p95_ms=histogram.quantile(r["latency_buckets"], 0.95))  # a point shows its p95
+                  for r in await conn.fetch(_SERIES)]
     by_org: dict[int, dict] = {org_id: {
         "period": period.name, "computed_at": _iso(now),
         "window": {"start": _iso(start), "end": _iso(now)},

@@ -165,6 +165,8 @@ async def run_rollups(conn: asyncpg.Connection) -> int:
         await conn.execute(_TAKE)
         hours = await conn.fetchval("SELECT count(*) FROM rollup_todo")
         if hours:
+            if hours > _CATCH_UP_HOURS:  # sort and merge in memory what fits, not in many passes on disk
+                await conn.execute("SET LOCAL work_mem = '256MB'")
             await conn.execute("ANALYZE rollup_todo")
             await conn.execute(_CLEAR)
             await conn.execute(_RECOMPUTE_MANY if hours > _CATCH_UP_HOURS else _RECOMPUTE)
