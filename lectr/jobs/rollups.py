@@ -132,7 +132,7 @@ _SUMMED = ", ".join(f"{merged_histogram(m)}::int[]" if m.endswith("_buckets") el
 # The coarser levels, each re-merged for every block a run touched from the level below it, already
 # current: (table, its time column, the block a row of the level below falls in, block length,
 # the level below and its time column). Six-hour blocks start at 00, 06, 12 and 18 UTC.
-COARSER = (("request_rollups_6h", "hour", "date_bin('6 hours', hour, '2000-01-01 00:00+00')", "6 hours",
+_COARSER = (("request_rollups_6h", "hour", "date_bin('6 hours', hour, '2000-01-01 00:00+00')", "6 hours",
             "request_rollups", "hour"),
            ("request_rollups_daily", "day", "date_trunc('day', hour, 'UTC')", "24 hours", "request_rollups_6h", "hour"))
 
@@ -151,7 +151,7 @@ GROUP BY r.org_id, t.start, feature, task, provider, model_used;
 TRUNCATE rollup_blocks"""
 
 
-_REMERGE = [_remerge(*level) for level in COARSER]
+_REMERGE = [_remerge(*level) for level in _COARSER]
 
 
 async def run_rollups(conn: asyncpg.Connection) -> int:
