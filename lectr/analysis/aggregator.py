@@ -16,7 +16,7 @@ import orjson
 
 from lectr.analysis import histogram
 from lectr.analysis.summary import PERIOD_NAMES, PERIODS, Period  # noqa: F401 -- the one summary shape
-from lectr.jobs.rollups import KEY, MEASURES, merged_histogram, rollup_select, run_rollups
+from lectr.jobs.rollups import merged_histogram, rollup_select, run_rollups
 
 log = logging.getLogger(__name__)
 # The aggregator runs in the cold process, beside the admin listener: it yields after this many
@@ -30,52 +30,34 @@ BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 _HOUR = timedelta(hours=1)
 _DAY = timedelta(days=1)
 
-# Figures come from request_rollups_daily for the whole days of a window, request_rollups for
-# its other whole hours and request_logs for the part-hours at its edges, so every count and sum
-# is what a scan of the raw rows gives, at the cost of at most four part-hours of raw rows.
-# $1 previous start, $2 start, $3 now; each window [lo, hi) is cut at H1 = lo's next whole hour,
-# D1 = lo's next whole day, D2 = hi's day and H2 = hi's hour: raw [lo, H1) and [H2, hi), hours
-# [H1, D1) and [D2, H2), days [D1, D2). Previous window: $4 H1, $5 H2, $8 D1, $9 D2; current:
-# $6 H1, $7 H2, $10 D1, $11 D2 (D1 = D2 = H2 when no whole day is read).
-_COLUMNS = ", ".join(KEY + MEASURES)
-_DAY_COLUMNS = _COLUMNS.replace("hour", "day AS hour", 1)
-_SOURCE = f"""
-WITH src AS (
-    SELECT {_COLUMNS}, false AS current FROM request_rollups WHERE hour >= $4 AND hour < $8
-    UNION ALL
-    SELECT {_COLUMNS}, false FROM request_rollups WHERE hour >= $9 AND hour < $5
-    UNION ALL
-    SELECT {_COLUMNS}, true FROM request_rollups WHERE hour >= $6 AND hour < $10
-    UNION ALL
-    SELECT {_COLUMNS}, true FROM request_rollups WHERE hour >= $11 AND hour < $7
-    UNION ALL
-    SELECT {_DAY_COLUMNS}, false FROM request_rollups_daily WHERE day >= $8 AND day < $9
-    UNION ALL
-    SELECT {_DAY_COLUMNS}, true FROM request_rollups_daily WHERE day >= $10 AND day < $11
-    UNION ALL
-    SELECT *, false FROM ({rollup_select("request_logs l WHERE l.created_at >= $1 AND l.created_at < $2 "
-                                         "AND (l.created_at < $4 OR l.created_at >= $5)")}) previous_edges
-    UNION ALL
-    SELECT *, true FROM ({rollup_select("request_logs l WHERE l.created_at >= $2 AND l.created_at < $3 "
-                                        "AND (l.created_at < $6 OR l.created_at >= $7)")}) current_edges
-)"""
+# Figures come from the coarsest rollups that fit each part of a window: request_rollups_daily for
+# its whole UTC days, request_rollups_6h for the whole six-hour blocks left at either end,
+# request_rollups for the whole hours left, and request_logs for the part-hours at its edges, so
+# every count and sum is what a scan of the raw rows gives, at the cost of at most two part-hours
+# of raw rows per window. A window whose chart points are shorter than a level skips that level.
+_SIX_HOURS = timedelta(hours=6)
+_LEVELS = ((_DAY, "request_rollups_daily", "day"), (_SIX_HOURS, "request_rollups_6h", "hour"),
+           (_HOUR, "request_rollups", "hour"))
 
-
-# Each period's source rows are first merged into one row per org, window, feature, provider,
-# model and chart bucket (the finest grain any figure needs); every figure is then grouped from
-# those few rows, so the histograms of the many rollup rows are added up once, not once a figure.
+# Each period's source rows are merged in one pass into the stage: one row per org, window,
+# feature, provider and model (a combination), and one per org and chart point of the current
+# window (``point``). Totals, models, providers and features are grouped from the few
+# combinations. The cost of a merged histogram is mostly per row it produces (187 sums set up,
+# finished and built into an array), so the pass produces as few rows as the figures need.
+# Time to first byte only feeds the totals: its histograms are merged apart, per org and window,
+# from the coarsest rollups (no chart constrains them), so the stage carries one histogram, not two.
 _STAGE = "lectr_aggregator_stage"
 _MERGE_MEMORY = "256MB"
 _STAGE_TABLE = f"""
 CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
-    org_id bigint, current boolean, feature text, provider text, model_used text, bucket timestamptz,
+    org_id bigint, current boolean, point boolean, feature text, provider text, model_used text, bucket timestamptz,
     requests bigint, errors bigint, cost_usd numeric, prompt_tokens bigint, completion_tokens bigint,
-    latency_ms_sum float8, latency_buckets int[], ttfb_count bigint, ttfb_ms_sum float8, ttfb_buckets int[],
+    latency_ms_sum float8, latency_buckets int[], ttfb_count bigint, ttfb_ms_sum float8,
     measured_requests bigint, partial_cost_requests bigint, unpriced_requests bigint, unread_requests bigint,
     provider_fault_errors bigint, connection_errors bigint, lectr_fault_errors bigint);
 TRUNCATE {_STAGE}"""
 _STAGE_SUMS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_ms_sum",
-               "latency_buckets", "ttfb_count", "ttfb_ms_sum", "ttfb_buckets", "measured_requests",
+               "latency_buckets", "ttfb_count", "ttfb_ms_sum", "measured_requests",
                "partial_cost_requests", "unpriced_requests", "unread_requests", "provider_fault_errors",
                "connection_errors", "lectr_fault_errors")
 
@@ -84,11 +66,69 @@ def _summed(columns: tuple[str, ...]) -> str:
     return ", ".join(merged_histogram(c) if c.endswith("_buckets") else f"sum({c})" for c in columns)
 
 
-_FILL_STAGE = f"""{_SOURCE}
+def _pieces(lo: datetime, hi: datetime, levels: tuple) -> list[tuple[str | None, str, datetime, datetime]]:
+    """[lo, hi) as ``(table, time column, start, end)`` ranges, each whole units of the coarsest
+    level that fits there; ``table`` None for the part-hours left, read from request_logs."""
+    if lo >= hi:
+        return []
+    if not levels:
+        return [(None, "created_at", lo, hi)]
+    (length, table, column), finer = levels[0], levels[1:]
+    first = BUCKET_ORIGIN - (BUCKET_ORIGIN - lo) // length * length  # lo rounded up to a whole unit
+    last = BUCKET_ORIGIN + (hi - BUCKET_ORIGIN) // length * length
+    if first >= last:
+        return _pieces(lo, hi, finer)
+    return _pieces(lo, first, finer) + [(table, column, first, last)] + _pieces(last, hi, finer)
+
+
+def _source(windows: list[tuple[bool, datetime, datetime, tuple]], columns: tuple[str, ...],
+            args: list) -> str:
+    """A UNION ALL of ``columns`` and ``current`` over the pieces of ``(current, start, end, levels)``
+    windows; their bounds are appended to ``args`` (numbered after what it holds)."""
+    selects = []
+    for current, lo, hi, levels in windows:
+        for table, column, start, end in _pieces(lo, hi, levels):
+            args += [start, end]
+            low, high = f"${len(args) - 1}", f"${len(args)}"
+            if table is None:
+                edge = rollup_select(f"request_logs l WHERE l.created_at >= {low} AND l.created_at < {high}")
+                selects.append(f"SELECT {', '.join(columns)}, {current} AS current FROM ({edge}) edge")
+            else:
+                read = ", ".join(f"{column} AS hour" if c == "hour" and column != "hour" else c for c in columns)
+                selects.append(f"SELECT {read}, {current} AS current FROM {table} "
+                               f"WHERE {column} >= {low} AND {column} < {high}")
+    if not selects:
+        selects.append(f"SELECT {', '.join(columns)}, true AS current FROM request_rollups WHERE false")
+    return "\n    UNION ALL\n    ".join(selects)
+
+
+def _fill_stage(windows: list[tuple[bool, datetime, datetime, tuple]], bucket: timedelta) -> tuple[str, list]:
+    """The statement filling the stage from the windows, and its arguments."""
+    args: list = [bucket, BUCKET_ORIGIN]
+    source = _source(windows, ("org_id", "hour", "feature", "provider", "model_used") + _STAGE_SUMS, args)
+    return f"""
 INSERT INTO {_STAGE}
-SELECT org_id, current, feature, provider, model_used, CASE WHEN current THEN date_bin($12, hour, $13) END,
-       {_summed(_STAGE_SUMS)}
-FROM src GROUP BY 1, 2, 3, 4, 5, 6"""
+SELECT org_id, current, GROUPING(feature) = 1, feature, provider, model_used, bucket, {_summed(_STAGE_SUMS)}
+FROM (
+    SELECT *, CASE WHEN current THEN date_bin($1, hour, $2) END AS bucket
+    FROM (
+    {source}
+    ) pieces
+) src
+GROUP BY GROUPING SETS ((org_id, current, feature, provider, model_used), (org_id, current, bucket))""", args
+
+
+def _ttfb(windows: list[tuple[bool, datetime, datetime, tuple]]) -> tuple[str, list]:
+    """The query of each org's merged time-to-first-byte histogram per window, and its arguments."""
+    args: list = []
+    source = _source(windows, ("org_id", "ttfb_buckets"), args)
+    return f"""
+SELECT org_id, current, {merged_histogram("ttfb_buckets")} AS ttfb_buckets
+FROM (
+    {source}
+) src
+GROUP BY 1, 2""", args
+
 
 _LATENCY = f"""
     sum(latency_ms_sum) / nullif(sum(requests), 0) AS latency_avg_ms,
@@ -103,12 +143,11 @@ SELECT org_id, current,
        coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
        {_LATENCY},
        sum(ttfb_ms_sum) / nullif(sum(ttfb_count), 0) AS ttfb_avg_ms,
-       {merged_histogram("ttfb_buckets")} AS ttfb_buckets,
        sum(measured_requests)::bigint AS measured_requests,
        sum(partial_cost_requests)::bigint AS partial_cost_requests,
        sum(unpriced_requests)::bigint AS unpriced_requests,
        sum(unread_requests)::bigint AS unread_requests
-FROM {_STAGE}
+FROM {_STAGE} WHERE NOT point
 GROUP BY org_id, current"""
 
 _MODELS = f"""
@@ -117,7 +156,7 @@ SELECT org_id, nullif(model_used, '') AS model, provider, sum(requests)::bigint 
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
        coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens,
        sum(unpriced_requests)::bigint AS unpriced_requests
-FROM {_STAGE} WHERE current
+FROM {_STAGE} WHERE NOT point AND current
 GROUP BY org_id, model_used, provider"""
 
 _PROVIDERS = f"""
@@ -129,7 +168,7 @@ SELECT org_id, provider, current, sum(requests)::bigint AS requests,
        sum(provider_fault_errors)::bigint AS provider_errors,
        sum(connection_errors)::bigint AS connection_errors,
        sum(lectr_fault_errors)::bigint AS lectr_errors
-FROM {_STAGE}
+FROM {_STAGE} WHERE NOT point
 GROUP BY org_id, provider, current"""
 
 _FEATURES = f"""
@@ -138,16 +177,12 @@ SELECT org_id, feature, sum(requests)::bigint AS requests,
        coalesce(sum(cost_usd), 0)::float8 AS cost_usd, {_LATENCY},
        coalesce(sum(prompt_tokens + completion_tokens), 0)::bigint AS tokens,
        sum(unpriced_requests)::bigint AS unpriced_requests
-FROM {_STAGE} WHERE current
+FROM {_STAGE} WHERE NOT point AND current
 GROUP BY org_id, feature"""
 
 _SERIES = f"""
-SELECT org_id, bucket, sum(requests)::bigint AS requests,
-       sum(errors)::bigint AS errors,
-       coalesce(sum(cost_usd), 0)::float8 AS cost_usd,
-       {merged_histogram("latency_buckets")} AS latency_buckets
-FROM {_STAGE} WHERE current
-GROUP BY org_id, bucket"""
+SELECT org_id, bucket, requests, errors, coalesce(cost_usd, 0)::float8 AS cost_usd, latency_buckets
+FROM {_STAGE} WHERE point AND current"""
 
 _DROPS = """
 SELECT org_id, sum(count)::bigint AS dropped FROM event_drops
@@ -181,30 +216,6 @@ def _iso(at: datetime) -> str:
     return at.isoformat()
 
 
-def _floor_hour(at: datetime) -> datetime:
-    return BUCKET_ORIGIN + (at - BUCKET_ORIGIN) // _HOUR * _HOUR
-
-
-def _ceil_hour(at: datetime) -> datetime:
-    floor = _floor_hour(at)
-    return floor if floor == at else floor + _HOUR
-
-
-def _floor_day(at: datetime) -> datetime:
-    return BUCKET_ORIGIN + (at - BUCKET_ORIGIN) // _DAY * _DAY
-
-
-def _cuts(lo: datetime, hi: datetime, whole_days: bool) -> tuple[datetime, datetime, datetime, datetime]:
-    """``(H1, H2, D1, D2)`` of the window [lo, hi) (see _SOURCE); D1 = D2 = H2 without days."""
-    h1, h2 = _ceil_hour(lo), _floor_hour(hi)
-    d1, d2 = _floor_day(lo), _floor_day(hi)
-    if d1 != lo:
-        d1 += _DAY
-    if not whole_days or d1 >= d2 or h1 > h2:
-        d1 = d2 = h2
-    return h1, h2, d1, d2
-
-
 def _with_percentiles(row: asyncpg.Record) -> dict:
     """A row as a dict, its merged histograms read as the percentiles the dashboard shows (ms)."""
     values = dict(row)
@@ -226,17 +237,26 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
     async def fetch(query: str) -> list[dict]:
         return [_with_percentiles(r) for r in await conn.fetch(query)]
 
-    # The previous window feeds no chart: whole days serve it; the current one's chart buckets
-    # shorter than a day need its hours.
-    ph1, ph2, pd1, pd2 = _cuts(previous_start, start, True)
-    ch1, ch2, cd1, cd2 = _cuts(start, now, period.bucket % _DAY == timedelta(0))
+    # The previous window feeds no chart: every level serves it; the current one's chart points
+    # need levels no longer than a point.
+    chart_levels = tuple(level for level in _LEVELS if period.bucket % level[0] == timedelta(0))
+    fill, fill_args = _fill_stage([(False, previous_start, start, _LEVELS), (True, start, now, chart_levels)],
+                                  period.bucket)
+    ttfb, ttfb_args = _ttfb([(False, previous_start, start, _LEVELS), (True, start, now, _LEVELS)])
     await conn.execute(_STAGE_TABLE)
     async with conn.transaction():
         # Room to merge the histograms in memory (a hash per group) rather than sort wide rows on disk.
         await conn.execute(f"SET LOCAL work_mem = '{_MERGE_MEMORY}'")
-        await conn.execute(_FILL_STAGE, previous_start, start, now, ph1, ph2, ch1, ch2, pd1, pd2, cd1, cd2,
-                           period.bucket, BUCKET_ORIGIN)
-    totals = {(r["org_id"], r["current"]): r for r in await fetch(_TOTALS)}
+        await conn.execute(fill, *fill_args)
+        ttfb_p95 = {(r["org_id"], r["current"]): histogram.quantile(r["ttfb_buckets"], 0.95)
+                    for r in await conn.fetch(ttfb, *ttfb_args)}
+        totals = {}
+        for r in await fetch(_TOTALS):
+            r["ttfb_p95_ms"] = ttfb_p95.get((r["org_id"], r["current"]))
+            totals[(r["org_id"], r["current"])] = r
+        models, providers, features = await fetch(_MODELS), await fetch(_PROVIDERS), await fetch(_FEATURES)
+        series = [dict(r, latency_p95_ms=histogram.quantile(r["latency_buckets"], 0.95))  # a point shows its p95
+                  for r in await conn.fetch(_SERIES)]
     by_org: dict[int, dict] = {org_id: {
         "period": period.name, "computed_at": _iso(now),
         "window": {"start": _iso(start), "end": _iso(now)},
@@ -246,19 +266,19 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
         "series": {"bucket_seconds": int(period.bucket.total_seconds()), "points": []},
     } for org_id in org_ids}
 
-    for r in await fetch(_MODELS):
+    for r in models:
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["models"].append({k: r[k] for k in (
                 "model", "provider", "requests", "errors", "cost_usd", "latency_avg_ms", "latency_p95_ms", "tokens",
                 "unpriced_requests")})
-    _add_providers(by_org, await fetch(_PROVIDERS))
-    for r in await fetch(_FEATURES):
+    _add_providers(by_org, providers)
+    for r in features:
         if r["org_id"] in by_org:
             entry = {k: r[k] for k in ("feature", "requests", "errors", "cost_usd", "latency_avg_ms",
                                        "latency_p95_ms", "tokens", "unpriced_requests")}
             entry["error_rate"] = _rate(r["errors"], r["requests"])
             by_org[r["org_id"]]["features"].append(entry)
-    await _add_series(by_org, await fetch(_SERIES), start, now, period.bucket)
+    await _add_series(by_org, series, start, now, period.bucket)
     for r in await conn.fetch(_DROPS, start, now):
         if r["org_id"] in by_org:
             by_org[r["org_id"]]["dropped_events"] = int(r["dropped"])

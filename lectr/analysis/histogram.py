@@ -27,7 +27,9 @@ in SQL (``sql_bucket_expression``), so rollups built in either place agree.
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
+from itertools import accumulate
 
 BUCKETS_PER_DECADE = 32
 LOW_MS = 1.0
@@ -116,7 +118,10 @@ def quantiles(counts: Sequence[int], qs: Sequence[float], *, spread: bool = Fals
     for q in qs:
         if not 0.0 <= q <= 1.0:
             raise ValueError(f"quantile {q} is outside [0, 1]")
-    n = sum(counts)
+    # Cumulative counts (in C): the order statistic r lies in the first bucket whose cumulative
+    # count exceeds r.
+    cumulative = list(accumulate(counts))
+    n = cumulative[-1]
     if n <= 0:
         return [None] * len(qs)
     ranks = []
@@ -124,24 +129,15 @@ def quantiles(counts: Sequence[int], qs: Sequence[float], *, spread: bool = Fals
         h = q * (n - 1)
         k = math.floor(h)
         ranks.append((k, h - k))
-    # One pass over the cumulative counts answers every order statistic asked for.
-    wanted = sorted({r for k, _ in ranks for r in (k, min(k + 1, n - 1))})
     value_at: dict[int, float] = {}
-    cumulative = 0
-    w = 0
-    for i, c in enumerate(counts):
-        if not c:
-            continue
-        cumulative += c
-        while w < len(wanted) and wanted[w] < cumulative:
-            if spread and 0 < i < OVERFLOW:
-                position = (wanted[w] - (cumulative - c) + 0.5) / c
-                value_at[wanted[w]] = 10.0 ** ((i - 1 + position) / BUCKETS_PER_DECADE)
-            else:
-                value_at[wanted[w]] = _REPRESENTATIVE[i]
-            w += 1
-        if w == len(wanted):
-            break
+    for r in {r for k, _ in ranks for r in (k, min(k + 1, n - 1))}:
+        i = bisect_right(cumulative, r)
+        c = counts[i]
+        if spread and 0 < i < OVERFLOW:
+            position = (r - (cumulative[i] - c) + 0.5) / c
+            value_at[r] = 10.0 ** ((i - 1 + position) / BUCKETS_PER_DECADE)
+        else:
+            value_at[r] = _REPRESENTATIVE[i]
     out: list[float | None] = []
     for k, frac in ranks:
         lo = value_at[k]

@@ -24,6 +24,7 @@ import orjson
 from lectr.analysis import histogram as hg
 from lectr.analysis.anomaly_model import (HISTORY_HOURS, AnomalyDecision, AnomalyKey, HourStats, KnownAnomaly,
                                           ScopeSeries, evaluate)
+from lectr.jobs.rollups import merged_histogram
 
 ANOMALY_LOCK = 0x4C43414E  # "LCAN"
 # The detector's metric names → the column's (the contract's) names.
@@ -61,11 +62,14 @@ async def run_anomalies(conn: asyncpg.Connection, *, at: datetime | None = None,
         WHERE EXISTS (SELECT 1 FROM request_rollups r
                       WHERE r.org_id = o.id AND r.hour >= $1 AND r.hour <= $2)
         ORDER BY o.id""", hour_time(start), hour_time(at_hour))
+    org_ids = [org["id"] for org in org_rows]
+    # Every org's data in a few set-based reads, not a round of queries per org.
+    scopes = await load_all_scopes(conn, org_ids, start, at_hour, cache)
+    known = await load_all_known(conn, org_ids, at)
     counts = {"opened": 0, "ongoing": 0, "resolved": 0}
     for org in org_rows:
-        scopes = await load_scopes(conn, org["id"], start, at_hour, cache)
-        known = await load_known(conn, org["id"], at)
-        result = evaluate(scopes, at_hour, known=known, p95_threshold_ms=org["p95_threshold_ms"])
+        result = evaluate(scopes[org["id"]], at_hour, known=known.get(org["id"], []),
+                          p95_threshold_ms=org["p95_threshold_ms"])
         for decision in result.opened:
             counts["opened"] += await _open(conn, decision, at)
         for decision in result.ongoing:
@@ -98,36 +102,76 @@ async def run_range(conn: asyncpg.Connection, start: datetime, end: datetime) ->
 
 
 class HourCache:
-    """Each org's hourly p95s already computed, ``{org: {hour: (signature, {scope: p95})}}``.
+    """Each org's hours already read, ``{org: {hour: (signature, {scope: HourStats})}}``.
 
-    Reading latency histograms and their quantiles is most of a run's cost, and an hour's p95
-    changes only when rows are added to it; the signature (rows and requests of the hour) says
-    when, so an hour folded in late is read again. Everything else is summed by the database on
-    each run. Kept by the scheduled job across runs and by a backtest across its hours.
+    Reading an hour's figures and merging its latency histograms for the p95s is most of a run's
+    cost, and an hour changes only when rows are added to it; the signature (rows and requests
+    of the hour, summed by the database on each run) says when, so an hour folded in late is
+    read again. Kept by the scheduled job across runs and by a backtest across its hours.
     """
 
     def __init__(self) -> None:
-        self.orgs: dict[int, dict[int, tuple[tuple[int, int], dict[str | None, float | None]]]] = {}
+        self.orgs: dict[int, dict[int, tuple[tuple[int, int], dict[str | None, HourStats]]]] = {}
 
 
 async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: int,
                       cache: HourCache | None = None) -> list[ScopeSeries]:
     """The org's series (as a whole, then each feature) for hours ``start..end`` from its rollups."""
-    rows = await conn.fetch("""
-        SELECT hour, feature, model_used, sum(requests)::bigint AS requests,
-               sum(errors_provider + errors_lectr + errors_client)::bigint AS errors,
-               sum(cost_usd)::float8 AS cost, sum(cost_sq_usd) AS cost_sq, count(*) AS n
-        FROM request_rollups WHERE org_id = $1 AND hour >= $2 AND hour <= $3
-        GROUP BY hour, feature, model_used""", org_id, hour_time(start), hour_time(end))
-    # hour -> scope -> [requests, errors, cost, cost², {model: requests}]
-    acc: dict[int, dict[str | None, list]] = {}
-    signatures: dict[int, list[int]] = {}
+    return (await load_all_scopes(conn, [org_id], start, end, cache))[org_id]
+
+
+# Hours as hours since the epoch; the pairs (org, hour) of $1 and $2, with $3..$4 their range.
+_HOUR_NUMBER = "extract(epoch FROM r.hour)::bigint / 3600"
+_PAIRS = """request_rollups r JOIN unnest($1::bigint[], $2::timestamptz[]) AS s(org_id, hour)
+  ON r.org_id = s.org_id AND r.hour = s.hour
+WHERE r.hour >= $3 AND r.hour <= $4  -- an index range, whatever plan the pairs get"""
+
+
+async def load_all_scopes(conn: asyncpg.Connection, org_ids: list[int], start: int, end: int,
+                          cache: HourCache | None = None) -> dict[int, list[ScopeSeries]]:
+    """``{org: its series}`` (as ``load_scopes``) for every org in ``org_ids``: one query for the
+    signatures of all their hours, then the figures and p95s of the hours not in ``cache``."""
+    signatures = await conn.fetch(f"""
+        SELECT r.org_id, {_HOUR_NUMBER} AS hour, count(*) AS n, sum(r.requests)::bigint AS requests
+        FROM request_rollups r WHERE r.org_id = ANY($1::bigint[]) AND r.hour >= $2 AND r.hour <= $3
+        GROUP BY r.org_id, r.hour""", org_ids, hour_time(start), hour_time(end))
+    known = {org_id: cache.orgs.setdefault(org_id, {}) if cache is not None else {} for org_id in org_ids}
+    hours: dict[int, dict[int, dict[str | None, HourStats]]] = {org_id: {} for org_id in org_ids}
+    stale: list[tuple[int, int, tuple[int, int]]] = []
+    for r in signatures:
+        signature = (r["n"], r["requests"])
+        seen = known[r["org_id"]].get(r["hour"])
+        if seen is not None and seen[0] == signature:
+            hours[r["org_id"]][r["hour"]] = seen[1]
+        else:
+            stale.append((r["org_id"], r["hour"], signature))
+    if stale:
+        fresh = await _read_hours(conn, [(org_id, hour) for org_id, hour, _ in stale])
+        for org_id, hour, signature in stale:
+            hours[org_id][hour] = fresh.get((org_id, hour), {})
+            known[org_id][hour] = (signature, hours[org_id][hour])
+    for org_id in org_ids:  # keep what this run read, nothing older
+        for hour in [h for h in known[org_id] if h not in hours[org_id]]:
+            del known[org_id][hour]
+    return {org_id: _series(org_id, hours[org_id], start, end) for org_id in org_ids}
+
+
+async def _read_hours(conn: asyncpg.Connection,
+                      org_hours: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str | None, HourStats]]:
+    """``{(org, hour): {scope: its HourStats}}`` of those org-hours, the org as a whole (scope
+    None) and each feature."""
+    pairs = ([org_id for org_id, _ in org_hours], [hour_time(h) for _, h in org_hours],
+             hour_time(min(h for _, h in org_hours)), hour_time(max(h for _, h in org_hours)))
+    rows = await conn.fetch(f"""
+        SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.feature, r.model_used, sum(r.requests)::bigint AS requests,
+               sum(r.errors_provider + r.errors_lectr + r.errors_client)::bigint AS errors,
+               sum(r.cost_usd)::float8 AS cost, sum(r.cost_sq_usd) AS cost_sq
+        FROM {_PAIRS}
+        GROUP BY r.org_id, r.hour, r.feature, r.model_used""", *pairs)
+    # (org, hour) -> scope -> [requests, errors, cost, cost², {model: requests}]
+    acc: dict[tuple[int, int], dict[str | None, list]] = {}
     for r in rows:
-        hour_number_ = hour_number(r["hour"])
-        hour = acc.setdefault(hour_number_, {})
-        sig = signatures.setdefault(hour_number_, [0, 0])
-        sig[0] += r["n"]
-        sig[1] += r["requests"]
+        hour = acc.setdefault((r["org_id"], r["hour"]), {})
         for scope in (None, r["feature"]):
             h = hour.get(scope)
             if h is None:
@@ -138,45 +182,43 @@ async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: in
             h[3] += r["cost_sq"]
             if r["requests"]:
                 h[4][r["model_used"]] = h[4].get(r["model_used"], 0) + r["requests"]
-    p95s = cache.orgs.setdefault(org_id, {}) if cache is not None else {}
-    for hour in [h for h in p95s if h < start]:
-        del p95s[hour]
-    stale = [h for h, sig in signatures.items() if p95s.get(h, (None,))[0] != tuple(sig)]
-    if stale:
-        fresh = await _read_p95s(conn, org_id, stale)
-        for h in stale:
-            p95s[h] = (tuple(signatures[h]), fresh.get(h, {}))
+    p95s = await _read_p95s(conn, pairs)
+    return {key: {scope: HourStats(requests=h[0], errors=h[1], cost_usd=h[2],
+                                   latency_p95_ms=p95s.get(key, {}).get(scope), models=h[4], cost_sq_usd=h[3])
+                  for scope, h in scopes.items()}
+            for key, scopes in acc.items()}
+
+
+def _series(org_id: int, hours: dict[int, dict[str | None, HourStats]], start: int, end: int) -> list[ScopeSeries]:
     empty = HourStats(cost_sq_usd=0.0)  # an hour without requests: every sum is exactly 0
     out = []
-    for scope in sorted({scope for hour in acc.values() for scope in hour} | {None},
+    for scope in sorted({scope for hour in hours.values() for scope in hour} | {None},
                         key=lambda s: (s is not None, s or "")):
         # A scope's series starts with its first rows: the hours before it existed are no data,
         # not hours of zero traffic (which would make any new feature look like a surge).
-        first_seen = next((h for h in range(start, end + 1) if scope in acc.get(h, {})), end)
-        hours = []
-        for hour in range(first_seen, end + 1):
-            h = acc.get(hour, {}).get(scope)
-            hours.append(empty if h is None else HourStats(
-                requests=h[0], errors=h[1], cost_usd=h[2], latency_p95_ms=p95s[hour][1].get(scope),
-                models=h[4], cost_sq_usd=h[3]))
-        out.append(ScopeSeries(org_id, scope, first_seen, hours))
+        first_seen = next((h for h in range(start, end + 1) if scope in hours.get(h, {})), end)
+        out.append(ScopeSeries(org_id, scope, first_seen,
+                               [hours.get(hour, {}).get(scope, empty) for hour in range(first_seen, end + 1)]))
     return out
 
 
-async def _read_p95s(conn: asyncpg.Connection, org_id: int, hours: list[int]) -> dict[int, dict[str | None, float | None]]:
-    """``{hour: {scope: p95 ms}}`` from the merged latency histograms of those hours."""
-    rows = await conn.fetch("""
-        SELECT hour, feature, latency_buckets FROM request_rollups
-        WHERE org_id = $1 AND hour = ANY($2::timestamptz[])""", org_id, [hour_time(h) for h in hours])
-    merged: dict[int, dict[str | None, list[int]]] = {}
-    for r in rows:
-        hour = merged.setdefault(hour_number(r["hour"]), {})
-        buckets = r["latency_buckets"]
-        for scope in (None, r["feature"]):
-            h = hour.get(scope)
-            hour[scope] = list(buckets) if h is None else [a + b for a, b in zip(h, buckets)]
-    return {hour: {scope: hg.quantile(counts, 0.95, spread=True) for scope, counts in scopes.items()}
-            for hour, scopes in merged.items()}
+# The latency histograms of the given org-hours merged per feature and for the org as a whole
+# (the feature NULL; ``whole`` tells it from a feature that is NULL) in the database.
+_MERGED_LATENCY = f"""
+SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.feature, GROUPING(r.feature) = 1 AS whole,
+       {merged_histogram("latency_buckets")} AS counts
+FROM {_PAIRS}
+GROUP BY GROUPING SETS ((r.org_id, r.hour, r.feature), (r.org_id, r.hour))"""
+
+
+async def _read_p95s(conn: asyncpg.Connection, pairs: tuple) -> dict[tuple[int, int], dict[str | None, float | None]]:
+    """``{(org, hour): {scope: p95 ms}}`` from the merged latency histograms of the org-hours
+    ``pairs`` (as ``_PAIRS`` takes them)."""
+    out: dict[tuple[int, int], dict[str | None, float | None]] = {}
+    for r in await conn.fetch(_MERGED_LATENCY, *pairs):
+        scope = None if r["whole"] else r["feature"]
+        out.setdefault((r["org_id"], r["hour"]), {})[scope] = hg.quantile(r["counts"], 0.95, spread=True)
+    return out
 
 
 async def load_known(conn: asyncpg.Connection, org_id: int, at: datetime) -> list[KnownAnomaly]:
@@ -188,18 +230,25 @@ async def load_known(conn: asyncpg.Connection, org_id: int, at: datetime) -> lis
     one of them opened is opened again (a conflict: nothing written), not judged as a held
     anomaly, and nothing resolved by a later hour is reopened by an earlier one.
     """
+    return (await load_all_known(conn, [org_id], at)).get(org_id, [])
+
+
+async def load_all_known(conn: asyncpg.Connection, org_ids: list[int], at: datetime) -> dict[int, list[KnownAnomaly]]:
+    """``{org: its known anomalies}`` (as ``load_known``) for every org in ``org_ids``, in one query."""
     at_hour = evaluated_hour(at)
     before = hour_time(at_hour + 1)  # evaluations of hour h run during hour h + 1
     rows = await conn.fetch("""
-        SELECT feature, metric, direction, window_start, window_end, resolved_at < $2 AS resolved
+        SELECT org_id, feature, metric, direction, window_start, window_end, resolved_at < $2 AS resolved
         FROM anomalies
-        WHERE org_id = $1 AND opened_at < $2
+        WHERE org_id = ANY($1::bigint[]) AND opened_at < $2
           AND (resolved_at IS NULL OR resolved_at >= $2 OR window_end >= $3)""",
-                            org_id, before, hour_time(at_hour - _RECENT_HOURS))
-    return [KnownAnomaly(AnomalyKey(org_id, r["feature"], FROM_COLUMN.get(r["metric"], r["metric"]), r["direction"]),
-                         hour_number(r["window_start"]), hour_number(r["window_end"]),
-                         resolved=bool(r["resolved"]))
-            for r in rows]
+                            org_ids, before, hour_time(at_hour - _RECENT_HOURS))
+    known: dict[int, list[KnownAnomaly]] = {}
+    for r in rows:
+        known.setdefault(r["org_id"], []).append(KnownAnomaly(
+            AnomalyKey(r["org_id"], r["feature"], FROM_COLUMN.get(r["metric"], r["metric"]), r["direction"]),
+            hour_number(r["window_start"]), hour_number(r["window_end"]), resolved=bool(r["resolved"])))
+    return known
 
 
 def _finite(value: float | None) -> float | None:

@@ -1,6 +1,7 @@
 """The rollups job: ``request_logs`` → ``request_rollups``, one row per org, UTC hour, feature,
 task, provider and model, recomputed whole for every org-hour a write has touched; and
-``request_rollups_daily``, the same per UTC day, re-merged from the hours for every day touched.
+``request_rollups_6h`` and ``request_rollups_daily``, the same per six-hour block and per UTC day,
+re-merged from the hours for every block and day touched.
 
 How it stays current (migration 006): statement triggers on ``request_logs`` append the
 ``(org_id, hour)`` pairs each INSERT/COPY, UPDATE or DELETE touched to ``rollup_dirty``, in the
@@ -112,6 +113,15 @@ INSERT INTO request_rollups ({', '.join(KEY + MEASURES)})
 {rollup_select('''rollup_todo t JOIN organizations o ON o.id = t.org_id
     JOIN request_logs l ON l.org_id = t.org_id AND l.created_at >= t.hour AND l.created_at < t.hour + interval '1 hour' ''')}"""
 
+# A catch-up (many org-hours: the first run over old rows, a long outage) joins on the hour
+# itself, so the raw rows are read once and matched set-based rather than probed per org-hour.
+_CATCH_UP_HOURS = 2000
+_RECOMPUTE_MANY = f"""
+INSERT INTO request_rollups ({', '.join(KEY + MEASURES)})
+{rollup_select('''rollup_todo t JOIN organizations o ON o.id = t.org_id
+    JOIN request_logs l ON l.org_id = t.org_id AND date_trunc('hour', l.created_at, 'UTC') = t.hour
+     AND l.created_at >= t.hour AND l.created_at < t.hour + interval '1 hour' ''')}"""
+
 
 def merged_histogram(column: str) -> str:
     """The element-wise sum of an int[] histogram column over a group (a bigint[] of BUCKETS)."""
@@ -119,17 +129,29 @@ def merged_histogram(column: str) -> str:
 
 
 _SUMMED = ", ".join(f"{merged_histogram(m)}::int[]" if m.endswith("_buckets") else f"sum({m})" for m in MEASURES)
-_DAYS = f"""
-CREATE TEMP TABLE IF NOT EXISTS rollup_days (org_id bigint NOT NULL, day timestamptz NOT NULL) ON COMMIT DELETE ROWS;
-TRUNCATE rollup_days;
-INSERT INTO rollup_days SELECT DISTINCT org_id, date_trunc('day', hour, 'UTC') FROM rollup_todo;
-DELETE FROM request_rollups_daily r USING rollup_days t WHERE r.org_id = t.org_id AND r.day = t.day;
-INSERT INTO request_rollups_daily (org_id, day, feature, task, provider, model_used, {', '.join(MEASURES)})
-SELECT r.org_id, t.day, feature, task, provider, model_used, {_SUMMED}
-FROM rollup_days t JOIN request_rollups r
-  ON r.org_id = t.org_id AND r.hour >= t.day AND r.hour < t.day + interval '24 hours'
-GROUP BY r.org_id, t.day, feature, task, provider, model_used;
-TRUNCATE rollup_days"""
+# The coarser levels, each re-merged for every block a run touched from the level below it, already
+# current: (table, its time column, the block a row of the level below falls in, block length,
+# the level below and its time column). Six-hour blocks start at 00, 06, 12 and 18 UTC.
+_COARSER = (("request_rollups_6h", "hour", "date_bin('6 hours', hour, '2000-01-01 00:00+00')", "6 hours",
+            "request_rollups", "hour"),
+           ("request_rollups_daily", "day", "date_trunc('day', hour, 'UTC')", "24 hours", "request_rollups_6h", "hour"))
+
+
+def _remerge(table: str, column: str, block: str, length: str, below: str, below_column: str) -> str:
+    return f"""
+CREATE TEMP TABLE IF NOT EXISTS rollup_blocks (org_id bigint NOT NULL, start timestamptz NOT NULL) ON COMMIT DELETE ROWS;
+TRUNCATE rollup_blocks;
+INSERT INTO rollup_blocks SELECT DISTINCT org_id, {block} FROM rollup_todo;
+DELETE FROM {table} r USING rollup_blocks t WHERE r.org_id = t.org_id AND r.{column} = t.start;
+INSERT INTO {table} (org_id, {column}, feature, task, provider, model_used, {', '.join(MEASURES)})
+SELECT r.org_id, t.start, feature, task, provider, model_used, {_SUMMED}
+FROM rollup_blocks t JOIN {below} r
+  ON r.org_id = t.org_id AND r.{below_column} >= t.start AND r.{below_column} < t.start + interval '{length}'
+GROUP BY r.org_id, t.start, feature, task, provider, model_used;
+TRUNCATE rollup_blocks"""
+
+
+_REMERGE = [_remerge(*level) for level in _COARSER]
 
 
 async def run_rollups(conn: asyncpg.Connection) -> int:
@@ -143,10 +165,13 @@ async def run_rollups(conn: asyncpg.Connection) -> int:
         await conn.execute(_TAKE)
         hours = await conn.fetchval("SELECT count(*) FROM rollup_todo")
         if hours:
+            if hours > _CATCH_UP_HOURS:  # sort and merge in memory what fits, not in many passes on disk
+                await conn.execute("SET LOCAL work_mem = '256MB'")
             await conn.execute("ANALYZE rollup_todo")
             await conn.execute(_CLEAR)
-            await conn.execute(_RECOMPUTE)
-            await conn.execute(_DAYS)
+            await conn.execute(_RECOMPUTE_MANY if hours > _CATCH_UP_HOURS else _RECOMPUTE)
+            for remerge in _REMERGE:
+                await conn.execute(remerge)
             await conn.execute("TRUNCATE rollup_todo")
     log.debug("rollups recomputed %d org-hours", hours)
     return hours
