@@ -34,7 +34,7 @@ from pathlib import Path
 import asyncpg
 
 from lectr.platform import db, partitions
-from lectr.analysis.aggregator import run_aggregator
+from lectr.jobs.aggregator import run_aggregator
 from lectr.jobs import anomalies
 from lectr.jobs.rollups import run_rollups
 

@@ -7,8 +7,8 @@ them all (``lectr.jobs.scheduler``); ``lectr jobs run NAME`` runs one of them by
 from __future__ import annotations
 
 from lectr.alerts.job import AlertJob
-from lectr.analysis.aggregator import run_aggregator
-from lectr.analysis.housekeeping import run_housekeeping
+from lectr.jobs.aggregator import run_aggregator
+from lectr.jobs.housekeeping import run_housekeeping
 from lectr.settings.config import Settings
 from lectr.jobs.anomalies import ANOMALY_LOCK, scheduled_run
 from lectr.jobs.recommendations import RECOMMEND_LOCK, run_recommendations

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 ROLLUPS_LOCK = 0x4C43524C  # "LCRL": one rollups run at a time, across workers and machines
 
-# What the dashboard counts (shared with lectr.analysis.aggregator).
+# What the dashboard counts (shared with lectr.jobs.aggregator).
 ERROR = "(status_code >= 400 OR error_type IS NOT NULL)"
 # Cost unknown, not zero: tokens were counted (or the provider answered) but no price was found.
 UNPRICED = "(cost_usd IS NULL AND (token_source <> 'none' OR status_code BETWEEN 200 AND 399))"

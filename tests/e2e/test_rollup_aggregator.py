@@ -11,7 +11,7 @@ import pytest
 
 from lectr.platform import db, partitions
 from lectr.analysis import histogram
-from lectr.analysis.aggregator import BUCKET_ORIGIN, PERIODS, run_aggregator
+from lectr.jobs.aggregator import BUCKET_ORIGIN, PERIODS, run_aggregator
 from lectr.recording.rows import COLUMNS
 from tests.e2e.test_rollups import random_row
 
