@@ -24,7 +24,7 @@ from lectr.proxy.event import CAPTURE_TAIL_BYTES, RequestEvent
 from lectr.providers.registry import DEFAULT_PROVIDER
 from lectr.proxy import responses as R
 from lectr.proxy.cycle_tunnel import TunnelCycle
-from lectr.proxy.decide import RequestFacts, decide
+from lectr.proxy.decide import decide_fields
 from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead, without_transfer_coding
 from lectr.proxy.own_answers import OwnAnswers
 from lectr.proxy.pool import OriginPool
@@ -144,8 +144,8 @@ class RequestCycle(OwnAnswers, TunnelCycle):
             return False
         ctx = self.ctx
         upgrade = self.method == b"GET" and self.conn.upgrade_requested
-        decision = decide(_new_tuple(RequestFacts, (self.method, path, query, self.headers, self.body, upgrade)),
-                          ctx.directory.current, ctx.routes)
+        decision = decide_fields(self.method, path, query, self.headers, self.body, upgrade,
+                                 ctx.directory.current, ctx.routes)
         (org, refusal, detail, self.provider, self.provider_unknown, invalid_provider, self.model, self.stream,
          origin, target, forward, auth, _, _, _) = decision
         if org is not None:
