@@ -195,8 +195,8 @@ class RequestCycle(OwnAnswers, TunnelCycle):
         self.upstream = upstream
         self.conn.flow.follow(upstream)
         method = self.method
-        upstream.start(self, self.request, head_only=method == b"HEAD", idempotent=method in IDEMPOTENT_METHODS,
-                       upgrade=self.upgrade)
+        # Positional: a call with keywords is not specialised by the interpreter (per request).
+        upstream.start(self, self.request, method == b"HEAD", method in IDEMPOTENT_METHODS, self.upgrade)
 
     def _release_upstream(self, discard: bool) -> None:
         upstream, self.upstream = self.upstream, None

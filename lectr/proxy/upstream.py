@@ -145,7 +145,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- sending -----------------------------------------------------------------------------
 
-    def start(self, exchange: Exchange, request: bytes, *, head_only: bool, idempotent: bool = False,
+    def start(self, exchange: Exchange, request: bytes, head_only: bool, idempotent: bool = False,
               upgrade: bool = False) -> None:
         """Send ``request`` (complete bytes) and deliver its response to ``exchange``.
 
