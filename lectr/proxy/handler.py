@@ -83,8 +83,7 @@ class RequestCycle(OwnAnswers, TunnelCycle):
     )
 
     def __init__(self, ctx: ProxyContext, conn: ClientConnection, method: bytes, url: bytes,
-                 headers: ClientHeaders, body: bytes, *,
-                 keep_alive: bool, http11: bool) -> None:
+                 headers: ClientHeaders, body: bytes, keep_alive: bool, http11: bool) -> None:
         self.ctx = ctx
         self.conn = conn
         self.method = method

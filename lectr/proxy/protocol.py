@@ -272,8 +272,8 @@ class ProxyProtocol(ConnectionLimits, UpgradeSupport, asyncio.Protocol):
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         cycle = RequestCycle(
             self.ctx, self, parser.get_method(), self._url, self._head, body,
-            keep_alive=parser.should_keep_alive() and not self.ctx.draining,
-            http11=self._http11,
+            parser.should_keep_alive() and not self.ctx.draining,  # keep_alive
+            self._http11,
         )
         self._body = []
         self._enqueue(cycle)
