@@ -19,7 +19,7 @@ from lectr.providers.base import Origin
 from lectr.providers.registry import DEFAULT_PROVIDER, PROVIDERS, credentials_for
 from lectr.providers.registry import provider_for_path
 from lectr.proxy import responses as R
-from lectr.proxy.body import read_body_facts
+from lectr.proxy.body import body_facts
 from lectr.proxy.headers import ClientHeaders
 from lectr.proxy.paths import PathRefused, normalise_path
 from lectr.proxy.tunnel import UPGRADE_FIELDS, model_in_query
@@ -131,7 +131,7 @@ def decide_fields(method: bytes, path: bytes, query: bytes, headers: ClientHeade
         model, stream = model_in_query(query), False
         forward = forward + UPGRADE_FIELDS
     else:
-        model, stream = read_body_facts(body, headers.content_type)
+        model, stream = body_facts(body, headers.content_type)
     unknown = False
     invalid = None
     override = headers.provider
