@@ -21,7 +21,7 @@ class BodyFacts(NamedTuple):
 
 
 NO_FACTS = BodyFacts(None, False)
-_new_facts = tuple.__new__
+_new_facts = tuple.__new__  # BodyFacts without its Python-level __new__
 
 
 def read_body_facts(body: bytes, content_type: bytes | None) -> BodyFacts:
