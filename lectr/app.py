@@ -30,7 +30,7 @@ from lectr.platform.metrics import Metrics, watch_loop_lag
 from lectr.pricing.prices import PricingTable
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer
-from lectr.proxy.upstream import UpstreamPools
+from lectr.proxy.pool import UpstreamPools
 from lectr.platform.startup import TOKENIZER_SOCKET_ENV, CannotListen, Listener, StartupError, describe_bind_error
 
 log = logging.getLogger("lectr")

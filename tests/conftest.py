@@ -30,7 +30,7 @@ from lectr.snapshot.keys import hash_key, new_org_key
 from lectr.providers.base import AzureTarget
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.server import ProxyContext, ProxyServer
-from lectr.proxy.upstream import UpstreamPools
+from lectr.proxy.pool import UpstreamPools
 
 # Path prefixes under which the one mock plays each provider, so a test can tell where a
 # request was routed from the path the mock saw.

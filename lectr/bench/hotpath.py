@@ -30,7 +30,8 @@ from lectr.pricing.prices import PriceRow, PricingTable
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.protocol import ProxyProtocol
 from lectr.proxy.server import ProxyContext
-from lectr.proxy.upstream import UpstreamConnection, UpstreamPools
+from lectr.proxy.pool import UpstreamPools
+from lectr.proxy.upstream import UpstreamConnection
 
 KEY = b"lc_key_hotpathhotpathhotpathhotpathhotpathhot"
 BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello."}]}'

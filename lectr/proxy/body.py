@@ -21,15 +21,20 @@ class BodyFacts(NamedTuple):
 
 
 NO_FACTS = BodyFacts(None, False)
-_new_facts = tuple.__new__  # BodyFacts without its Python-level __new__: read_body_facts runs per request
+_new_facts = tuple.__new__  # BodyFacts without its Python-level __new__
 
 
 def read_body_facts(body: bytes, content_type: bytes | None) -> BodyFacts:
     """Find ``model`` and ``stream`` in a JSON body, or ``model`` in a multipart upload."""
+    return _new_facts(BodyFacts, body_facts(body, content_type))
+
+
+def body_facts(body: bytes, content_type: bytes | None) -> tuple[str | None, bool]:
+    """``read_body_facts`` as a plain (model, stream) tuple: what ``decide`` reads per request."""
     if not body:
         return NO_FACTS
     if content_type is not None and content_type[:19].lower() == _MULTIPART:
-        return BodyFacts(_multipart_model(body), False)
+        return _multipart_model(body), False
     if body[:1] not in b"{ \t\r\n":
         return NO_FACTS
     try:
@@ -39,7 +44,7 @@ def read_body_facts(body: bytes, content_type: bytes | None) -> BodyFacts:
     if not isinstance(doc, dict):
         return NO_FACTS
     model = doc.get("model")
-    return _new_facts(BodyFacts, (model if isinstance(model, str) else None, doc.get("stream") is True))
+    return (model if isinstance(model, str) else None), doc.get("stream") is True
 
 
 def _multipart_model(body: bytes) -> str | None:

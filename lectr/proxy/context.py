@@ -13,7 +13,7 @@ from lectr.providers.base import parse_origin
 from lectr.providers.registry import PROVIDER_NAMES, ModelRegistry
 from lectr.proxy.busypoll import BusyPoller
 from lectr.proxy.decide import Routes
-from lectr.proxy.upstream import UpstreamPools
+from lectr.proxy.pool import UpstreamPools
 
 if TYPE_CHECKING:
     from lectr.proxy.connection import ClientConnection

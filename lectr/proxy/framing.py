@@ -1,7 +1,7 @@
-"""Request framing facts the parser does not hand over: chunk sizes, heads to parse again.
+"""Framing facts the parser does not hand over: chunk sizes, heads to parse again, a stream's end.
 
 Pure functions over bytes, used by ``protocol.py`` off the common path (chunked uploads,
-upgrade requests, error messages).
+upgrade requests, error messages) and by ``handler.py`` when a client hangs up.
 """
 
 from __future__ import annotations
@@ -73,3 +73,17 @@ def later_minor_as_http11(data: bytes, method: bytes, url: bytes) -> bytes | Non
     if start < 0 or data[start:found.start()] != line:
         return None
     return line + b"HTTP/1.1\r\n" + data[found.end():]
+
+
+# How an OpenAI-compatible event stream ends. The openai Python SDK closes its connection as soon
+# as it has read this event, often before the provider's last chunk of framing has arrived.
+_SSE_DONE = (b"data: [DONE]\n\n", b"data:[DONE]\n\n")
+
+
+def ends_event_stream(chunks: list[bytes]) -> bool:
+    """True when the relayed body ``chunks`` end with the event that ends a stream (so the client
+    has had every byte of the answer): a hang-up after it is the client being done, not leaving."""
+    if not chunks:
+        return False
+    end = (chunks[-1] if len(chunks) == 1 or len(chunks[-1]) >= 16 else chunks[-2] + chunks[-1])[-16:]
+    return end.replace(b"\r\n", b"\n").endswith(_SSE_DONE)

@@ -1,12 +1,15 @@
 """Auth · Detect · Route · Forward · Log, for one request.
 
-A ``RequestCycle`` owns one parsed request. ``start`` asks ``decide`` (``decide.py``: Auth ·
+The second of the hot path's three files (``protocol.py`` → this → ``upstream.py``). A
+``RequestCycle`` owns one parsed request. ``start`` asks ``decide`` (``decide.py``: Auth ·
 Detect · Route against the in-memory snapshot) what the request will do, then carries it out:
-answers a refusal, or builds the upstream request and sends it on an idle pooled connection,
-all without waiting; the upstream connection's parser then pushes
+answers a refusal, or builds the upstream request and sends it on an idle pooled connection
+(``pool.py``), all without waiting; the upstream connection's parser then pushes
 the response through the cycle to the client, and the cycle's last act is to append one
 event to the ring. Only when no idle connection exists does a task wait for a new one. No
-database, no disk, no waiting on anything but the client and the provider.
+database, no disk, no waiting on anything but the client and the provider. Its helpers:
+``own_answers.py`` (health checks and Lectr's errors) and ``cycle_tunnel.py`` (a WebSocket
+session after the provider's 101).
 """
 
 from __future__ import annotations
@@ -20,10 +23,14 @@ from lectr.snapshot.directory import Org
 from lectr.proxy.event import CAPTURE_TAIL_BYTES, RequestEvent
 from lectr.providers.registry import DEFAULT_PROVIDER
 from lectr.proxy import responses as R
-from lectr.proxy.decide import RequestFacts, decide
+from lectr.proxy.cycle_tunnel import TunnelCycle
+from lectr.proxy.decide import decide_fields
+from lectr.proxy.framing import ends_event_stream
 from lectr.proxy.headers import UNTAGGED, ClientHeaders, ResponseHead, without_transfer_coding
-from lectr.proxy.tunnel import Tunnel, negotiated_extensions
-from lectr.proxy.upstream import OriginPool, UpstreamConnection, UpstreamError
+from lectr.proxy.own_answers import OwnAnswers
+from lectr.proxy.pool import OriginPool
+from lectr.proxy.tunnel import Tunnel
+from lectr.proxy.upstream import UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
     from lectr.proxy.connection import ClientConnection
@@ -35,9 +42,6 @@ _CHUNKED = b"transfer-encoding: chunked\r\n"
 _CLOSE = b"connection: close\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
 _CRLF = b"\r\n"
-_HEALTH_OK = b'{"status":"ok"}'
-_NOT_READY = b'{"status":"starting"}'
-_DRAINING = b'{"status":"draining"}'
 _BODYLESS_METHODS = (b"GET", b"HEAD", b"DELETE", b"OPTIONS")
 # RFC 9110 §9.2.2: requests a client may repeat, so Lectr may too, when a kept-alive
 # connection fails before any answer. Anything else is sent again only if none of it left.
@@ -46,9 +50,6 @@ _new_tuple = tuple.__new__
 # The tail is cut back to its last CAPTURE_TAIL_BYTES once it holds twice that: one join per
 # CAPTURE_TAIL_BYTES relayed, rather than work on every chunk.
 _TAIL_TRIM_AT = 2 * CAPTURE_TAIL_BYTES
-# How an OpenAI-compatible event stream ends. The openai Python SDK closes its connection as soon
-# as it has read this event, often before the provider's last chunk of framing has arrived.
-_SSE_DONE = (b"data: [DONE]\n\n", b"data:[DONE]\n\n")
 
 
 def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[bytes],
@@ -69,25 +70,8 @@ def upstream_request(method: bytes, target: bytes, host: bytes, forward: list[by
     return b"".join(parts)
 
 
-class FixedResponse:
-    """A response decided while parsing (400, 408, 413, 431): written in turn, then close."""
 
-    __slots__ = ("conn", "data")
-
-    def __init__(self, conn: ClientConnection, data: bytes) -> None:
-        self.conn = conn
-        self.data = data
-
-    def start(self) -> None:
-        self.conn.write(self.data)
-        self.conn.finish_response(keep_alive=False)
-        self.conn.cycle_done(self)
-
-    def cancel(self) -> None:
-        pass
-
-
-class RequestCycle:
+class RequestCycle(OwnAnswers, TunnelCycle):
     """One request, from its parsed head and body to its event."""
 
     __slots__ = (
@@ -100,8 +84,7 @@ class RequestCycle:
     )
 
     def __init__(self, ctx: ProxyContext, conn: ClientConnection, method: bytes, url: bytes,
-                 headers: ClientHeaders, body: bytes, *,
-                 keep_alive: bool, http11: bool) -> None:
+                 headers: ClientHeaders, body: bytes, keep_alive: bool, http11: bool) -> None:
         self.ctx = ctx
         self.conn = conn
         self.method = method
@@ -161,8 +144,8 @@ class RequestCycle:
             return False
         ctx = self.ctx
         upgrade = self.method == b"GET" and self.conn.upgrade_requested
-        decision = decide(_new_tuple(RequestFacts, (self.method, path, query, self.headers, self.body, upgrade)),
-                          ctx.directory.current, ctx.routes)
+        decision = decide_fields(self.method, path, query, self.headers, self.body, upgrade,
+                                 ctx.directory.current, ctx.routes)
         (org, refusal, detail, self.provider, self.provider_unknown, invalid_provider, self.model, self.stream,
          origin, target, forward, auth, _, _, _) = decision
         if org is not None:
@@ -212,8 +195,8 @@ class RequestCycle:
         self.upstream = upstream
         self.conn.flow.follow(upstream)
         method = self.method
-        upstream.start(self, self.request, head_only=method == b"HEAD", idempotent=method in IDEMPOTENT_METHODS,
-                       upgrade=self.upgrade)
+        # Positional: a call with keywords is not specialised by the interpreter (per request).
+        upstream.start(self, self.request, method == b"HEAD", method in IDEMPOTENT_METHODS, self.upgrade)
 
     def _release_upstream(self, discard: bool) -> None:
         upstream, self.upstream = self.upstream, None
@@ -318,32 +301,6 @@ class RequestCycle:
         self.conn.abort()
         self._finish()
 
-    # -- a WebSocket tunnel, after the provider's 101 ----------------------------------------------
-
-    def upstream_switched(self, head: bytes, rest: bytes, transport: asyncio.Transport) -> None:
-        """The provider answered 101: relay its head unchanged and tunnel both ways from here."""
-        self.status = 101
-        self.t_first_byte = time.perf_counter()
-        self.upstream = None  # out of its pool for good; its transport is the tunnel's now
-        conn = self.conn
-        conn.flow.unfollow()
-        self.tunnel = tunnel = Tunnel(self, conn, transport, self.pool.read_timeout, self.capture_left)
-        transport.set_protocol(tunnel)
-        self.content_encoding = negotiated_extensions(head)  # how the cold path reads the frames
-        conn.write(head)
-        conn.flow.follow(tunnel)
-        conn.upgrade_to_tunnel(tunnel.from_client)
-        if rest:
-            tunnel.data_received(rest)
-
-    def tunnel_closed(self, timed_out: bool) -> None:
-        """Either side closed the tunnel (or it sat silent for the read timeout): record it, once."""
-        self.t_upstream_done = time.perf_counter()
-        self.conn.flow.unfollow()
-        if timed_out:
-            self.error_type, self.error_origin = "tunnel_idle_timeout", "lectr"
-        self._finish()
-
     # -- endings -----------------------------------------------------------------------------------
 
     def cancel(self) -> None:
@@ -354,7 +311,8 @@ class RequestCycle:
             self.tunnel.close()  # a client closing its WebSocket is how a tunnel ends: no error
             return
         self._stop_exchange()
-        if (self.status == 0 or self.error_type is None) and not self._stream_delivered():
+        delivered = self.t_first_byte is not None and ends_event_stream(self.tail or self.captured)
+        if (self.status == 0 or self.error_type is None) and not delivered:
             self.error_type, self.error_origin = "client_disconnected", "client"
             self.status = self.status or 499
         self._finish()
@@ -385,15 +343,6 @@ class RequestCycle:
         if self.waiter is not None:
             self.waiter.cancel()
 
-    def _stream_delivered(self) -> bool:
-        """True when the client has had the event that ends the stream (and so had every byte of
-        the answer): a hang-up after it is the client being done, not the client leaving early."""
-        chunks = self.tail or self.captured
-        if self.t_first_byte is None or not chunks:
-            return False
-        end = (chunks[-1] if len(chunks) == 1 or len(chunks[-1]) >= 16 else chunks[-2] + chunks[-1])[-16:]
-        return end.replace(b"\r\n", b"\n").endswith(_SSE_DONE)
-
     def client_write_timeout(self) -> None:
         """The client took no bytes for the client write timeout: stop, and record it as the client's."""
         if self.finished:
@@ -421,40 +370,6 @@ class RequestCycle:
         self.ctx.cycle_finished(self)
         self.conn.cycle_done(self)
 
-    # -- Lectr's own answers ---------------------------------------------------------------
-
-    def _reply_local(self, path: bytes) -> None:
-        head = self.method == b"HEAD"
-        self.keep_alive = self.keep_alive and not self.ctx.draining
-        close = not self.keep_alive
-        if path == b"/healthz":
-            self._write_own(R.json_response(200, _HEALTH_OK, close=close, head=head))
-        elif path == b"/readyz":
-            if self.ctx.draining:
-                self._write_own(R.json_response(503, _DRAINING, close=close, head=head))
-            elif not self.ctx.directory.loaded:
-                self._write_own(R.json_response(503, _NOT_READY, close=close, head=head))
-            else:
-                self._write_own(R.json_response(200, _HEALTH_OK, close=close, head=head))
-        else:
-            self._reply_error(R.NOT_FOUND)
-
-    def _reply_error(self, template: tuple, detail: object = None, *, close: bool = False) -> None:
-        status, message, type_, code = template
-        if "{}" in message:
-            message = message.format(detail)
-        self.status = status
-        if self.error_type is None:
-            self.error_type, self.error_origin = code, "lectr"
-        close = close or not self.keep_alive or self.ctx.draining
-        self._write_own(R.error_response(status, message, type_, code, close=close), keep_alive=not close)
-
-    def _write_own(self, data: bytes, keep_alive: bool | None = None) -> None:
-        self.conn.write(data)
-        self.t_first_byte = time.perf_counter()
-        self.conn.finish_response(self.keep_alive if keep_alive is None else keep_alive)
-        self._finish()
-
     # -- Log -------------------------------------------------------------------------------
 
     def _log_event(self) -> None:
@@ -474,16 +389,3 @@ class RequestCycle:
             self.provider_unknown, None, len(self.body), self.bytes_out,
             self.content_type, self.content_encoding, self.captured, self.tail,
         )))
-
-    def _log_tunnel_event(self, org: Org) -> None:
-        # One event for a whole WebSocket session: bytes each way and the server's frames.
-        tunnel = self.tunnel
-        t_end = time.perf_counter()
-        self.ctx.ring.append(RequestEvent(
-            org_id=org.id, created_at=time.time(), provider=self.provider, model=self.model, model_used=self.model,
-            feature=self.feature, task=self.task, status_code=self.status, error_type=self.error_type,
-            error_origin=self.error_origin, stream=False, t_start=self.t_start, t_first_byte=self.t_first_byte,
-            t_end=t_end, overhead_s=max(0.0, (t_end - self.t_start) - (self.t_upstream_done - self.t_upstream)),
-            provider_unknown=self.provider_unknown, rule_id=None, bytes_in=len(self.body) + tunnel.bytes_in,
-            bytes_out=tunnel.bytes_out, content_type=None, content_encoding=self.content_encoding,
-            response_chunks=tunnel.captured))

@@ -115,7 +115,7 @@ def test_a_request_whose_write_failed_at_once_may_be_sent_again(method):
     from lectr.settings.config import UpstreamSettings
     from lectr.providers.base import parse_origin
     from lectr.proxy.busypoll import BusyPoller
-    from lectr.proxy.upstream import OriginPool
+    from lectr.proxy.pool import OriginPool
 
     async def run():
         listener = socket.socket()

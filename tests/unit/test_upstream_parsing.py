@@ -9,7 +9,8 @@ import pytest
 from lectr.settings.config import UpstreamSettings
 from lectr.providers.base import parse_origin
 from lectr.proxy.busypoll import BusyPoller
-from lectr.proxy.upstream import UpstreamConnection, UpstreamPools
+from lectr.proxy.pool import UpstreamPools
+from lectr.proxy.upstream import UpstreamConnection
 
 EARLY_HINTS = b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
 HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: keep-alive\r\n"
