@@ -9,7 +9,8 @@ writer's own transaction. A run, under an advisory lock so one runs at a time an
 
 1. ``DELETE FROM rollup_dirty RETURNING`` — takes exactly the marks committed so far;
 2. deletes and re-inserts the rollups of those org-hours from ``request_logs`` (a later
-   statement, so under READ COMMITTED it sees at least every row whose mark it took).
+   statement, so under READ COMMITTED it sees at least every row whose mark it took), re-merges
+   their six-hour blocks and days, and stores their latency p95s (``rollup_hour_p95``).
 
 A row that commits late — a spool replayed after an outage with hours-old ``created_at``, a slow
 worker's flush, writers committing out of id order — carries its mark with it, so its hour is
