@@ -224,7 +224,9 @@ async def _stored_p95s(conn: asyncpg.Connection, pairs: tuple, signatures: dict[
     out: dict[tuple[int, int], dict[str | None, float | None]] = {}
     for r in await conn.fetch(f"""
             SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.rollup_rows, r.requests, r.p95_ms, r.features, r.feature_p95_ms
-            FROM {_PAIRS.replace('request_rollups r', 'rollup_hour_p95 r')}""", *pairs):
+            FROM rollup_hour_p95 r JOIN unnest($1::bigint[], $2::timestamptz[]) AS s(org_id, hour)
+              ON r.org_id = s.org_id AND r.hour = s.hour
+            WHERE r.hour >= $3 AND r.hour <= $4""", *pairs):
         key = (r["org_id"], r["hour"])
         if signatures.get(key) == (r["rollup_rows"], r["requests"]):
             scopes = out[key] = dict(zip(r["features"], r["feature_p95_ms"]))
