@@ -7,8 +7,8 @@ brings the rollups up to date (the one-off catch-up), and times
 
 - one dashboard aggregator run (``run_aggregator``: all orgs, all three periods), and
 - one anomaly job run (``run_anomalies`` for every org at the last complete hour, as the
-  scheduled job runs it, under its lock): the first after a start, which reads every hourly
-  p95 of the 240 hours, and a steady-state one (the next run of the same process, whose p95s
+  scheduled job runs it, under its lock): the first after a start, which reads every hour of
+  the 240 (the p95s as the rollups job stored them, migration 010), and a steady-state one (the next run of the same process, whose p95s
   are kept between runs); the part of each spent in the detector itself (``evaluate``) is shown,
 
 then grows the table to the next size over the same 30 days and times them again. The rollups

@@ -146,7 +146,7 @@ async def load_all_scopes(conn: asyncpg.Connection, org_ids: list[int], start: i
         else:
             stale.append((r["org_id"], r["hour"], signature))
     if stale:
-        fresh = await _read_hours(conn, [(org_id, hour) for org_id, hour, _ in stale])
+        fresh = await _read_hours(conn, {(org_id, hour): signature for org_id, hour, signature in stale})
         for org_id, hour, signature in stale:
             hours[org_id][hour] = fresh.get((org_id, hour), {})
             known[org_id][hour] = (signature, hours[org_id][hour])
@@ -156,10 +156,10 @@ async def load_all_scopes(conn: asyncpg.Connection, org_ids: list[int], start: i
     return {org_id: _series(org_id, hours[org_id], start, end) for org_id in org_ids}
 
 
-async def _read_hours(conn: asyncpg.Connection,
-                      org_hours: list[tuple[int, int]]) -> dict[tuple[int, int], dict[str | None, HourStats]]:
-    """``{(org, hour): {scope: its HourStats}}`` of those org-hours, the org as a whole (scope
-    None) and each feature."""
+async def _read_hours(conn: asyncpg.Connection, org_hours: dict[tuple[int, int], tuple[int, int]]
+                      ) -> dict[tuple[int, int], dict[str | None, HourStats]]:
+    """``{(org, hour): {scope: its HourStats}}`` of those org-hours (``{(org, hour): its
+    signature}``), the org as a whole (scope None) and each feature."""
     pairs = ([org_id for org_id, _ in org_hours], [hour_time(h) for _, h in org_hours],
              hour_time(min(h for _, h in org_hours)), hour_time(max(h for _, h in org_hours)))
     rows = await conn.fetch(f"""
@@ -182,7 +182,12 @@ async def _read_hours(conn: asyncpg.Connection,
             h[3] += r["cost_sq"]
             if r["requests"]:
                 h[4][r["model_used"]] = h[4].get(r["model_used"], 0) + r["requests"]
-    p95s = await _read_p95s(conn, pairs)
+    p95s = await _stored_p95s(conn, pairs, org_hours)
+    missing = [key for key in org_hours if key not in p95s]
+    if missing:  # stored by no rollups run yet, or the hour changed since: merged here
+        p95s.update(await _read_p95s(conn, ([org_id for org_id, _ in missing], [hour_time(h) for _, h in missing],
+                                            hour_time(min(h for _, h in missing)),
+                                            hour_time(max(h for _, h in missing)))))
     return {key: {scope: HourStats(requests=h[0], errors=h[1], cost_usd=h[2],
                                    latency_p95_ms=p95s.get(key, {}).get(scope), models=h[4], cost_sq_usd=h[3])
                   for scope, h in scopes.items()}
@@ -209,6 +214,24 @@ SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.feature, GROUPING(r.feature) = 1 AS w
        {merged_histogram("latency_buckets")} AS counts
 FROM {_PAIRS}
 GROUP BY GROUPING SETS ((r.org_id, r.hour, r.feature), (r.org_id, r.hour))"""
+
+
+async def _stored_p95s(conn: asyncpg.Connection, pairs: tuple, signatures: dict[tuple[int, int], tuple[int, int]]
+                       ) -> dict[tuple[int, int], dict[str | None, float | None]]:
+    """``{(org, hour): {scope: p95 ms}}`` as the rollups job stored them (``rollup_hour_p95``) for
+    the org-hours ``pairs`` whose rollups still have the ``signatures`` (rows, requests) they were
+    computed from; an org-hour without such a row is left out."""
+    out: dict[tuple[int, int], dict[str | None, float | None]] = {}
+    for r in await conn.fetch(f"""
+            SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.rollup_rows, r.requests, r.p95_ms, r.features, r.feature_p95_ms
+            FROM rollup_hour_p95 r JOIN unnest($1::bigint[], $2::timestamptz[]) AS s(org_id, hour)
+              ON r.org_id = s.org_id AND r.hour = s.hour
+            WHERE r.hour >= $3 AND r.hour <= $4""", *pairs):
+        key = (r["org_id"], r["hour"])
+        if signatures.get(key) == (r["rollup_rows"], r["requests"]):
+            scopes = out[key] = dict(zip(r["features"], r["feature_p95_ms"]))
+            scopes[None] = r["p95_ms"]
+    return out
 
 
 async def _read_p95s(conn: asyncpg.Connection, pairs: tuple) -> dict[tuple[int, int], dict[str | None, float | None]]:

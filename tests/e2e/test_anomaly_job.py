@@ -251,3 +251,39 @@ def test_a_row_folded_into_an_old_hour_is_seen_through_the_cache(world):
     assert cached == fresh and cached != before
     [org_scope] = [s for s in cached if s.feature is None]
     assert org_scope.hours[end - 5 - org_scope.start_hour].latency_p95_ms > 4000
+
+
+def test_stored_hourly_p95s_are_read_while_their_hour_is_unchanged(world):
+    """A fresh job reads each hour's p95s from rollup_hour_p95 (the rollups job's) instead of
+    merging the hour's histograms, but only while the hour's rollups are those they came from."""
+    from lectr.analysis import histogram as hg
+    from tests.rollup_fixtures import rollup_row
+
+    end = 600_000
+
+    async def scenario():
+        conn = await _connect(world["url"])
+        try:
+            org, _ = await orgs.create_org(conn, "stored-p95")
+            await insert_rollups(conn, [rollup_row(org, job.hour_time(h), "f", model="m", requests=50,
+                                                   latency_buckets=hg.build([100.0] * 50))
+                                        for h in range(end - 3, end + 1)])
+            merged = await job.load_scopes(conn, org, end - 3, end)
+            # Stand-ins that merging could never give, stored with each hour's signature (1 rollup row, 50 requests).
+            await conn.executemany(
+                "INSERT INTO rollup_hour_p95 VALUES ($1, $2, 1, 50, 1234.0, '{f}', '{4321.0}')",
+                [(org, job.hour_time(h)) for h in range(end - 3, end + 1)])
+            stored = await job.load_scopes(conn, org, end - 3, end)
+            await conn.execute("UPDATE rollup_hour_p95 SET requests = 49 WHERE org_id = $1 AND hour = $2",
+                               org, job.hour_time(end))
+            changed = await job.load_scopes(conn, org, end - 3, end)
+            return merged, stored, changed
+        finally:
+            await conn.close()
+
+    merged, stored, changed = _run(scenario())
+    p95s = {s.feature: [h.latency_p95_ms for h in s.hours] for s in merged}
+    assert p95s[None] == p95s["f"] and all(90 < p < 110 for p in p95s[None])
+    assert {s.feature: [h.latency_p95_ms for h in s.hours] for s in stored} == {None: [1234.0] * 4, "f": [4321.0] * 4}
+    assert {s.feature: [h.latency_p95_ms for h in s.hours] for s in changed} == {
+        None: [1234.0] * 3 + p95s[None][-1:], "f": [4321.0] * 3 + p95s["f"][-1:]}

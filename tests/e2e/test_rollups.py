@@ -95,6 +95,20 @@ async def assert_rollups_match(conn: asyncpg.Connection) -> None:
             for name in ("latency_ms_sum", "ttfb_ms_sum", "cost_sq_usd"):  # float sums: order of addition differs
                 assert got.pop(name) == pytest.approx(want.pop(name), rel=1e-9, abs=1e-12), (key, name)
             assert got == want, key
+    # Each org-hour's stored p95s (the org as a whole, each feature): exactly the quantile the
+    # anomaly detector reads from the hour's merged histograms.
+    merged_hours: dict[tuple, dict] = {}
+    for (org_id, hour, feature, *_), values in expected.items():
+        scopes = merged_hours.setdefault((org_id, hour), {})
+        for scope in (None, feature):
+            scopes[scope] = histogram.merge(scopes.get(scope, histogram.empty()), values["latency_buckets"])
+    want_p95s = {key: {scope: histogram.quantile(counts, 0.95, spread=True) for scope, counts in scopes.items()}
+                 for key, scopes in merged_hours.items()}
+    got_p95s = {}
+    for r in await conn.fetch("SELECT * FROM rollup_hour_p95"):
+        scopes = got_p95s[(r["org_id"], r["hour"])] = dict(zip(r["features"], r["feature_p95_ms"]))
+        scopes[None] = r["p95_ms"]
+    assert got_p95s == want_p95s
 
 
 def random_row(rng: random.Random, org_ids: list[int], at: datetime) -> tuple:
