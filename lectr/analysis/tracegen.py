@@ -16,7 +16,7 @@ have a size in σ of that hour's own noise — what "a 3σ deviation" means here
 - ``error_spike``: error probability + k·√(p(1 − p) / λ);
 - ``latency``: every latency × exp(k · s · 2.11 / √λ) — the sampling σ of a lognormal(s) p95;
 - ``model_drift``: a model the feature never used takes a share of 20–45% for one to three days,
-  cut short where the next injection's slot begins (its size in σ is the binomial σ of that share
+  cut short where the org's next injection begins (its size in σ is the binomial σ of that share
   at the hour's volume, always far above 3).
 """
 
@@ -147,17 +147,14 @@ def _plan(rng: random.Random, org: _Org, start_hour: int, hours: int, per_org: i
           sizes: tuple[float, ...], durations: tuple[int, ...], kinds: tuple[str, ...]) -> list[Injection]:
     """Non-overlapping injections after the first week, each on a feature busy enough to see it.
 
-    Each injection starts in the first hours of its own slot and ends by the next slot's start (the
-    last one ends 14 hours before the trace does), so no two overlap in an org, let alone on a
-    feature: ``_hour`` applies one injection per feature-hour, and one running into the next would
-    leave the later one partly or wholly out of the data while it still counted as ground truth.
+    Each starts in the first hours of its own slot. One that would run into the next (a 1–3-day
+    model drift) or past the trace ends where the next starts, or with the trace: ``_hour`` applies
+    one injection per feature-hour, so the later one would be partly or wholly missing from the
+    data while it still counted as ground truth.
     """
-    out: list[Injection] = []
+    planned: list[tuple[int, int, _Feature, str, float]] = []
     first, last = 8 * 24, hours - 14
     slot = (last - first) // per_org
-    if slot < 40:
-        raise ValueError(f"{per_org} injections per org do not fit in {hours // 24} days: each needs 40 hours "
-                         "after the first week")
     for n in range(per_org):
         kind = kinds[(n + org.org_id) % len(kinds)]
         for _ in range(200):
@@ -170,14 +167,18 @@ def _plan(rng: random.Random, org: _Org, start_hour: int, hours: int, per_org: i
         else:
             continue
         duration = rng.randint(24, 72) if kind == "model_drift" else rng.choice(durations)
-        duration = min(duration, lo + slot - at)  # ≥ 40 hours left in the slot: a drift still lasts a day
         size = rng.choice(sizes)
         if kind == "model_drift":
             share = _drift_share(start_hour + at)
             size = round(math.sqrt(lam * share / (1 - share)), 1)  # the share over its binomial σ
+        planned.append((at, duration, f, kind, size))
+    out: list[Injection] = []
+    for i, (at, duration, f, kind, size) in enumerate(planned):
+        # the next starts in a later slot, ≥ 40 hours on: a drift cut short still lasts over a day
+        end = min(at + duration, planned[i + 1][0] if i + 1 < len(planned) else hours)
         metric, direction = _PRIMARY[kind]
-        out.append(Injection(org.org_id, f.name, kind, metric, direction, start_hour + at,
-                             start_hour + at + duration, size, _ALSO[kind]))
+        out.append(Injection(org.org_id, f.name, kind, metric, direction, start_hour + at, start_hour + end,
+                             size, _ALSO[kind]))
     return out
 
 
