@@ -15,8 +15,9 @@ have a size in σ of that hour's own noise — what "a 3σ deviation" means here
 - ``cost_spike``: mean cost per request × (1 + k·√(1 + cv²) / √λ) — k σ of the hour's cost;
 - ``error_spike``: error probability + k·√(p(1 − p) / λ);
 - ``latency``: every latency × exp(k · s · 2.11 / √λ) — the sampling σ of a lognormal(s) p95;
-- ``model_drift``: a model the feature never used takes a share of 20–45% for one to three days
-  (its size in σ is the binomial σ of that share at the hour's volume, always far above 3).
+- ``model_drift``: a model the feature never used takes a share of 20–45% for one to three days,
+  cut short where the org's next injection begins (its size in σ is the binomial σ of that share
+  at the hour's volume, always far above 3).
 """
 
 from __future__ import annotations
@@ -144,8 +145,14 @@ def _orgs(rng: random.Random, n_orgs: int, peaks: tuple[float, ...]) -> list[_Or
 
 def _plan(rng: random.Random, org: _Org, start_hour: int, hours: int, per_org: int,
           sizes: tuple[float, ...], durations: tuple[int, ...], kinds: tuple[str, ...]) -> list[Injection]:
-    """Non-overlapping injections after the first week, each on a feature busy enough to see it."""
-    out: list[Injection] = []
+    """Non-overlapping injections after the first week, each on a feature busy enough to see it.
+
+    Each starts in the first hours of its own slot. One that would run into the next (a 1–3-day
+    model drift) or past the trace ends where the next starts, or with the trace: ``_hour`` applies
+    one injection per feature-hour, so the later one would be partly or wholly missing from the
+    data while it still counted as ground truth.
+    """
+    planned: list[tuple[int, int, _Feature, str, float]] = []
     first, last = 8 * 24, hours - 14
     slot = (last - first) // per_org
     for n in range(per_org):
@@ -164,9 +171,14 @@ def _plan(rng: random.Random, org: _Org, start_hour: int, hours: int, per_org: i
         if kind == "model_drift":
             share = _drift_share(start_hour + at)
             size = round(math.sqrt(lam * share / (1 - share)), 1)  # the share over its binomial σ
+        planned.append((at, duration, f, kind, size))
+    out: list[Injection] = []
+    for i, (at, duration, f, kind, size) in enumerate(planned):
+        # the next starts in a later slot, ≥ 40 hours on: a drift cut short still lasts over a day
+        end = min(at + duration, planned[i + 1][0] if i + 1 < len(planned) else hours)
         metric, direction = _PRIMARY[kind]
-        out.append(Injection(org.org_id, f.name, kind, metric, direction, start_hour + at,
-                             start_hour + at + duration, size, _ALSO[kind]))
+        out.append(Injection(org.org_id, f.name, kind, metric, direction, start_hour + at, start_hour + end,
+                             size, _ALSO[kind]))
     return out
 
 

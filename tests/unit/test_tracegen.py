@@ -4,6 +4,7 @@ import math
 
 import pytest
 
+from lectr.analysis import tracegen
 from lectr.analysis.tracegen import KINDS, generate
 
 SMALL = dict(days=16, n_orgs=2, injections_per_org=2, peaks=(300.0, 120.0))
@@ -62,6 +63,45 @@ def test_injections_start_after_a_week_and_do_not_overlap(trace):
         assert i.end_hour <= trace.start_hour + trace.hours
         assert i.feature in {s.feature for s in trace.scopes(i.org_id)}
         assert i.size_sigma >= 3 or i.kind == "model_drift"
+
+
+@pytest.mark.parametrize("seed, config", [
+    (3, {}), (101, {}), (555, {}), (4242, {}), (2026, {}),  # the benchmark's own traces
+    (7, dict(days=20, n_orgs=3, injections_per_org=4, durations=(48,))),  # long windows of every kind
+])
+def test_every_reported_injection_is_applied_in_full(seed, config, monkeypatch):
+    # The ground truth is what the data holds: every hour of every injection's window was drawn
+    # with that injection, on its feature, inside the trace — a 1–3-day model drift must not run
+    # into the next injection (which one hour can carry only one of) nor past the trace's end.
+    applied = {}
+    draw = tracegen._hour
+
+    def spy(rng, org, f, hour, inj, org_hour):
+        applied[(org.org_id, f.name, hour)] = inj
+        return draw(rng, org, f, hour, inj, org_hour)
+
+    monkeypatch.setattr(tracegen, "_hour", spy)
+    trace = generate(seed, **config)
+    assert len(trace.injections) >= 4 * len(trace.org_ids)
+    for org in trace.org_ids:
+        mine = sorted((i for i in trace.injections if i.org_id == org), key=lambda i: i.start_hour)
+        for a, b in zip(mine, mine[1:], strict=False):
+            assert a.end_hour <= b.start_hour, (a, b)
+    for inj in trace.injections:
+        assert trace.start_hour + 8 * 24 <= inj.start_hour < inj.end_hour <= trace.start_hour + trace.hours
+        hours = range(inj.start_hour, inj.end_hour)
+        assert [applied[(inj.org_id, inj.feature, h)] for h in hours] == [inj] * len(hours), inj
+    applied_hours = sum(i is not None for i in applied.values())
+    assert applied_hours == sum(i.end_hour - i.start_hour for i in trace.injections)
+    # and where it can be seen directly: the new model is there in every drift, and only there
+    for (org, feature), s in trace.series.items():
+        drifts = [i for i in trace.injections if (i.org_id, i.feature, i.kind) == (org, feature, "model_drift")]
+        for k, h in enumerate(s.hours):
+            if "drift-model-x" in h.models and feature is not None:
+                assert any(i.start_hour <= s.start_hour + k < i.end_hour for i in drifts)
+        for i in drifts:
+            window = s.hours[i.start_hour - s.start_hour:i.end_hour - s.start_hour]
+            assert sum(h.models.get("drift-model-x", 0) for h in window) >= 0.1 * sum(h.requests for h in window)
 
 
 @pytest.mark.parametrize("kind", ["traffic_spike", "traffic_drop", "error_spike", "cost_spike"])
