@@ -174,8 +174,12 @@ class Stack:
     """Postgres, the mock provider, Lectr and the peers, started and stopped together."""
 
     def __init__(self, *, lectr_cores: set[int] | None, client_cores: set[int] | None, workers: int,
-                 peers: list[PeerSpec], lectr_env: dict[str, str] | None = None) -> None:
+                 peers: list[PeerSpec], lectr_env: dict[str, str] | None = None,
+                 cold_cores: set[int] | None = None) -> None:
         self.lectr_env = lectr_env or {}
+        # The cold process inherits Lectr's cores unless moved: on a two-core machine that is the
+        # proxy's own core, where a summary it runs competes with the worker for time.
+        self.cold_cores = cold_cores
         self.lectr_cores = lectr_cores  # None: not pinned
         self.client_cores = client_cores
         self.workers = workers
@@ -228,6 +232,10 @@ class Stack:
         wait_for_ready(f"http://127.0.0.1:{self.lectr_port}/readyz", lectr)
         wait_for_port(self.admin_port, lectr)
         self.mock_tree, self.lectr_tree = ProcessTree(mock.pid), ProcessTree(lectr.pid)
+        if self.cold_cores:
+            for pid in _descendants(lectr.pid):
+                if b"--cold" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
+                    os.sched_setaffinity(pid, self.cold_cores)
         for spec in self.peer_specs:
             command = spec.command.replace("{upstream}", self.mock_url)
             progress(f"starting peer {spec.name} on :{spec.port}: {command}")
@@ -283,6 +291,18 @@ class Stack:
             except psutil.TimeoutExpired:
                 print(f"bench: Postgres {pid} in {self.pg_dir} did not stop", file=sys.stderr)
         self.pg_dir = None
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc's children lists)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for path in Path(f"/proc/{parent}/task").glob("*/children"):
+            kids = [int(k) for k in path.read_text().split()]
+            found += kids
+            todo += kids
+    return found
 
 
 def _signal_group(pgid: int, sig: int) -> None:

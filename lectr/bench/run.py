@@ -92,16 +92,23 @@ class Suite:
             await measure(target, scenario, min(1.0, self.args.seconds), requests=min(WARMUP_REQUESTS, scenario.requests))
         rows: dict[str, list[dict]] = {t.name: [] for t in targets}
         samples = self.samples[scenario.name] = {t.name: {"latency": [], "ttfb": []} for t in targets}
+        url = self.stack.database_url
+        since = await background.database_now(url)
         if self.args.background_summary:
-            async with background.SummaryWatch(self.stack.database_url, "bench") as watch:
+            async with background.SummaryWatch(url, "bench") as watch:
                 await self.rounds(scenario, targets, rows, samples)
             self.progress(f"{scenario.name}: a summary query over {background.ROWS:,} rows was running in "
                           f"{watch.busy_pct:.0f}% of {watch.samples} samples; {watch.runs} summary runs finished")
         else:
             await self.rounds(scenario, targets, rows, samples)
+        overhead = await background.recorded_overhead(url, since, await background.database_now(url))
+        if overhead is not None:
+            self.progress(f"{scenario.name}: Lectr's own added time as recorded (overhead_us): "
+                          f"p50 {overhead[0]:.0f} µs, p99 {overhead[1]:.0f} µs over {overhead[2]:,} requests")
         peaks = {t.name: t.tree.peaks_mb() for t in targets}
         summary = summarize(scenario, rows, peaks)
         summary["peaks_reset"] = peaks_reset
+        summary["recorded_overhead_us"] = overhead and {"p50": overhead[0], "p99": overhead[1], "requests": overhead[2]}
         return summary
 
     async def rounds(self, scenario: Scenario, targets: list[Target], rows: dict, samples: dict) -> None:
@@ -139,6 +146,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lectr-cpus", metavar="LIST", help="cores for Lectr and peers, e.g. 1 or 2,3 (default: the last)")
     parser.add_argument("--client-cpus", metavar="LIST",
                         help="cores for the mock, load generator and Postgres (default: the first other core)")
+    parser.add_argument("--cold-cpus", metavar="LIST",
+                        help="cores for Lectr's cold process (jobs, admin, tokeniser), e.g. 0 (default: Lectr's)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--lectr-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a LECTR_* setting for Lectr, e.g. LECTR_BUSY_POLL_US=0; repeatable")
@@ -207,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stamp, started = time.strftime("%Y%m%d-%H%M%S"), time.strftime("%Y-%m-%d %H:%M:%S")
     stack = Stack(lectr_cores=args.lectr_cores, client_cores=args.client_cores, workers=args.workers,
-                  lectr_env=args.lectr_env,
+                  lectr_env=args.lectr_env, cold_cores=parse_cpus(args.cold_cpus) if args.cold_cpus else None,
                   peers=args.peers)
     suite = Suite(args, stack, args.scenarios)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
