@@ -233,9 +233,9 @@ class Stack:
         wait_for_port(self.admin_port, lectr)
         self.mock_tree, self.lectr_tree = ProcessTree(mock.pid), ProcessTree(lectr.pid)
         if self.cold_cores:
-            for pid in _descendants(lectr.pid):
-                if b"--cold" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
-                    os.sched_setaffinity(pid, self.cold_cores)
+            for proc in self.lectr_tree.processes():
+                if "--cold" in proc.cmdline():
+                    os.sched_setaffinity(proc.pid, self.cold_cores)
         for spec in self.peer_specs:
             command = spec.command.replace("{upstream}", self.mock_url)
             progress(f"starting peer {spec.name} on :{spec.port}: {command}")
@@ -291,18 +291,6 @@ class Stack:
             except psutil.TimeoutExpired:
                 print(f"bench: Postgres {pid} in {self.pg_dir} did not stop", file=sys.stderr)
         self.pg_dir = None
-
-
-def _descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc's children lists)."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        for path in Path(f"/proc/{parent}/task").glob("*/children"):
-            kids = [int(k) for k in path.read_text().split()]
-            found += kids
-            todo += kids
-    return found
 
 
 def _signal_group(pgid: int, sig: int) -> None:
