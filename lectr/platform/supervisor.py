@@ -142,15 +142,18 @@ class Supervisor:
     async def _stop(self, watchers: list[asyncio.Task]) -> int:
         """Stop the workers (they drain), then the cold process (its tokeniser serves them to the end)."""
         self.stopping = True
-        workers = [p for i, p in self.procs.items() if i != COLD]
+        workers = {i: p for i, p in self.procs.items() if i != COLD}
         log.info("stopping %d workers", len(workers) or 1)
-        codes = await self._terminate(workers)
+        codes = dict(zip(workers, await self._terminate(list(workers.values()))))
         if COLD in self.procs:
-            codes += await self._terminate([self.procs[COLD]])
+            codes[COLD] = (await self._terminate([self.procs[COLD]]))[0]
         await asyncio.gather(*watchers, return_exceptions=True)
         # A child ended by the SIGTERM itself had not yet set its handler: it was still starting,
         # with nothing in flight and no event to write, so its stop is as clean as a drain.
-        return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+        unclean = {i: code for i, code in codes.items() if code not in (0, -signal.SIGTERM)}
+        for i, code in unclean.items():
+            log.error("%s stopped with exit status %s", "the cold process" if i == COLD else f"worker {i}", code)
+        return 1 if unclean else 0
 
     async def _terminate(self, procs: list[asyncio.subprocess.Process]) -> list[int]:
         for proc in procs:
@@ -162,8 +165,9 @@ class Supervisor:
         except TimeoutError:
             for proc in procs:
                 if proc.returncode is None:
+                    log.error("a child still running %.0f s after SIGTERM is killed", deadline)
                     proc.kill()
-            return [1]
+            return [await proc.wait() for proc in procs]  # the killed ones: -SIGKILL, unclean
 
 
 def _forget_process(path, pid: int) -> None:

@@ -302,7 +302,7 @@ def test_sigterm_with_streams_in_flight_on_two_workers_finishes_them_records_the
             texts.append(chunk)
             mock.release(gate)
         assert "".join(c.choices[0].delta.content or "" for c in texts if c.choices) == "Hello from the"
-    assert server.proc.wait(90) == 0
+    assert server.proc.wait(90) == 0, server.log_text()[-4000:]
     rows = org_rows(database_url, "drain-workers")
     assert [(r["status_code"], r["stream"], r["error_type"]) for r in rows] == [(200, True, None)] * 3
 
