@@ -16,7 +16,7 @@ import orjson
 
 from lectr.analysis import histogram
 from lectr.analysis.summary import PERIOD_NAMES, PERIODS, Period  # noqa: F401 -- the one summary shape
-from lectr.jobs.rollups import merged_histogram, rollup_select, run_rollups
+from lectr.jobs.rollups import KEY, MEASURES, merged_histogram, rollup_select, run_rollups
 
 log = logging.getLogger(__name__)
 # The aggregator runs in the cold process, beside the admin listener: it yields after this many
@@ -32,20 +32,23 @@ _DAY = timedelta(days=1)
 
 # Figures come from the coarsest rollups that fit each part of a window: request_rollups_daily for
 # its whole UTC days, request_rollups_6h for the whole six-hour blocks left at either end,
-# request_rollups for the whole hours left, and request_logs for the part-hours at its edges, so
-# every count and sum is what a scan of the raw rows gives, at the cost of at most two part-hours
-# of raw rows per window. A window whose chart points are shorter than a level skips that level.
+# request_rollups for the whole hours left. What is left are part-hours at the window's edges; a
+# part-hour that is most of a past hour is that hour's rollups less the raw rows of the rest, any
+# other part-hour (and the present hour, whose rollups move while they are read) is read raw. So
+# every count and sum is what a scan of the raw rows gives, at the cost of at most half an hour of
+# raw rows at each past edge, each read once per run (``_Edges``). A window whose chart points are
+# shorter than a level skips that level.
 _SIX_HOURS = timedelta(hours=6)
 _LEVELS = ((_DAY, "request_rollups_daily", "day"), (_SIX_HOURS, "request_rollups_6h", "hour"),
            (_HOUR, "request_rollups", "hour"))
 
-# Each period's source rows are merged in one pass into the stage: one row per org, window,
-# feature, provider and model (a combination), and one per org and chart point of the current
-# window (``point``). Totals, models, providers and features are grouped from the few
-# combinations. The cost of a merged histogram is mostly per row it produces (187 sums set up,
-# finished and built into an array), so the pass produces as few rows as the figures need.
+# Each period's source rows are merged into the stage: one row per org, window, feature, provider
+# and model (a combination), from the coarsest levels; and one per org and chart point of the
+# current window (``point``), from the levels its points allow. Totals, models, providers and
+# features are grouped from the few combinations. The cost of a merged histogram is mostly per
+# source row (187 sums for each), so each grouping reads as few rows as its figures allow.
 # Time to first byte only feeds the totals: its histograms are merged apart, per org and window,
-# from the coarsest rollups (no chart constrains them), so the stage carries one histogram, not two.
+# from the coarsest rollups, so the stage carries one histogram, not two.
 _STAGE = "lectr_aggregator_stage"
 _MERGE_MEMORY = "256MB"
 _STAGE_TABLE = f"""
@@ -60,68 +63,136 @@ _STAGE_SUMS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_to
                "latency_buckets", "ttfb_count", "ttfb_ms_sum", "measured_requests",
                "partial_cost_requests", "unpriced_requests", "unread_requests", "provider_fault_errors",
                "connection_errors", "lectr_fault_errors")
+_DIMENSIONS = ("org_id", "hour", "feature", "provider", "model_used")
+
+
+def _bucket_floor(at: datetime, bucket: timedelta) -> datetime:
+    return BUCKET_ORIGIN + (at - BUCKET_ORIGIN) // bucket * bucket
+
+
+def _bucket_ceil(at: datetime, bucket: timedelta) -> datetime:
+    return BUCKET_ORIGIN - (BUCKET_ORIGIN - at) // bucket * bucket
 
 
 def _summed(columns: tuple[str, ...]) -> str:
     return ", ".join(merged_histogram(c) if c.endswith("_buckets") else f"sum({c})" for c in columns)
 
 
-def _pieces(lo: datetime, hi: datetime, levels: tuple) -> list[tuple[str | None, str, datetime, datetime]]:
-    """[lo, hi) as ``(table, time column, start, end)`` ranges, each whole units of the coarsest
-    level that fits there; ``table`` None for the part-hours left, read from request_logs."""
+def _negated(column: str) -> str:
+    if column in _DIMENSIONS:
+        return column
+    if column.endswith("_buckets"):
+        return f"ARRAY(SELECT -n FROM unnest({column}) n) AS {column}"
+    return f"-{column} AS {column}"
+
+
+class _Edges:
+    """The raw part-hours a run reads, each aggregated once into a temporary table of rollup rows
+    (``piece`` numbers them) however many windows and groupings use it."""
+
+    TABLE = "lectr_aggregator_edges"
+
+    def __init__(self) -> None:
+        self.pieces: dict[tuple[datetime, datetime], int] = {}
+        self._stored = 0
+
+    def piece(self, start: datetime, end: datetime) -> int:
+        return self.pieces.setdefault((start, end), len(self.pieces))
+
+    async def store(self, conn: asyncpg.Connection) -> None:
+        """Aggregate the pieces named since the last call."""
+        if not self._stored:
+            await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.TABLE} (piece int, LIKE request_rollups);"
+                               f"TRUNCATE {self.TABLE}")
+        for (start, end), n in list(self.pieces.items())[self._stored:]:
+            select = rollup_select("request_logs l WHERE l.created_at >= $2 AND l.created_at < $3")
+            await conn.execute(f"INSERT INTO {self.TABLE} (piece, {', '.join(KEY + MEASURES)}) "
+                               f"SELECT $1::int, * FROM ({select}) edge", n, start, end)
+        self._stored = len(self.pieces)
+
+
+def _part_hours(lo: datetime, hi: datetime, present: datetime) -> list[tuple[str | None, str, datetime, datetime, int]]:
+    """[lo, hi) with no whole hour inside, as ``(table, time column, start, end, sign)``: raw
+    part-hours (``table`` None), or a past hour's rollups (sign 1) less raw part-hours (sign -1)."""
+    out = []
+    while lo < hi:
+        hour = lo.replace(minute=0, second=0, microsecond=0)
+        end = min(hi, hour + _HOUR)
+        if hour + _HOUR <= present and end - lo > _HOUR / 2:
+            out.append(("request_rollups", "hour", hour, hour + _HOUR, 1))
+            out += [(None, "created_at", a, b, -1) for a, b in ((hour, lo), (end, hour + _HOUR)) if a < b]
+        else:
+            out.append((None, "created_at", lo, end, 1))
+        lo = end
+    return out
+
+
+def _pieces(lo: datetime, hi: datetime, levels: tuple, present: datetime
+            ) -> list[tuple[str | None, str, datetime, datetime, int]]:
+    """[lo, hi) as ``(table, time column, start, end, sign)`` ranges, each whole units of the
+    coarsest level that fits there, the part-hours left as ``_part_hours``."""
     if lo >= hi:
         return []
     if not levels:
-        return [(None, "created_at", lo, hi)]
+        return _part_hours(lo, hi, present)
     (length, table, column), finer = levels[0], levels[1:]
-    first = BUCKET_ORIGIN - (BUCKET_ORIGIN - lo) // length * length  # lo rounded up to a whole unit
-    last = BUCKET_ORIGIN + (hi - BUCKET_ORIGIN) // length * length
+    first, last = _bucket_ceil(lo, length), _bucket_floor(hi, length)
     if first >= last:
-        return _pieces(lo, hi, finer)
-    return _pieces(lo, first, finer) + [(table, column, first, last)] + _pieces(last, hi, finer)
+        return _pieces(lo, hi, finer, present)
+    return (_pieces(lo, first, finer, present) + [(table, column, first, last, 1)]
+            + _pieces(last, hi, finer, present))
 
 
-def _source(windows: list[tuple[bool, datetime, datetime, tuple]], columns: tuple[str, ...],
-            args: list) -> str:
+def _source(windows: list[tuple[bool, datetime, datetime, tuple]], columns: tuple[str, ...], args: list,
+            edges: _Edges, present: datetime) -> str:
     """A UNION ALL of ``columns`` and ``current`` over the pieces of ``(current, start, end, levels)``
     windows; their bounds are appended to ``args`` (numbered after what it holds)."""
     selects = []
     for current, lo, hi, levels in windows:
-        for table, column, start, end in _pieces(lo, hi, levels):
-            args += [start, end]
-            low, high = f"${len(args) - 1}", f"${len(args)}"
+        for table, column, start, end, sign in _pieces(lo, hi, levels, present):
+            read = ", ".join(_negated(c) if sign < 0 else c for c in columns)
             if table is None:
-                edge = rollup_select(f"request_logs l WHERE l.created_at >= {low} AND l.created_at < {high}")
-                selects.append(f"SELECT {', '.join(columns)}, {current} AS current FROM ({edge}) edge")
-            else:
-                read = ", ".join(f"{column} AS hour" if c == "hour" and column != "hour" else c for c in columns)
-                selects.append(f"SELECT {read}, {current} AS current FROM {table} "
-                               f"WHERE {column} >= {low} AND {column} < {high}")
+                args.append(edges.piece(start, end))
+                selects.append(f"SELECT {read}, {current} AS current FROM {_Edges.TABLE} WHERE piece = ${len(args)}")
+                continue
+            args += [start, end]
+            read = ", ".join(f"{column} AS hour" if c == "hour" and column != "hour" else c for c in columns)
+            selects.append(f"SELECT {read}, {current} AS current FROM {table} "
+                           f"WHERE {column} >= ${len(args) - 1} AND {column} < ${len(args)}")
     if not selects:
         selects.append(f"SELECT {', '.join(columns)}, true AS current FROM request_rollups WHERE false")
     return "\n    UNION ALL\n    ".join(selects)
 
 
-def _fill_stage(windows: list[tuple[bool, datetime, datetime, tuple]], bucket: timedelta) -> tuple[str, list]:
-    """The statement filling the stage from the windows, and its arguments."""
+def _fill_stage(combinations: list[tuple[bool, datetime, datetime, tuple]],
+                points: list[tuple[bool, datetime, datetime, tuple]], bucket: timedelta, edges: _Edges,
+                present: datetime) -> tuple[str, list]:
+    """The statement filling the stage with the combinations of ``combinations`` and the chart
+    points of ``points``, and its arguments."""
     args: list = [bucket, BUCKET_ORIGIN]
-    source = _source(windows, ("org_id", "hour", "feature", "provider", "model_used") + _STAGE_SUMS, args)
+    by_combination = _source(combinations, ("org_id", "feature", "provider", "model_used") + _STAGE_SUMS, args,
+                             edges, present)
+    by_point = _source(points, ("org_id", "hour") + _STAGE_SUMS, args, edges, present)
     return f"""
 INSERT INTO {_STAGE}
-SELECT org_id, current, GROUPING(feature) = 1, feature, provider, model_used, bucket, {_summed(_STAGE_SUMS)}
+SELECT org_id, current, false, feature, provider, model_used, NULL, {_summed(_STAGE_SUMS)}
 FROM (
-    SELECT *, CASE WHEN current THEN date_bin($1, hour, $2) END AS bucket
-    FROM (
-    {source}
-    ) pieces
+    {by_combination}
 ) src
-GROUP BY GROUPING SETS ((org_id, current, feature, provider, model_used), (org_id, current, bucket))""", args
+GROUP BY org_id, current, feature, provider, model_used
+UNION ALL
+SELECT org_id, true, true, NULL, NULL, NULL, date_bin($1, hour, $2), {_summed(_STAGE_SUMS)}
+FROM (
+    {by_point}
+) src
+GROUP BY org_id, date_bin($1, hour, $2)""", args
 
 
-def _ttfb(windows: list[tuple[bool, datetime, datetime, tuple]]) -> tuple[str, list]:
+def _ttfb(windows: list[tuple[bool, datetime, datetime, tuple]], edges: _Edges,
+          present: datetime) -> tuple[str, list]:
     """The query of each org's merged time-to-first-byte histogram per window, and its arguments."""
     args: list = []
-    source = _source(windows, ("org_id", "ttfb_buckets"), args)
+    source = _source(windows, ("org_id", "ttfb_buckets"), args, edges, present)
     return f"""
 SELECT org_id, current, {merged_histogram("ttfb_buckets")} AS ttfb_buckets
 FROM (
@@ -184,6 +255,10 @@ _SERIES = f"""
 SELECT org_id, bucket, requests, errors, coalesce(cost_usd, 0)::float8 AS cost_usd, latency_buckets
 FROM {_STAGE} WHERE point AND current"""
 
+_WHOLE_POINTS = """
+SELECT org_id, start AS bucket, requests, errors, cost_usd::float8, latency_p95_ms FROM rollup_points
+WHERE bucket_hours = $1 AND start >= $2 AND start < $3"""
+
 _DROPS = """
 SELECT org_id, sum(count)::bigint AS dropped FROM event_drops
 WHERE minute >= $1 AND minute < $2 GROUP BY org_id"""
@@ -229,24 +304,34 @@ def _with_percentiles(row: asyncpg.Record) -> dict:
     return values
 
 
-async def summarize_period(conn: asyncpg.Connection, period: Period, now: datetime,
-                           org_ids: list[int]) -> dict[int, dict]:
-    """The summary of ``period`` ending at ``now`` for every org in ``org_ids``."""
+async def summarize_period(conn: asyncpg.Connection, period: Period, now: datetime, org_ids: list[int],
+                           edges: _Edges | None = None) -> dict[int, dict]:
+    """The summary of ``period`` ending at ``now`` for every org in ``org_ids``; ``edges`` shares
+    the raw part-hours a run reads between its periods."""
     start, previous_start = now - period.length, now - 2 * period.length
+    edges = edges if edges is not None else _Edges()
+    present = max(now, datetime.now(timezone.utc))
 
     async def fetch(query: str) -> list[dict]:
         return [_with_percentiles(r) for r in await conn.fetch(query)]
 
-    # The previous window feeds no chart: every level serves it; the current one's chart points
-    # need levels no longer than a point.
+    # The combinations and time to first byte come from every level; the current window's chart
+    # points from levels no longer than a point.
+    windows = [(False, previous_start, start, _LEVELS), (True, start, now, _LEVELS)]
+    # The chart's whole points are the rollups job's (rollup_points); the part-points at either
+    # end are merged here, from levels no longer than a point.
     chart_levels = tuple(level for level in _LEVELS if period.bucket % level[0] == timedelta(0))
-    fill, fill_args = _fill_stage([(False, previous_start, start, _LEVELS), (True, start, now, chart_levels)],
-                                  period.bucket)
-    ttfb, ttfb_args = _ttfb([(False, previous_start, start, _LEVELS), (True, start, now, _LEVELS)])
+    whole_start, whole_end = _bucket_ceil(start, period.bucket), _bucket_floor(now, period.bucket)
+    if whole_start >= whole_end:
+        whole_start = whole_end = start
+    parts = [(True, start, whole_start, chart_levels), (True, whole_end, now, chart_levels)]
+    fill, fill_args = _fill_stage(windows, parts, period.bucket, edges, present)
+    ttfb, ttfb_args = _ttfb(windows, edges, present)
     await conn.execute(_STAGE_TABLE)
     async with conn.transaction():
         # Room to merge the histograms in memory (a hash per group) rather than sort wide rows on disk.
         await conn.execute(f"SET LOCAL work_mem = '{_MERGE_MEMORY}'")
+        await edges.store(conn)
         await conn.execute(fill, *fill_args)
         ttfb_p95 = {(r["org_id"], r["current"]): histogram.quantile(r["ttfb_buckets"], 0.95)
                     for r in await conn.fetch(ttfb, *ttfb_args)}
@@ -257,6 +342,7 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
         models, providers, features = await fetch(_MODELS), await fetch(_PROVIDERS), await fetch(_FEATURES)
         series = [dict(r, latency_p95_ms=histogram.quantile(r["latency_buckets"], 0.95))  # a point shows its p95
                   for r in await conn.fetch(_SERIES)]
+        series += await conn.fetch(_WHOLE_POINTS, period.bucket // _HOUR, whole_start, whole_end)
     by_org: dict[int, dict] = {org_id: {
         "period": period.name, "computed_at": _iso(now),
         "window": {"start": _iso(start), "end": _iso(now)},
@@ -319,7 +405,7 @@ async def _add_series(by_org: dict[int, dict], rows: list, start: datetime, end:
                       bucket: timedelta) -> None:
     found = {(r["org_id"], r["bucket"]): r for r in rows}
     edges = []
-    at = BUCKET_ORIGIN + (start - BUCKET_ORIGIN) // bucket * bucket  # the whole hour (or day) it falls in
+    at = _bucket_floor(start, bucket)  # the whole hour (or day) it falls in
     while at < end:
         edges.append((at, _iso(at)))
         at += bucket
@@ -346,8 +432,9 @@ async def run_aggregator(conn: asyncpg.Connection, now: datetime | None = None) 
     await run_rollups(conn)
     org_ids = [r["id"] for r in await conn.fetch("SELECT id FROM organizations ORDER BY id")]
     rows = []
+    edges = _Edges()
     for period in PERIODS:
-        summaries = await summarize_period(conn, period, now, org_ids)
+        summaries = await summarize_period(conn, period, now, org_ids, edges)
         for n, (org_id, summary) in enumerate(summaries.items(), 1):
             rows.append((org_id, period.name, now, orjson.dumps(summary).decode()))
             if n % _ORGS_PER_SLICE == 0:

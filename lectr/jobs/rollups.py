@@ -10,7 +10,8 @@ writer's own transaction. A run, under an advisory lock so one runs at a time an
 1. ``DELETE FROM rollup_dirty RETURNING`` — takes exactly the marks committed so far;
 2. deletes and re-inserts the rollups of those org-hours from ``request_logs`` (a later
    statement, so under READ COMMITTED it sees at least every row whose mark it took), re-merges
-   their six-hour blocks and days, and stores their latency p95s (``rollup_hour_p95``).
+   their six-hour blocks and days, and stores their latency p95s (``rollup_hour_p95``) and the
+   dashboard's chart points of their hours, blocks and days (``rollup_points``).
 
 A row that commits late — a spool replayed after an outage with hours-old ``created_at``, a slow
 worker's flush, writers committing out of id order — carries its mark with it, so its hour is
@@ -187,6 +188,45 @@ async def _store_p95s(conn: asyncpg.Connection) -> None:
             records=[(org_id, hour, *h) for (org_id, hour), h in hours.items()])
 
 
+# Each recomputed hour's, six-hour block's and day's chart point per org (migration 011): the
+# aggregator's merge and quantile of the bucket, stored so that it reads a whole point as a row.
+_POINT_BUCKETS = f"""
+CREATE TEMP TABLE IF NOT EXISTS rollup_point_todo (org_id bigint NOT NULL, bucket_hours int NOT NULL,
+                                                   start timestamptz NOT NULL) ON COMMIT DELETE ROWS;
+TRUNCATE rollup_point_todo;
+INSERT INTO rollup_point_todo
+SELECT DISTINCT org_id, 1, hour FROM rollup_todo
+UNION ALL SELECT DISTINCT org_id, 6, {_COARSER[0][2]} FROM rollup_todo
+UNION ALL SELECT DISTINCT org_id, 24, {_COARSER[1][2]} FROM rollup_todo;
+DELETE FROM rollup_points p USING rollup_point_todo t
+WHERE p.org_id = t.org_id AND p.bucket_hours = t.bucket_hours AND p.start = t.start"""
+_POINT_SOURCE = " UNION ALL ".join(f"""
+SELECT r.org_id, t.bucket_hours, t.start, sum(r.requests)::bigint AS requests, sum(r.errors)::bigint AS errors,
+       sum(r.cost_usd) AS cost_usd, {merged_histogram("latency_buckets")} AS counts
+FROM rollup_point_todo t JOIN {table} r ON r.org_id = t.org_id AND r.{column} = t.start
+WHERE t.bucket_hours = {hours} GROUP BY r.org_id, t.bucket_hours, t.start""" for hours, table, column in (
+    (1, "request_rollups", "hour"), (6, "request_rollups_6h", "hour"), (24, "request_rollups_daily", "day")))
+
+
+async def _store_points(conn: asyncpg.Connection) -> None:
+    """Replace the chart points of every hour, block and day of the org-hours in ``rollup_todo``."""
+    await conn.execute(_POINT_BUCKETS)
+    points = []
+    async for r in conn.cursor(_POINT_SOURCE, prefetch=2000):  # a catch-up's a batch at a time
+        points.append((r["org_id"], r["bucket_hours"], r["start"], r["requests"], r["errors"], r["cost_usd"],
+                       histogram.quantile(r["counts"], P95)))
+        if len(points) == 2000:
+            await _copy_points(conn, points)
+    await _copy_points(conn, points)
+
+
+async def _copy_points(conn: asyncpg.Connection, points: list[tuple]) -> None:
+    if points:
+        await conn.copy_records_to_table("rollup_points", records=points, columns=(
+            "org_id", "bucket_hours", "start", "requests", "errors", "cost_usd", "latency_p95_ms"))
+        points.clear()
+
+
 async def run_rollups(conn: asyncpg.Connection) -> int:
     """Bring ``request_rollups`` up to date; returns the number of org-hours recomputed.
 
@@ -206,6 +246,7 @@ async def run_rollups(conn: asyncpg.Connection) -> int:
             for remerge in _REMERGE:
                 await conn.execute(remerge)
             await _store_p95s(conn)
+            await _store_points(conn)
             await conn.execute("TRUNCATE rollup_todo")
     log.debug("rollups recomputed %d org-hours", hours)
     return hours

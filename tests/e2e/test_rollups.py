@@ -109,6 +109,21 @@ async def assert_rollups_match(conn: asyncpg.Connection) -> None:
         scopes = got_p95s[(r["org_id"], r["hour"])] = dict(zip(r["features"], r["feature_p95_ms"]))
         scopes[None] = r["p95_ms"]
     assert got_p95s == want_p95s
+    # Each org's chart point of every hour, six-hour block and day: the aggregator's merge and quantile.
+    merged_points: dict[tuple, list] = {}
+    for (org_id, hour, *_), values in expected.items():
+        for hours, start in ((1, hour), (6, hour.replace(hour=hour.hour // 6 * 6)), (24, hour.replace(hour=0))):
+            point = merged_points.setdefault((org_id, hours, start), [0, 0, 0, histogram.empty()])
+            point[0] += values["requests"]
+            point[1] += values["errors"]
+            point[2] += values["cost_usd"]
+            point[3] = histogram.merge(point[3], values["latency_buckets"])
+    want_points = {key: (requests, errors, cost, histogram.quantile(counts, 0.95))
+                   for key, (requests, errors, cost, counts) in merged_points.items()}
+    got_points = {(r["org_id"], r["bucket_hours"], r["start"]): (r["requests"], r["errors"], r["cost_usd"],
+                                                                 r["latency_p95_ms"])
+                  for r in await conn.fetch("SELECT * FROM rollup_points")}
+    assert got_points == want_points
 
 
 def random_row(rng: random.Random, org_ids: list[int], at: datetime) -> tuple:
