@@ -11,7 +11,7 @@ brings the rollups up to date (the one-off catch-up), and times
   the 240 (the p95s as the rollups job stored them, migration 010), and a steady-state one (the next run of the same process, whose p95s
   are kept between runs); the part of each spent in the detector itself (``evaluate``) is shown,
 
-then grows the table to the next size over the same 30 days and times them again. The rollups
+then empties the tables, fills the next size over the same 30 days and times them again. The rollups
 have one row per org, hour and feature whatever N is, so the times should stay flat.
 
     python -m lectr.bench.rollup_scale                       # 1M then 10M rows, embedded Postgres
@@ -143,21 +143,23 @@ async def _run(url: str, sizes: list[int], orgs: int, repeats: int, server_is_lo
     start = now - timedelta(days=_DAYS)
     first_day = start.replace(hour=0, minute=0, second=0, microsecond=0)
     await partitions.ensure_partitions(conn, first_day.date(), days_ahead=_DAYS + 2)
-    await conn.execute("TRUNCATE request_logs, organizations CASCADE")
-    await conn.execute("INSERT INTO organizations (name) SELECT 'scale-' || g FROM generate_series(1, $1) g", orgs)
-    first = await conn.fetchval("SELECT min(id) FROM organizations")
-    results, written = [], 0
+    results = []
     for size in sorted(sizes):
+        # Each size from empty tables, so every size's rollups are built by one catch-up alike (a
+        # second catch-up over the same org-hours would leave half of each table dead rows).
+        await conn.execute("TRUNCATE request_logs, organizations CASCADE")
+        await conn.execute("INSERT INTO organizations (name) SELECT 'scale-' || g FROM generate_series(1, $1) g",
+                           orgs)
+        first = await conn.fetchval("SELECT min(id) FROM organizations")
         fill_started = time.perf_counter()
         # The 30 days before now, one day (one partition) per statement, rows in time order.
         cuts = [start] + [first_day + timedelta(days=d) for d in range(1, _DAYS + 1)] + [now]
         spans = [(lo, hi) for lo, hi in zip(cuts, cuts[1:]) if lo < hi]
-        added, total = 0, size - written
+        added, total = 0, size
         for lo, hi in spans:
             rows = round(total * (hi - start) / (now - start)) - added
             await conn.execute(_FILL, first, orgs, lo, rows, hi - lo)
             added += rows
-        written = size
         fill = time.perf_counter() - fill_started
         catch_up, _ = await clock.measure(lambda: run_rollups(conn))
         await conn.execute("VACUUM ANALYZE request_rollups, request_rollups_6h, request_rollups_daily")

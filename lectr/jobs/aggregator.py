@@ -47,8 +47,6 @@ _LEVELS = ((_DAY, "request_rollups_daily", "day"), (_SIX_HOURS, "request_rollups
 # current window (``point``), from the levels its points allow. Totals, models, providers and
 # features are grouped from the few combinations. The cost of a merged histogram is mostly per
 # source row (187 sums for each), so each grouping reads as few rows as its figures allow.
-# Time to first byte only feeds the totals: its histograms are merged apart, per org and window,
-# from the coarsest rollups, so the stage carries one histogram, not two.
 _STAGE = "lectr_aggregator_stage"
 _MERGE_MEMORY = "256MB"
 _STAGE_TABLE = f"""
@@ -57,12 +55,14 @@ CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
     requests bigint, errors bigint, cost_usd numeric, prompt_tokens bigint, completion_tokens bigint,
     latency_ms_sum float8, latency_buckets int[], ttfb_count bigint, ttfb_ms_sum float8,
     measured_requests bigint, partial_cost_requests bigint, unpriced_requests bigint, unread_requests bigint,
-    provider_fault_errors bigint, connection_errors bigint, lectr_fault_errors bigint);
+    provider_fault_errors bigint, connection_errors bigint, lectr_fault_errors bigint, ttfb_buckets int[]);
 TRUNCATE {_STAGE}"""
 _STAGE_SUMS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_ms_sum",
                "latency_buckets", "ttfb_count", "ttfb_ms_sum", "measured_requests",
                "partial_cost_requests", "unpriced_requests", "unread_requests", "provider_fault_errors",
                "connection_errors", "lectr_fault_errors")
+# Time to first byte only feeds the totals: the combinations carry its histogram, the points not.
+_COMBINATION_SUMS = _STAGE_SUMS + ("ttfb_buckets",)
 _DIMENSIONS = ("org_id", "hour", "feature", "provider", "model_used")
 
 
@@ -170,35 +170,22 @@ def _fill_stage(combinations: list[tuple[bool, datetime, datetime, tuple]],
     """The statement filling the stage with the combinations of ``combinations`` and the chart
     points of ``points``, and its arguments."""
     args: list = [bucket, BUCKET_ORIGIN]
-    by_combination = _source(combinations, ("org_id", "feature", "provider", "model_used") + _STAGE_SUMS, args,
-                             edges, present)
+    by_combination = _source(combinations, ("org_id", "feature", "provider", "model_used") + _COMBINATION_SUMS,
+                             args, edges, present)
     by_point = _source(points, ("org_id", "hour") + _STAGE_SUMS, args, edges, present)
     return f"""
-INSERT INTO {_STAGE}
-SELECT org_id, current, false, feature, provider, model_used, NULL, {_summed(_STAGE_SUMS)}
+INSERT INTO {_STAGE} (org_id, current, point, feature, provider, model_used, bucket, {', '.join(_COMBINATION_SUMS)})
+SELECT org_id, current, false, feature, provider, model_used, NULL, {_summed(_COMBINATION_SUMS)}
 FROM (
     {by_combination}
 ) src
 GROUP BY org_id, current, feature, provider, model_used
 UNION ALL
-SELECT org_id, true, true, NULL, NULL, NULL, date_bin($1, hour, $2), {_summed(_STAGE_SUMS)}
+SELECT org_id, true, true, NULL, NULL, NULL, date_bin($1, hour, $2), {_summed(_STAGE_SUMS)}, NULL
 FROM (
     {by_point}
 ) src
 GROUP BY org_id, date_bin($1, hour, $2)""", args
-
-
-def _ttfb(windows: list[tuple[bool, datetime, datetime, tuple]], edges: _Edges,
-          present: datetime) -> tuple[str, list]:
-    """The query of each org's merged time-to-first-byte histogram per window, and its arguments."""
-    args: list = []
-    source = _source(windows, ("org_id", "ttfb_buckets"), args, edges, present)
-    return f"""
-SELECT org_id, current, {merged_histogram("ttfb_buckets")} AS ttfb_buckets
-FROM (
-    {source}
-) src
-GROUP BY 1, 2""", args
 
 
 _LATENCY = f"""
@@ -214,6 +201,7 @@ SELECT org_id, current,
        coalesce(sum(completion_tokens), 0)::bigint AS completion_tokens,
        {_LATENCY},
        sum(ttfb_ms_sum) / nullif(sum(ttfb_count), 0) AS ttfb_avg_ms,
+       {merged_histogram("ttfb_buckets")} AS ttfb_buckets,
        sum(measured_requests)::bigint AS measured_requests,
        sum(partial_cost_requests)::bigint AS partial_cost_requests,
        sum(unpriced_requests)::bigint AS unpriced_requests,
@@ -263,8 +251,10 @@ _DROPS = """
 SELECT org_id, sum(count)::bigint AS dropped FROM event_drops
 WHERE minute >= $1 AND minute < $2 GROUP BY org_id"""
 
+# One statement for every summary of a run (arrays of org ids, periods and JSON texts).
 _UPSERT = """
-INSERT INTO dashboard_summaries (org_id, period, computed_at, data) VALUES ($1, $2, $3, $4::jsonb)
+INSERT INTO dashboard_summaries (org_id, period, computed_at, data)
+SELECT org_id, period, $3, data::jsonb FROM unnest($1::bigint[], $2::text[], $4::text[]) AS s(org_id, period, data)
 ON CONFLICT (org_id, period) DO UPDATE SET computed_at = EXCLUDED.computed_at, data = EXCLUDED.data"""
 
 _TOTAL_KEYS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_tokens", "latency_avg_ms",
@@ -326,19 +316,13 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
         whole_start = whole_end = start
     parts = [(True, start, whole_start, chart_levels), (True, whole_end, now, chart_levels)]
     fill, fill_args = _fill_stage(windows, parts, period.bucket, edges, present)
-    ttfb, ttfb_args = _ttfb(windows, edges, present)
     await conn.execute(_STAGE_TABLE)
     async with conn.transaction():
         # Room to merge the histograms in memory (a hash per group) rather than sort wide rows on disk.
         await conn.execute(f"SET LOCAL work_mem = '{_MERGE_MEMORY}'")
         await edges.store(conn)
         await conn.execute(fill, *fill_args)
-        ttfb_p95 = {(r["org_id"], r["current"]): histogram.quantile(r["ttfb_buckets"], 0.95)
-                    for r in await conn.fetch(ttfb, *ttfb_args)}
-        totals = {}
-        for r in await fetch(_TOTALS):
-            r["ttfb_p95_ms"] = ttfb_p95.get((r["org_id"], r["current"]))
-            totals[(r["org_id"], r["current"])] = r
+        totals = {(r["org_id"], r["current"]): r for r in await fetch(_TOTALS)}
         models, providers, features = await fetch(_MODELS), await fetch(_PROVIDERS), await fetch(_FEATURES)
         series = [dict(r, latency_p95_ms=histogram.quantile(r["latency_buckets"], 0.95))  # a point shows its p95
                   for r in await conn.fetch(_SERIES)]
@@ -436,9 +420,10 @@ async def run_aggregator(conn: asyncpg.Connection, now: datetime | None = None) 
     for period in PERIODS:
         summaries = await summarize_period(conn, period, now, org_ids, edges)
         for n, (org_id, summary) in enumerate(summaries.items(), 1):
-            rows.append((org_id, period.name, now, orjson.dumps(summary).decode()))
+            rows.append((org_id, period.name, orjson.dumps(summary).decode()))
             if n % _ORGS_PER_SLICE == 0:
                 await asyncio.sleep(0)
-    await conn.executemany(_UPSERT, rows)
+    org_ids, periods, texts = zip(*rows) if rows else ((), (), ())
+    await conn.execute(_UPSERT, list(org_ids), list(periods), now, list(texts))
     log.debug("aggregator wrote %d summaries", len(rows))
     return len(rows)

@@ -199,7 +199,8 @@ SELECT DISTINCT org_id, 1, hour FROM rollup_todo
 UNION ALL SELECT DISTINCT org_id, 6, {_COARSER[0][2]} FROM rollup_todo
 UNION ALL SELECT DISTINCT org_id, 24, {_COARSER[1][2]} FROM rollup_todo;
 DELETE FROM rollup_points p USING rollup_point_todo t
-WHERE p.org_id = t.org_id AND p.bucket_hours = t.bucket_hours AND p.start = t.start"""
+WHERE p.org_id = t.org_id AND p.bucket_hours = t.bucket_hours AND p.start = t.start;
+ANALYZE rollup_point_todo"""
 _POINT_SOURCE = " UNION ALL ".join(f"""
 SELECT r.org_id, t.bucket_hours, t.start, sum(r.requests)::bigint AS requests, sum(r.errors)::bigint AS errors,
        sum(r.cost_usd) AS cost_usd, {merged_histogram("latency_buckets")} AS counts
