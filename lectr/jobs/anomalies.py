@@ -122,9 +122,20 @@ async def load_scopes(conn: asyncpg.Connection, org_id: int, start: int, end: in
 
 # Hours as hours since the epoch; the pairs (org, hour) of $1 and $2, with $3..$4 their range.
 _HOUR_NUMBER = "extract(epoch FROM r.hour)::bigint / 3600"
-_PAIRS = """request_rollups r JOIN unnest($1::bigint[], $2::timestamptz[]) AS s(org_id, hour)
+_PAIRS = """{table} r JOIN unnest($1::bigint[], $2::timestamptz[]) AS s(org_id, hour)
   ON r.org_id = s.org_id AND r.hour = s.hour
 WHERE r.hour >= $3 AND r.hour <= $4  -- an index range, whatever plan the pairs get"""
+
+
+def _org_hours(table: str) -> str:
+    """The FROM clause reading the org-hours of ``_pairs``'s arguments from ``table``."""
+    return _PAIRS.format(table=table)
+
+
+def _pairs(org_hours) -> tuple:
+    """The arguments of ``_org_hours``: org ids, hours, first and last hour."""
+    return ([org_id for org_id, _ in org_hours], [hour_time(h) for _, h in org_hours],
+            hour_time(min(h for _, h in org_hours)), hour_time(max(h for _, h in org_hours)))
 
 
 async def load_all_scopes(conn: asyncpg.Connection, org_ids: list[int], start: int, end: int,
@@ -160,13 +171,12 @@ async def _read_hours(conn: asyncpg.Connection, org_hours: dict[tuple[int, int],
                       ) -> dict[tuple[int, int], dict[str | None, HourStats]]:
     """``{(org, hour): {scope: its HourStats}}`` of those org-hours (``{(org, hour): its
     signature}``), the org as a whole (scope None) and each feature."""
-    pairs = ([org_id for org_id, _ in org_hours], [hour_time(h) for _, h in org_hours],
-             hour_time(min(h for _, h in org_hours)), hour_time(max(h for _, h in org_hours)))
+    pairs = _pairs(org_hours)
     rows = await conn.fetch(f"""
         SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.feature, r.model_used, sum(r.requests)::bigint AS requests,
                sum(r.errors_provider + r.errors_lectr + r.errors_client)::bigint AS errors,
                sum(r.cost_usd)::float8 AS cost, sum(r.cost_sq_usd) AS cost_sq
-        FROM {_PAIRS}
+        FROM {_org_hours("request_rollups")}
         GROUP BY r.org_id, r.hour, r.feature, r.model_used""", *pairs)
     # (org, hour) -> scope -> [requests, errors, cost, cost², {model: requests}]
     acc: dict[tuple[int, int], dict[str | None, list]] = {}
@@ -185,9 +195,7 @@ async def _read_hours(conn: asyncpg.Connection, org_hours: dict[tuple[int, int],
     p95s = await _stored_p95s(conn, pairs, org_hours)
     missing = [key for key in org_hours if key not in p95s]
     if missing:  # stored by no rollups run yet, or the hour changed since: merged here
-        p95s.update(await _read_p95s(conn, ([org_id for org_id, _ in missing], [hour_time(h) for _, h in missing],
-                                            hour_time(min(h for _, h in missing)),
-                                            hour_time(max(h for _, h in missing)))))
+        p95s.update(await _read_p95s(conn, _pairs(missing)))
     return {key: {scope: HourStats(requests=h[0], errors=h[1], cost_usd=h[2],
                                    latency_p95_ms=p95s.get(key, {}).get(scope), models=h[4], cost_sq_usd=h[3])
                   for scope, h in scopes.items()}
@@ -212,7 +220,7 @@ def _series(org_id: int, hours: dict[int, dict[str | None, HourStats]], start: i
 _MERGED_LATENCY = f"""
 SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.feature, GROUPING(r.feature) = 1 AS whole,
        {merged_histogram("latency_buckets")} AS counts
-FROM {_PAIRS}
+FROM {{org_hours}}
 GROUP BY GROUPING SETS ((r.org_id, r.hour, r.feature), (r.org_id, r.hour))"""
 
 
@@ -224,9 +232,7 @@ async def _stored_p95s(conn: asyncpg.Connection, pairs: tuple, signatures: dict[
     out: dict[tuple[int, int], dict[str | None, float | None]] = {}
     for r in await conn.fetch(f"""
             SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.rollup_rows, r.requests, r.p95_ms, r.features, r.feature_p95_ms
-            FROM rollup_hour_p95 r JOIN unnest($1::bigint[], $2::timestamptz[]) AS s(org_id, hour)
-              ON r.org_id = s.org_id AND r.hour = s.hour
-            WHERE r.hour >= $3 AND r.hour <= $4""", *pairs):
+            FROM {_org_hours("rollup_hour_p95")}""", *pairs):
         key = (r["org_id"], r["hour"])
         if signatures.get(key) == (r["rollup_rows"], r["requests"]):
             scopes = out[key] = dict(zip(r["features"], r["feature_p95_ms"]))
@@ -236,9 +242,9 @@ async def _stored_p95s(conn: asyncpg.Connection, pairs: tuple, signatures: dict[
 
 async def _read_p95s(conn: asyncpg.Connection, pairs: tuple) -> dict[tuple[int, int], dict[str | None, float | None]]:
     """``{(org, hour): {scope: p95 ms}}`` from the merged latency histograms of the org-hours
-    ``pairs`` (as ``_PAIRS`` takes them)."""
+    ``pairs`` (as ``_pairs`` builds them)."""
     out: dict[tuple[int, int], dict[str | None, float | None]] = {}
-    for r in await conn.fetch(_MERGED_LATENCY, *pairs):
+    for r in await conn.fetch(_MERGED_LATENCY.format(org_hours=_org_hours("request_rollups")), *pairs):
         scope = None if r["whole"] else r["feature"]
         out.setdefault((r["org_id"], r["hour"]), {})[scope] = hg.quantile(r["counts"], 0.95, spread=True)
     return out
