@@ -16,31 +16,13 @@ import orjson
 
 from lectr.analysis import histogram
 from lectr.analysis.summary import PERIOD_NAMES, PERIODS, Period  # noqa: F401 -- the one summary shape
-from lectr.jobs.rollups import KEY, MEASURES, merged_histogram, rollup_select, run_rollups
+from lectr.jobs.rollups import merged_histogram, run_rollups
+from lectr.jobs.windows import BUCKET_ORIGIN, HOUR, LEVELS, Edges, bucket_ceil, bucket_floor, source
 
 log = logging.getLogger(__name__)
 # The aggregator runs in the cold process, beside the admin listener: it yields after this many
 # orgs' worth of assembly, so an API or dashboard request never waits long behind it.
 _ORGS_PER_SLICE = 25
-
-
-
-# Every bucket starts on a whole hour (or day) in UTC, so chart ticks fall on whole hours and days.
-BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
-_HOUR = timedelta(hours=1)
-_DAY = timedelta(days=1)
-
-# Figures come from the coarsest rollups that fit each part of a window: request_rollups_daily for
-# its whole UTC days, request_rollups_6h for the whole six-hour blocks left at either end,
-# request_rollups for the whole hours left. What is left are part-hours at the window's edges; a
-# part-hour that is most of a past hour is that hour's rollups less the raw rows of the rest, any
-# other part-hour (and the present hour, whose rollups move while they are read) is read raw. So
-# every count and sum is what a scan of the raw rows gives, at the cost of at most half an hour of
-# raw rows at each past edge, each read once per run (``_Edges``). A window whose chart points are
-# shorter than a level skips that level.
-_SIX_HOURS = timedelta(hours=6)
-_LEVELS = ((_DAY, "request_rollups_daily", "day"), (_SIX_HOURS, "request_rollups_6h", "hour"),
-           (_HOUR, "request_rollups", "hour"))
 
 # Each period's source rows are merged into the stage: one row per org, window, feature, provider
 # and model (a combination), from the coarsest levels; and one per org and chart point of the
@@ -63,116 +45,21 @@ _STAGE_SUMS = ("requests", "errors", "cost_usd", "prompt_tokens", "completion_to
                "connection_errors", "lectr_fault_errors")
 # Time to first byte only feeds the totals: the combinations carry its histogram, the points not.
 _COMBINATION_SUMS = _STAGE_SUMS + ("ttfb_buckets",)
-_DIMENSIONS = ("org_id", "hour", "feature", "provider", "model_used")
-
-
-def _bucket_floor(at: datetime, bucket: timedelta) -> datetime:
-    return BUCKET_ORIGIN + (at - BUCKET_ORIGIN) // bucket * bucket
-
-
-def _bucket_ceil(at: datetime, bucket: timedelta) -> datetime:
-    return BUCKET_ORIGIN - (BUCKET_ORIGIN - at) // bucket * bucket
 
 
 def _summed(columns: tuple[str, ...]) -> str:
     return ", ".join(merged_histogram(c) if c.endswith("_buckets") else f"sum({c})" for c in columns)
 
 
-def _negated(column: str) -> str:
-    if column in _DIMENSIONS:
-        return column
-    if column.endswith("_buckets"):
-        return f"ARRAY(SELECT -n FROM unnest({column}) n) AS {column}"
-    return f"-{column} AS {column}"
-
-
-class _Edges:
-    """The raw part-hours a run reads, each aggregated once into a temporary table of rollup rows
-    (``piece`` numbers them) however many windows and groupings use it."""
-
-    TABLE = "lectr_aggregator_edges"
-
-    def __init__(self) -> None:
-        self.pieces: dict[tuple[datetime, datetime], int] = {}
-        self._stored = 0
-
-    def piece(self, start: datetime, end: datetime) -> int:
-        return self.pieces.setdefault((start, end), len(self.pieces))
-
-    async def store(self, conn: asyncpg.Connection) -> None:
-        """Aggregate the pieces named since the last call."""
-        if not self._stored:
-            await conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {self.TABLE} (piece int, LIKE request_rollups);"
-                               f"TRUNCATE {self.TABLE}")
-        for (start, end), n in list(self.pieces.items())[self._stored:]:
-            select = rollup_select("request_logs l WHERE l.created_at >= $2 AND l.created_at < $3")
-            await conn.execute(f"INSERT INTO {self.TABLE} (piece, {', '.join(KEY + MEASURES)}) "
-                               f"SELECT $1::int, * FROM ({select}) edge", n, start, end)
-        self._stored = len(self.pieces)
-
-
-def _part_hours(lo: datetime, hi: datetime, present: datetime) -> list[tuple[str | None, str, datetime, datetime, int]]:
-    """[lo, hi) with no whole hour inside, as ``(table, time column, start, end, sign)``: raw
-    part-hours (``table`` None), or a past hour's rollups (sign 1) less raw part-hours (sign -1)."""
-    out = []
-    while lo < hi:
-        hour = lo.replace(minute=0, second=0, microsecond=0)
-        end = min(hi, hour + _HOUR)
-        if hour + _HOUR <= present and end - lo > _HOUR / 2:
-            out.append(("request_rollups", "hour", hour, hour + _HOUR, 1))
-            out += [(None, "created_at", a, b, -1) for a, b in ((hour, lo), (end, hour + _HOUR)) if a < b]
-        else:
-            out.append((None, "created_at", lo, end, 1))
-        lo = end
-    return out
-
-
-def _pieces(lo: datetime, hi: datetime, levels: tuple, present: datetime
-            ) -> list[tuple[str | None, str, datetime, datetime, int]]:
-    """[lo, hi) as ``(table, time column, start, end, sign)`` ranges, each whole units of the
-    coarsest level that fits there, the part-hours left as ``_part_hours``."""
-    if lo >= hi:
-        return []
-    if not levels:
-        return _part_hours(lo, hi, present)
-    (length, table, column), finer = levels[0], levels[1:]
-    first, last = _bucket_ceil(lo, length), _bucket_floor(hi, length)
-    if first >= last:
-        return _pieces(lo, hi, finer, present)
-    return (_pieces(lo, first, finer, present) + [(table, column, first, last, 1)]
-            + _pieces(last, hi, finer, present))
-
-
-def _source(windows: list[tuple[bool, datetime, datetime, tuple]], columns: tuple[str, ...], args: list,
-            edges: _Edges, present: datetime) -> str:
-    """A UNION ALL of ``columns`` and ``current`` over the pieces of ``(current, start, end, levels)``
-    windows; their bounds are appended to ``args`` (numbered after what it holds)."""
-    selects = []
-    for current, lo, hi, levels in windows:
-        for table, column, start, end, sign in _pieces(lo, hi, levels, present):
-            read = ", ".join(_negated(c) if sign < 0 else c for c in columns)
-            if table is None:
-                args.append(edges.piece(start, end))
-                selects.append(f"SELECT {read}, {current} AS current FROM {_Edges.TABLE} WHERE piece = ${len(args)}")
-                continue
-            args += [start, end]
-            read = ", ".join(f"{column} AS hour" if c == "hour" and column != "hour" else c for c in columns)
-            selects.append(f"SELECT {read}, {current} AS current FROM {table} "
-                           f"WHERE {column} >= ${len(args) - 1} AND {column} < ${len(args)}")
-    if not selects:
-        selects.append(f"SELECT {', '.join(columns)}, true AS current FROM request_rollups WHERE false")
-    return "\n    UNION ALL\n    ".join(selects)
-
-
 def _fill_stage(combinations: list[tuple[bool, datetime, datetime, tuple]],
-                points: list[tuple[bool, datetime, datetime, tuple]], bucket: timedelta, edges: _Edges,
+                points: list[tuple[bool, datetime, datetime, tuple]], bucket: timedelta, edges: Edges,
                 present: datetime) -> tuple[str, list]:
     """The statement filling the stage with the combinations of ``combinations`` and the chart
     points of ``points``, and its arguments."""
     args: list = [bucket, BUCKET_ORIGIN]
-    by_combination = _source(combinations, ("org_id", "feature", "provider", "model_used") + _COMBINATION_SUMS,
+    by_combination = source(combinations, ("org_id", "feature", "provider", "model_used") + _COMBINATION_SUMS,
                              args, edges, present)
-    by_point = _source(points, ("org_id", "hour") + _STAGE_SUMS, args, edges, present)
+    by_point = source(points, ("org_id", "hour") + _STAGE_SUMS, args, edges, present)
     return f"""
 INSERT INTO {_STAGE} (org_id, current, point, feature, provider, model_used, bucket, {', '.join(_COMBINATION_SUMS)})
 SELECT org_id, current, false, feature, provider, model_used, NULL, {_summed(_COMBINATION_SUMS)}
@@ -295,11 +182,11 @@ def _with_percentiles(row: asyncpg.Record) -> dict:
 
 
 async def summarize_period(conn: asyncpg.Connection, period: Period, now: datetime, org_ids: list[int],
-                           edges: _Edges | None = None) -> dict[int, dict]:
+                           edges: Edges | None = None) -> dict[int, dict]:
     """The summary of ``period`` ending at ``now`` for every org in ``org_ids``; ``edges`` shares
     the raw part-hours a run reads between its periods."""
     start, previous_start = now - period.length, now - 2 * period.length
-    edges = edges if edges is not None else _Edges()
+    edges = edges if edges is not None else Edges()
     present = max(now, datetime.now(timezone.utc))
 
     async def fetch(query: str) -> list[dict]:
@@ -307,11 +194,11 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
 
     # The combinations and time to first byte come from every level; the current window's chart
     # points from levels no longer than a point.
-    windows = [(False, previous_start, start, _LEVELS), (True, start, now, _LEVELS)]
+    windows = [(False, previous_start, start, LEVELS), (True, start, now, LEVELS)]
     # The chart's whole points are the rollups job's (rollup_points); the part-points at either
     # end are merged here, from levels no longer than a point.
-    chart_levels = tuple(level for level in _LEVELS if period.bucket % level[0] == timedelta(0))
-    whole_start, whole_end = _bucket_ceil(start, period.bucket), _bucket_floor(now, period.bucket)
+    chart_levels = tuple(level for level in LEVELS if period.bucket % level[0] == timedelta(0))
+    whole_start, whole_end = bucket_ceil(start, period.bucket), bucket_floor(now, period.bucket)
     if whole_start >= whole_end:
         whole_start = whole_end = start
     parts = [(True, start, whole_start, chart_levels), (True, whole_end, now, chart_levels)]
@@ -326,7 +213,7 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
         models, providers, features = await fetch(_MODELS), await fetch(_PROVIDERS), await fetch(_FEATURES)
         series = [dict(r, latency_p95_ms=histogram.quantile(r["latency_buckets"], 0.95))  # a point shows its p95
                   for r in await conn.fetch(_SERIES)]
-        series += await conn.fetch(_WHOLE_POINTS, period.bucket // _HOUR, whole_start, whole_end)
+        series += await conn.fetch(_WHOLE_POINTS, period.bucket // HOUR, whole_start, whole_end)
     by_org: dict[int, dict] = {org_id: {
         "period": period.name, "computed_at": _iso(now),
         "window": {"start": _iso(start), "end": _iso(now)},
@@ -389,7 +276,7 @@ async def _add_series(by_org: dict[int, dict], rows: list, start: datetime, end:
                       bucket: timedelta) -> None:
     found = {(r["org_id"], r["bucket"]): r for r in rows}
     edges = []
-    at = _bucket_floor(start, bucket)  # the whole hour (or day) it falls in
+    at = bucket_floor(start, bucket)  # the whole hour (or day) it falls in
     while at < end:
         edges.append((at, _iso(at)))
         at += bucket
@@ -416,7 +303,7 @@ async def run_aggregator(conn: asyncpg.Connection, now: datetime | None = None) 
     await run_rollups(conn)
     org_ids = [r["id"] for r in await conn.fetch("SELECT id FROM organizations ORDER BY id")]
     rows = []
-    edges = _Edges()
+    edges = Edges()
     for period in PERIODS:
         summaries = await summarize_period(conn, period, now, org_ids, edges)
         for n, (org_id, summary) in enumerate(summaries.items(), 1):
