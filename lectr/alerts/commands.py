@@ -54,6 +54,7 @@ async def show(args: argparse.Namespace, conn: asyncpg.Connection, url: str) -> 
 
 async def set_(args: argparse.Namespace, conn: asyncpg.Connection, url: str) -> int:
     from lectr.alerts.settings import AlertSettings, get_settings, put_settings
+    from lectr.settings.config import Settings
 
     org_id, name = await _org(conn, args.org)
     current = await get_settings(conn, org_id)
@@ -62,7 +63,8 @@ async def set_(args: argparse.Namespace, conn: asyncpg.Connection, url: str) -> 
         recipients = tuple(part for item in args.email for part in item.split(","))
     webhook = current.webhook_url if args.webhook is None else args.webhook
     stored = await put_settings(conn, org_id, AlertSettings(recipients, current.email_enabled, webhook,
-                                                            current.webhook_enabled))
+                                                            current.webhook_enabled),
+                                allow_private=Settings.from_env().alerts.allow_private_webhooks)
     _describe(name, stored)
     return 0
 

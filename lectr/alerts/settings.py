@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -87,6 +88,27 @@ def check_webhook(raw: str | None) -> str | None:
         raise SettingsError(str(exc), "webhook_url") from None
 
 
+def check_webhook_target(url: str | None, *, allow_private: bool) -> None:
+    """Refuse, when it is set, a webhook URL whose host is written as an internal address (a
+    loopback, private, link-local... IP, or ``localhost``) unless the operator allows them
+    (``LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE``): said when the URL is set rather than at the first
+    alert. A host name is judged when it is resolved, at each delivery (``alerts.webhook``)."""
+    if not url or allow_private:
+        return
+    from lectr.alerts.webhook import ALLOW_PRIVATE_VARIABLE, address_kind, describe_target
+
+    host = (urlsplit(url).hostname or "").rstrip(".").lower()
+    kind = "loopback" if host == "localhost" or host.endswith(".localhost") else None
+    if kind is None:
+        try:
+            kind = address_kind(host)
+        except ValueError:  # a name, not an address
+            return
+    if kind is not None:
+        raise SettingsError(f"webhook_url {describe_target(url)} is a {kind} address; alerts go only to public "
+                            f"addresses unless the operator sets {ALLOW_PRIVATE_VARIABLE}=1", "webhook_url")
+
+
 def check_threshold(raw) -> int | None:
     """A p95 threshold in whole milliseconds, 1..3,600,000; None or empty clears it."""
     if raw is None or (isinstance(raw, str) and not raw.strip()):
@@ -110,10 +132,14 @@ async def get_settings(conn: asyncpg.Connection, org_id: int) -> AlertSettings:
                          row["webhook_enabled"])
 
 
-async def put_settings(conn: asyncpg.Connection, org_id: int, settings: AlertSettings) -> AlertSettings:
-    """Store (replace) the org's settings, validated; return them as stored."""
+async def put_settings(conn: asyncpg.Connection, org_id: int, settings: AlertSettings, *,
+                       allow_private: bool = False) -> AlertSettings:
+    """Store (replace) the org's settings, validated; return them as stored. ``allow_private``:
+    the operator's ``LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE`` (``check_webhook_target``)."""
+    webhook = check_webhook(settings.webhook_url)
+    check_webhook_target(webhook, allow_private=allow_private)
     settings = AlertSettings(check_recipients(list(settings.email_recipients)), bool(settings.email_enabled),
-                             check_webhook(settings.webhook_url), bool(settings.webhook_enabled))
+                             webhook, bool(settings.webhook_enabled))
     await conn.execute("""
         INSERT INTO alert_settings (org_id, email_recipients, email_enabled, webhook_url, webhook_enabled)
         VALUES ($1, $2, $3, $4, $5)

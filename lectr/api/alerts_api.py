@@ -64,7 +64,8 @@ async def put_alert_settings(request: web.Request) -> web.Response:
     async with request.app[STATE].pool.acquire() as conn, conn.transaction():
         try:
             stored = await put_settings(conn, caller.org_id, merge_settings(await get_settings(conn, caller.org_id),
-                                                                            body))
+                                                                            body),
+                                        allow_private=request.app[STATE].alerts.allow_private_webhooks)
         except SettingsError as exc:
             raise ApiError(400, "invalid_parameter", str(exc), param=exc.field) from None
     return json(_settings_body(stored, request))

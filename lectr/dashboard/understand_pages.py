@@ -145,7 +145,8 @@ async def save_alerts(request: web.Request) -> web.StreamResponse:
             current = await alert_settings.get_settings(conn, caller.org_id)
             await alert_settings.put_settings(conn, caller.org_id, alert_settings.AlertSettings(
                 alert_settings.check_recipients(values["email_recipients"]), current.email_enabled,
-                values["webhook_url"], current.webhook_enabled))
+                values["webhook_url"], current.webhook_enabled),
+                allow_private=request.app[STATE].alerts.allow_private_webhooks)
     except alert_settings.SettingsError as exc:
         return await _settings_page(request, caller, status=400, errors={exc.field or "alerts": str(exc)},
                                     values=values)

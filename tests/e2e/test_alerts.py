@@ -13,7 +13,7 @@ from lectr.platform import db
 from lectr.alerts import outbox
 from lectr.settings.alerts import AlertConfig, parse_smtp_url
 from lectr.alerts.job import AlertJob, Backoff, send_test_alerts
-from lectr.alerts.settings import AlertSettings, put_settings
+from lectr.alerts.settings import AlertSettings, SettingsError, get_settings, put_settings
 from lectr.jobs.registry import ALERTS_LOCK
 from lectr.api.orgs import create_org
 from tests.alert_servers import SMTP_PASSWORD, WebhookReceiver, start_smtp
@@ -51,7 +51,9 @@ async def new_org(pool, **settings) -> int:
     async with pool.acquire() as conn:
         org_id, _ = await create_org(conn, f"org-{next(_names)}")
         if settings:
-            await put_settings(conn, org_id, AlertSettings(**settings))
+            # Stored as where internal receivers are allowed (the receivers here are on loopback);
+            # each test's AlertConfig says whether delivery allows them.
+            await put_settings(conn, org_id, AlertSettings(**settings), allow_private=True)
     return org_id
 
 
@@ -299,3 +301,14 @@ async def run_until(pool, job: AlertJob, done, timeout: float = 15.0) -> None:
         assert loop.time() < deadline, "condition not reached"
         await run_job(pool, job)
         await asyncio.sleep(0.05)
+
+
+async def test_an_internal_webhook_is_refused_when_set_unless_the_operator_allows_it(pool, hook):
+    org = await new_org(pool)
+    async with pool.acquire() as conn:
+        with pytest.raises(SettingsError) as exc:
+            await put_settings(conn, org, AlertSettings(webhook_url=hook.url))  # loopback
+        assert exc.value.field == "webhook_url" and "a loopback address" in str(exc.value)
+        assert (await get_settings(conn, org)).webhook_url is None  # nothing stored
+        stored = await put_settings(conn, org, AlertSettings(webhook_url=hook.url), allow_private=True)
+        assert stored.webhook_url == hook.url

@@ -9,7 +9,7 @@ import pytest
 from lectr.settings.alerts import AlertConfig, AlertConfigError, parse_smtp_url
 from lectr.alerts.job import Backoff
 from lectr.alerts.message import compose, format_window
-from lectr.alerts.settings import SettingsError, check_recipients, check_threshold, check_webhook
+from lectr.alerts.settings import SettingsError, check_recipients, check_threshold, check_webhook, check_webhook_target
 from lectr.settings.config import ConfigError, Settings
 
 START = datetime(2025, 5, 1, 14, 0, tzinfo=timezone.utc)
@@ -104,6 +104,27 @@ def test_webhook_https_or_loopback_http():
     assert check_webhook("https://hooks.slack.com/services/T0/B0/XYZ") == "https://hooks.slack.com/services/T0/B0/XYZ"
     assert check_webhook("http://127.0.0.1:9999/hook") == "http://127.0.0.1:9999/hook"
     assert check_webhook("") is None and check_webhook(None) is None
+
+
+@pytest.mark.parametrize("url, kind", [
+    ("http://127.0.0.1:9999/hook", "loopback"), ("https://localhost/hook", "loopback"),
+    ("https://api.localhost./hook", "loopback"), ("https://[::1]/hook", "loopback"),
+    ("https://10.1.2.3/secret-path", "private"), ("https://192.168.0.7/h", "private"),
+    ("https://169.254.169.254/latest/meta-data", "link-local"), ("https://[::ffff:10.0.0.1]/h", "private"),
+    ("https://100.64.0.1/h", "shared"), ("https://0.0.0.0/h", "unspecified")])
+def test_a_webhook_written_as_an_internal_address_is_refused_when_set(url, kind):
+    with pytest.raises(SettingsError) as exc:
+        check_webhook_target(check_webhook(url), allow_private=False)
+    assert exc.value.field == "webhook_url" and f"a {kind} address" in str(exc.value)
+    assert "LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE=1" in str(exc.value)
+    assert "secret-path" not in str(exc.value)  # a webhook path can be a secret
+    check_webhook_target(check_webhook(url), allow_private=True)  # the operator allows them
+
+
+@pytest.mark.parametrize("url", ["https://hooks.slack.com/services/T0/B0/XYZ", "https://8.8.8.8/h",
+                                 "https://internal.example/h", None])
+def test_a_public_address_or_a_name_is_left_to_delivery(url):
+    check_webhook_target(url, allow_private=False)  # names are judged when resolved, at each delivery
 
 
 @pytest.mark.parametrize("raw, expected", [("2000", 2000), (1500, 1500), ("", None), (None, None)])
