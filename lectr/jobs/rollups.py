@@ -144,6 +144,7 @@ def _remerge(table: str, column: str, block: str, length: str, below: str, below
 CREATE TEMP TABLE IF NOT EXISTS rollup_blocks (org_id bigint NOT NULL, start timestamptz NOT NULL) ON COMMIT DELETE ROWS;
 TRUNCATE rollup_blocks;
 INSERT INTO rollup_blocks SELECT DISTINCT org_id, {block} FROM rollup_todo;
+ANALYZE rollup_blocks;  -- a handful of blocks: an index probe each, not a scan of the level below
 DELETE FROM {table} r USING rollup_blocks t WHERE r.org_id = t.org_id AND r.{column} = t.start;
 INSERT INTO {table} (org_id, {column}, feature, task, provider, model_used, {', '.join(MEASURES)})
 SELECT r.org_id, t.start, feature, task, provider, model_used, {_SUMMED}
@@ -161,23 +162,28 @@ _REMERGE = [_remerge(*level) for level in _COARSER]
 _P95_CLEAR = "DELETE FROM rollup_hour_p95 p USING rollup_todo t WHERE p.org_id = t.org_id AND p.hour = t.hour"
 _P95_SOURCE = f"""
 SELECT r.org_id, r.hour, r.feature, GROUPING(r.feature) = 1 AS whole, count(*) AS n,
-       sum(r.requests)::bigint AS requests, {merged_histogram("latency_buckets")} AS counts
+       sum(r.requests)::bigint AS requests, sum(r.errors)::bigint AS errors, sum(r.cost_usd) AS cost_usd,
+       {merged_histogram("latency_buckets")} AS counts
 FROM rollup_todo t JOIN request_rollups r ON r.org_id = t.org_id AND r.hour = t.hour
 GROUP BY GROUPING SETS ((r.org_id, r.hour, r.feature), (r.org_id, r.hour))"""
 P95 = 0.95
 
 
-async def _store_p95s(conn: asyncpg.Connection) -> None:
-    """Replace the rows of ``rollup_hour_p95`` of the org-hours in ``rollup_todo``."""
+async def _store_p95s(conn: asyncpg.Connection) -> list[tuple]:
+    """Replace the rows of ``rollup_hour_p95`` of the org-hours in ``rollup_todo``; return the
+    chart points of those hours (``rollup_points`` rows), merged here already."""
     await conn.execute(_P95_CLEAR)
     # (org, hour) -> [rollup rows, requests, whole p95, features, their p95s]
     hours: dict[tuple, list] = {}
+    points = []
     # A cursor: a catch-up's merged histograms are read a batch at a time, never all at once.
     async for r in conn.cursor(_P95_SOURCE, prefetch=2000):
         h = hours.setdefault((r["org_id"], r["hour"]), [0, 0, None, [], []])
         p95 = histogram.quantile(r["counts"], P95, spread=True)
         if r["whole"]:
             h[0], h[1], h[2] = r["n"], r["requests"], p95
+            points.append((r["org_id"], 1, r["hour"], r["requests"], r["errors"], r["cost_usd"],
+                           histogram.quantile(r["counts"], P95)))
         else:
             h[3].append(r["feature"])
             h[4].append(p95)
@@ -186,10 +192,12 @@ async def _store_p95s(conn: asyncpg.Connection) -> None:
             "rollup_hour_p95", columns=("org_id", "hour", "rollup_rows", "requests", "p95_ms", "features",
                                         "feature_p95_ms"),
             records=[(org_id, hour, *h) for (org_id, hour), h in hours.items()])
+    return points
 
 
 # Each recomputed hour's, six-hour block's and day's chart point per org (migration 011): the
 # aggregator's merge and quantile of the bucket, stored so that it reads a whole point as a row.
+# The hours' points come from the merge ``_store_p95s`` makes anyway; the blocks' and days' here.
 _POINT_BUCKETS = f"""
 CREATE TEMP TABLE IF NOT EXISTS rollup_point_todo (org_id bigint NOT NULL, bucket_hours int NOT NULL,
                                                    start timestamptz NOT NULL) ON COMMIT DELETE ROWS;
@@ -206,12 +214,14 @@ SELECT r.org_id, t.bucket_hours, t.start, sum(r.requests)::bigint AS requests, s
        sum(r.cost_usd) AS cost_usd, {merged_histogram("latency_buckets")} AS counts
 FROM rollup_point_todo t JOIN {table} r ON r.org_id = t.org_id AND r.{column} = t.start
 WHERE t.bucket_hours = {hours} GROUP BY r.org_id, t.bucket_hours, t.start""" for hours, table, column in (
-    (1, "request_rollups", "hour"), (6, "request_rollups_6h", "hour"), (24, "request_rollups_daily", "day")))
+    (6, "request_rollups_6h", "hour"), (24, "request_rollups_daily", "day")))
 
 
-async def _store_points(conn: asyncpg.Connection) -> None:
-    """Replace the chart points of every hour, block and day of the org-hours in ``rollup_todo``."""
+async def _store_points(conn: asyncpg.Connection, hour_points: list[tuple]) -> None:
+    """Replace the chart points of every hour (``hour_points``), block and day of the org-hours
+    in ``rollup_todo``."""
     await conn.execute(_POINT_BUCKETS)
+    await _copy_points(conn, hour_points)
     points = []
     async for r in conn.cursor(_POINT_SOURCE, prefetch=2000):  # a catch-up's a batch at a time
         points.append((r["org_id"], r["bucket_hours"], r["start"], r["requests"], r["errors"], r["cost_usd"],
@@ -239,15 +249,15 @@ async def run_rollups(conn: asyncpg.Connection) -> int:
         await conn.execute(_TAKE)
         hours = await conn.fetchval("SELECT count(*) FROM rollup_todo")
         if hours:
-            if hours > _CATCH_UP_HOURS:  # sort and merge in memory what fits, not in many passes on disk
+            catch_up = hours > _CATCH_UP_HOURS
+            if catch_up:  # sort and merge in memory what fits, not in many passes on disk
                 await conn.execute("SET LOCAL work_mem = '256MB'")
             await conn.execute("ANALYZE rollup_todo")
             await conn.execute(_CLEAR)
-            await conn.execute(_RECOMPUTE_MANY if hours > _CATCH_UP_HOURS else _RECOMPUTE)
+            await conn.execute(_RECOMPUTE_MANY if catch_up else _RECOMPUTE)
             for remerge in _REMERGE:
                 await conn.execute(remerge)
-            await _store_p95s(conn)
-            await _store_points(conn)
+            await _store_points(conn, await _store_p95s(conn))
             await conn.execute("TRUNCATE rollup_todo")
     log.debug("rollups recomputed %d org-hours", hours)
     return hours
