@@ -133,10 +133,15 @@ def merged_histogram(column: str) -> str:
 _SUMMED = ", ".join(f"{merged_histogram(m)}::int[]" if m.endswith("_buckets") else f"sum({m})" for m in MEASURES)
 # The coarser levels, each re-merged for every block a run touched from the level below it, already
 # current: (table, its time column, the block a row of the level below falls in, block length,
-# the level below and its time column). Six-hour blocks start at 00, 06, 12 and 18 UTC.
+# the level below and its time column). Six-hour blocks start at 00, 06, 12 and 18 UTC; four- and
+# sixteen-day blocks count from 2000-01-01 UTC, so each holds whole blocks of the level below.
 _COARSER = (("request_rollups_6h", "hour", "date_bin('6 hours', hour, '2000-01-01 00:00+00')", "6 hours",
             "request_rollups", "hour"),
-           ("request_rollups_daily", "day", "date_trunc('day', hour, 'UTC')", "24 hours", "request_rollups_6h", "hour"))
+           ("request_rollups_daily", "day", "date_trunc('day', hour, 'UTC')", "24 hours", "request_rollups_6h", "hour"),
+           ("request_rollups_4d", "day", "date_bin('4 days', hour, '2000-01-01 00:00+00')", "4 days",
+            "request_rollups_daily", "day"),
+           ("request_rollups_16d", "day", "date_bin('16 days', hour, '2000-01-01 00:00+00')", "16 days",
+            "request_rollups_4d", "day"))
 
 
 def _remerge(table: str, column: str, block: str, length: str, below: str, below_column: str) -> str:

@@ -19,8 +19,9 @@ BUCKET_ORIGIN = datetime(2000, 1, 1, tzinfo=timezone.utc)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
-# Figures come from the coarsest rollups that fit each part of a window: request_rollups_daily for
-# its whole UTC days, request_rollups_6h for the whole six-hour blocks left at either end,
+# Figures come from the coarsest rollups that fit each part of a window: request_rollups_16d and
+# request_rollups_4d for its whole blocks of 16 and 4 days (from 2000-01-01), request_rollups_daily
+# for the whole UTC days left, request_rollups_6h for the whole six-hour blocks left at either end,
 # request_rollups for the whole hours left. What is left are part-hours at the window's edges; a
 # part-hour that is most of a past hour is that hour's rollups less the raw rows of the rest, any
 # other part-hour (and the present hour, whose rollups move while they are read) is read raw. So
@@ -28,7 +29,8 @@ DAY = timedelta(days=1)
 # raw rows at each past edge, each read once per run (``Edges``). A window whose chart points are
 # shorter than a level skips that level.
 SIX_HOURS = timedelta(hours=6)
-LEVELS = ((DAY, "request_rollups_daily", "day"), (SIX_HOURS, "request_rollups_6h", "hour"),
+LEVELS = ((16 * DAY, "request_rollups_16d", "day"), (4 * DAY, "request_rollups_4d", "day"),
+          (DAY, "request_rollups_daily", "day"), (SIX_HOURS, "request_rollups_6h", "hour"),
           (HOUR, "request_rollups", "hour"))
 
 # The columns a piece is read by, which a negated piece keeps as they are.
@@ -84,9 +86,10 @@ def part_hours(lo: datetime, hi: datetime, present: datetime) -> list[tuple[str 
     part-hours (``table`` None), or a past hour's rollups (sign 1) less raw part-hours (sign -1)."""
     out = []
     while lo < hi:
-        hour = lo.replace(minute=0, second=0, microsecond=0)
+        hour = bucket_floor(lo, HOUR)
         end = min(hi, hour + HOUR)
-        if hour + HOUR <= present and end - lo > HOUR / 2:
+        # Only an hour well past: the rows of the last one may still be on their way to its rollups.
+        if hour + 2 * HOUR <= present and end - lo > HOUR / 2:
             out.append(("request_rollups", "hour", hour, hour + HOUR, 1))
             out += [(None, "created_at", a, b, -1) for a, b in ((hour, lo), (end, hour + HOUR)) if a < b]
         else:
@@ -96,7 +99,7 @@ def part_hours(lo: datetime, hi: datetime, present: datetime) -> list[tuple[str 
 
 
 def pieces(lo: datetime, hi: datetime, levels: tuple, present: datetime
-            ) -> list[tuple[str | None, str, datetime, datetime, int]]:
+           ) -> list[tuple[str | None, str, datetime, datetime, int]]:
     """[lo, hi) as ``(table, time column, start, end, sign)`` ranges, each whole units of the
     coarsest level that fits there, the part-hours left as ``part_hours``."""
     if lo >= hi:
@@ -112,7 +115,7 @@ def pieces(lo: datetime, hi: datetime, levels: tuple, present: datetime
 
 
 def source(windows: list[tuple[bool, datetime, datetime, tuple]], columns: tuple[str, ...], args: list,
-            edges: Edges, present: datetime) -> str:
+           edges: Edges, present: datetime) -> str:
     """A UNION ALL of ``columns`` and ``current`` over the pieces of ``(current, start, end, levels)``
     windows; their bounds are appended to ``args`` (numbered after what it holds)."""
     selects = []

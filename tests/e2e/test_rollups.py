@@ -17,6 +17,7 @@ from lectr.recording.spool import Spool
 from lectr.recording.store import RowStore
 from lectr.jobs import rollups
 from lectr.jobs.rollups import run_rollups
+from lectr.jobs.windows import bucket_floor
 from lectr.platform.metrics import Metrics
 
 # A fixed instant, whenever the tests run; the six hours before it cross midnight, so every run
@@ -70,7 +71,9 @@ async def assert_rollups_match(conn: asyncpg.Connection) -> None:
     # The six-hour and daily rows: the hours of each block and UTC day merged (here in Python).
     levels = []
     for table, column, block in (("request_rollups_6h", "hour", lambda h: h.replace(hour=h.hour // 6 * 6)),
-                                 ("request_rollups_daily", "day", lambda h: h.replace(hour=0))):
+                                 ("request_rollups_daily", "day", lambda h: h.replace(hour=0)),
+                                 ("request_rollups_4d", "day", lambda h: bucket_floor(h, timedelta(days=4))),
+                                 ("request_rollups_16d", "day", lambda h: bucket_floor(h, timedelta(days=16)))):
         expected_level: dict[tuple, dict] = {}
         for (org_id, hour, *dims), values in expected.items():
             merged = expected_level.setdefault((org_id, block(hour), *dims), {})
