@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
+from lectr.alerts.addresses import ALLOW_PRIVATE_VARIABLE, describe_target, literal_kind
 from lectr.settings.urls import InvalidURL, check_base_url
 
 MAX_RECIPIENTS = 20
@@ -95,15 +96,8 @@ def check_webhook_target(url: str | None, *, allow_private: bool) -> None:
     alert. A host name is judged when it is resolved, at each delivery (``alerts.webhook``)."""
     if not url or allow_private:
         return
-    from lectr.alerts.webhook import ALLOW_PRIVATE_VARIABLE, address_kind, describe_target
-
     host = (urlsplit(url).hostname or "").rstrip(".").lower()
-    kind = "loopback" if host == "localhost" or host.endswith(".localhost") else None
-    if kind is None:
-        try:
-            kind = address_kind(host)
-        except ValueError:  # a name, not an address
-            return
+    kind = "loopback" if host == "localhost" or host.endswith(".localhost") else literal_kind(host)
     if kind is not None:
         raise SettingsError(f"webhook_url {describe_target(url)} is a {kind} address; alerts go only to public "
                             f"addresses unless the operator sets {ALLOW_PRIVATE_VARIABLE}=1", "webhook_url")

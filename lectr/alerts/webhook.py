@@ -12,8 +12,6 @@ An operator whose receivers are internal sets ``LECTR_ALERT_WEBHOOK_ALLOW_PRIVAT
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import re
 import socket
 from urllib.parse import urlsplit
 
@@ -21,46 +19,16 @@ import aiohttp
 import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from lectr.alerts.addresses import ALLOW_PRIVATE_VARIABLE, address_kind, describe_target, literal_kind  # noqa: F401
 from lectr.alerts.email import DeliveryError
 
 TIMEOUT_SECONDS = 10.0
-ALLOW_PRIVATE_VARIABLE = "LECTR_ALERT_WEBHOOK_ALLOW_PRIVATE"
-
-_SHARED = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598 carrier-grade NAT: not routable on the internet
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: the last 32 bits are the IPv4 address reached
-_LEGACY_IPV4 = re.compile(r"(?=.*[0-9])[0-9a-fA-FxX.]+")
 
 
 class WebhookRefused(DeliveryError):
     """The webhook's address is not a public one: refused before any connection, never retried."""
 
     permanent = True
-
-
-def describe_target(url: str) -> str:
-    """The URL without its path: Slack-style webhook paths are secrets, and logs keep no secrets."""
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
-
-
-def address_kind(address: str | ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """None when ``address`` is public (globally routable); otherwise what it is: ``loopback``,
-    ``link-local``, ``unspecified``, ``multicast``, ``shared``, ``reserved``, ``private`` or
-    ``non-global``. An IPv6 address that carries an IPv4 one (mapped, 6to4, NAT64) is judged by
-    the IPv4 address it reaches. ValueError if ``address`` is not an IP address."""
-    ip = ipaddress.ip_address(str(address).split("%", 1)[0])  # an IPv6 zone id says nothing of the kind
-    if isinstance(ip, ipaddress.IPv6Address):
-        embedded = ip.ipv4_mapped or ip.sixtofour
-        if embedded is None and ip in _NAT64:
-            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-        if embedded is not None:
-            return address_kind(embedded)
-    for kind, test in (("loopback", ip.is_loopback), ("link-local", ip.is_link_local),
-                       ("unspecified", ip.is_unspecified), ("multicast", ip.is_multicast),
-                       ("shared", ip in _SHARED), ("reserved", ip.is_reserved), ("private", ip.is_private)):
-        if test:
-            return kind
-    return None if ip.is_global else "non-global"
 
 
 def _refusal(url: str, what: str) -> WebhookRefused:
@@ -152,14 +120,6 @@ class WebhookClient:
             host = urlsplit(url).hostname or ""
         except ValueError:
             return  # aiohttp refuses the URL itself
-        try:
-            kind = address_kind(host)
-        except ValueError:
-            if not _LEGACY_IPV4.fullmatch(host):
-                return  # a name: checked on what it resolves to
-            try:  # 2130706433, 127.1, 0x7f.1: what inet_aton (and so a connect) reads as an address
-                kind = address_kind(ipaddress.IPv4Address(socket.inet_aton(host)))
-            except OSError:
-                return
+        kind = literal_kind(host)
         if kind is not None:
             raise _refusal(url, f"is a {kind} address")

@@ -121,6 +121,13 @@ def test_a_webhook_written_as_an_internal_address_is_refused_when_set(url, kind)
     check_webhook_target(check_webhook(url), allow_private=True)  # the operator allows them
 
 
+@pytest.mark.parametrize("url", ["https://2130706433/h", "https://0x7f.1/h", "https://127.1/h"])
+def test_a_legacy_ipv4_form_is_no_host_name(url):
+    with pytest.raises(SettingsError) as exc:  # what a connect would read as 127.0.0.1
+        check_webhook(url)
+    assert exc.value.field == "webhook_url"
+
+
 @pytest.mark.parametrize("url", ["https://hooks.slack.com/services/T0/B0/XYZ", "https://8.8.8.8/h",
                                  "https://internal.example/h", None])
 def test_a_public_address_or_a_name_is_left_to_delivery(url):
