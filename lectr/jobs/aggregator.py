@@ -192,11 +192,10 @@ async def summarize_period(conn: asyncpg.Connection, period: Period, now: dateti
     async def fetch(query: str) -> list[dict]:
         return [_with_percentiles(r) for r in await conn.fetch(query)]
 
-    # The combinations and time to first byte come from every level; the current window's chart
-    # points from levels no longer than a point.
+    # The combinations (with time to first byte) come from every level. The chart's whole points
+    # are the rollups job's (rollup_points); the part-points at either end are merged here, from
+    # levels no longer than a point (a window within two points is all part-points).
     windows = [(False, previous_start, start, LEVELS), (True, start, now, LEVELS)]
-    # The chart's whole points are the rollups job's (rollup_points); the part-points at either
-    # end are merged here, from levels no longer than a point.
     chart_levels = tuple(level for level in LEVELS if period.bucket % level[0] == timedelta(0))
     whole_start, whole_end = bucket_ceil(start, period.bucket), bucket_floor(now, period.bucket)
     if whole_start >= whole_end:

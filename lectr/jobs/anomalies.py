@@ -220,7 +220,7 @@ def _series(org_id: int, hours: dict[int, dict[str | None, HourStats]], start: i
 _MERGED_LATENCY = f"""
 SELECT r.org_id, {_HOUR_NUMBER} AS hour, r.feature, GROUPING(r.feature) = 1 AS whole,
        {merged_histogram("latency_buckets")} AS counts
-FROM {{org_hours}}
+FROM {_org_hours("request_rollups")}
 GROUP BY GROUPING SETS ((r.org_id, r.hour, r.feature), (r.org_id, r.hour))"""
 
 
@@ -244,7 +244,7 @@ async def _read_p95s(conn: asyncpg.Connection, pairs: tuple) -> dict[tuple[int, 
     """``{(org, hour): {scope: p95 ms}}`` from the merged latency histograms of the org-hours
     ``pairs`` (as ``_pairs`` builds them)."""
     out: dict[tuple[int, int], dict[str | None, float | None]] = {}
-    for r in await conn.fetch(_MERGED_LATENCY.format(org_hours=_org_hours("request_rollups")), *pairs):
+    for r in await conn.fetch(_MERGED_LATENCY, *pairs):
         scope = None if r["whole"] else r["feature"]
         out.setdefault((r["org_id"], r["hour"]), {})[scope] = hg.quantile(r["counts"], 0.95, spread=True)
     return out
