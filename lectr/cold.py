@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 
 from lectr.platform import db
@@ -92,6 +93,22 @@ class ColdSide:
         if self.tokenizer is not None:  # last: a draining worker may still ask it
             self.tokenizer.close()
             await self.tokenizer.wait_closed()
+
+
+def yield_to_workers(increment: int) -> int:
+    """Lower this process's CPU priority by ``increment`` (a nice increment, 0-19); return the new
+    nice value, or the unchanged one if the system refuses.
+
+    The workers and the cold process share a session, so one kernel scheduling group: at a higher
+    nice the cold process's work (a summary's Python, the detector, token counting) gives way at
+    once when a worker wakes up on its core, instead of running out its time slice first. Called
+    before any thread starts: on Linux each thread has its own nice value and new ones inherit it.
+    """
+    try:
+        return os.nice(increment)
+    except OSError as exc:
+        log.warning("could not lower the cold process's CPU priority (LECTR_COLD_NICE): %s", exc)
+        return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 async def serve_cold(settings: Settings, tokenizer_path: str) -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import psutil
 
+from lectr.bench.idle_database import IdleGroup, Unavailable
+
 FLUSH_INTERVAL = "0.5"
 
 
@@ -175,8 +177,10 @@ class Stack:
 
     def __init__(self, *, lectr_cores: set[int] | None, client_cores: set[int] | None, workers: int,
                  peers: list[PeerSpec], lectr_env: dict[str, str] | None = None,
-                 cold_cores: set[int] | None = None) -> None:
+                 cold_cores: set[int] | None = None, idle_postgres: bool = False) -> None:
         self.lectr_env = lectr_env or {}
+        self.idle_postgres = idle_postgres
+        self.idle_group: IdleGroup | None = None
         # The cold process inherits Lectr's cores unless moved: on a two-core machine that is the
         # proxy's own core, where a summary it runs competes with the worker for time.
         self.cold_cores = cold_cores
@@ -190,13 +194,16 @@ class Stack:
         self.peers: dict[str, tuple[int, ProcessTree]] = {}
 
     def _spawn(self, args, env: dict[str, str], cores: set[int] | None, log: str, shell: bool = False) -> subprocess.Popen:
+        # A process group of its own, to stop it with all its children; not a session of its own:
+        # Linux schedules each session as one group (autogroup), and priorities (the cold
+        # process's LECTR_COLD_NICE) only count between processes of one group.
         def pin() -> None:
             if cores:
                 os.sched_setaffinity(0, cores)
 
         with open(self.tmp / log, "ab") as err:
             proc = subprocess.Popen(args, env=env, shell=shell, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                    preexec_fn=pin, start_new_session=True)  # noqa: PLW1509 - no threads yet
+                                    preexec_fn=pin, process_group=0)  # noqa: PLW1509 - no threads yet
         self.procs.append(proc)
         return proc
 
@@ -220,6 +227,8 @@ class Stack:
         from lectr.platform.db import start_embedded
         self.pg_dir = self.tmp / "data" / "pg"
         self.database_url = start_embedded(self.tmp / "data")
+        if self.idle_postgres:
+            self._idle_postgres(progress)
         progress(f"starting the mock provider on {self.mock_url}")
         mock = self._spawn([python, "-m", "lectr", "mock-provider", "--port", str(self.mock_port)], env,
                            self.client_cores, "mock.log")
@@ -243,6 +252,18 @@ class Stack:
             wait_for_port(spec.port, proc)
             self.peers[spec.name] = (spec.port, ProcessTree(proc.pid))
 
+    def _idle_postgres(self, progress) -> None:
+        """Postgres (the postmaster; every backend it forks follows) into an idle cgroup, if one can be made."""
+        try:
+            self.idle_group = IdleGroup.create(f"lectr-bench-{os.getpid()}")
+        except Unavailable as exc:
+            progress(f"Postgres stays at normal CPU priority: {exc}")
+            return
+        postmaster = int((self.pg_dir / "postmaster.pid").read_text().split()[0])
+        moved = self.idle_group.move_tree(postmaster)
+        progress(f"Postgres ({len(moved)} processes) runs in {self.idle_group.path} (cpu.idle: only time nothing "
+                 "else wants)")
+
     def log_tail(self, lines: int = 20) -> str:
         out = []
         for log in sorted(self.tmp.glob("*.log")):
@@ -264,6 +285,9 @@ class Stack:
             _wait_group_gone(proc.pid, 10)
         self.procs.clear()
         self._stop_postgres()
+        if self.idle_group is not None:
+            self.idle_group.remove()
+            self.idle_group = None
 
     def cleanup(self, keep_logs: bool) -> None:
         """Remove the scratch directory (database and logs), or say where it is when it may help."""

@@ -157,6 +157,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--background-summary", action="store_true",
                         help=f"fill request_logs with {background.ROWS:,} rows and run the dashboard summary back to "
                              "back in Lectr's cold process while the scenarios measure")
+    parser.add_argument("--idle-postgres", action=argparse.BooleanOptionalAction, default=None,
+                        help="run Postgres in a cgroup with cpu.idle, so its queries never delay the load generator, "
+                             "the mock or Lectr (needs a writable cgroup cpu controller; default: on with "
+                             "--background-summary)")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, metavar="DIR",
                         help="where the JSON, Markdown and PNG go (default lectr/bench/results in a checkout, else ./lectr-bench-results)")
     args = parser.parse_args(argv)
@@ -178,6 +182,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(str(exc))
     if args.background_summary:
         args.lectr_env.setdefault("LECTR_AGGREGATE_INTERVAL", background.INTERVAL)
+    if args.idle_postgres is None:
+        args.idle_postgres = args.background_summary
     if len({p.name for p in args.peers}) != len(args.peers):
         parser.error("two --peer options have the same NAME")
     return args
@@ -217,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp, started = time.strftime("%Y%m%d-%H%M%S"), time.strftime("%Y-%m-%d %H:%M:%S")
     stack = Stack(lectr_cores=args.lectr_cores, client_cores=args.client_cores, workers=args.workers,
                   lectr_env=args.lectr_env, cold_cores=parse_cpus(args.cold_cpus) if args.cold_cpus else None,
-                  peers=args.peers)
+                  peers=args.peers, idle_postgres=args.idle_postgres)
     suite = Suite(args, stack, args.scenarios)
     previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
     failed = False
@@ -246,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGINT, previous_int)
             signal.signal(signal.SIGTERM, previous_term)
     report = {
-        "stamp": stamp, "started": started, "background_summary": args.background_summary, "rounds": args.rounds, "seconds": args.seconds, "workers": args.workers,
+        "stamp": stamp, "started": started, "background_summary": args.background_summary, "idle_postgres": args.idle_postgres, "rounds": args.rounds, "seconds": args.seconds, "workers": args.workers,
         "machine": {"cores": os.cpu_count(), "pinned": args.lectr_cores is not None,
                     "lectr_cores": sorted(args.lectr_cores or []), "client_cores": sorted(args.client_cores or [])},
         "peers": [{"name": p.name, "command": p.command, "port": p.port} for p in args.peers],

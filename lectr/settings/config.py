@@ -53,6 +53,8 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_SESSION_HOURS": ("12", "Lifetime of a dashboard session."),
     "LECTR_ANOMALY_INTERVAL": ("300", "Seconds between anomaly detector runs (each evaluates the last complete hour)."),
     "LECTR_RECOMMEND_INTERVAL": ("86400", "Seconds between model recommendation runs."),
+    "LECTR_COLD_NICE": ("10", "How far below the proxy workers the cold process (jobs, admin listener, tokeniser) "
+                        "runs, as a nice increment 0-19, so its work never delays a worker's wake-up; 0: the same."),
     "LECTR_RECOMMEND_MIN_REQUESTS": ("500", "Requests in 30 days a feature needs before models are recommended for it."),
     "LECTR_BUSY_POLL_US": ("200", "Longest the proxy loop spins (microseconds) waiting for the next event "
                            "instead of sleeping; self-tuned below that; 0 turns it off."),
@@ -159,7 +161,7 @@ class RecordingSettings:
 
 @dataclass(frozen=True, slots=True)
 class AdminSettings:
-    """The admin side: operator secret, dashboard sessions, summary schedule."""
+    """The admin side: operator secret, dashboard sessions, job schedules, the cold process's priority."""
 
     secret: str | None = None
     aggregate_interval: float = _d_float("LECTR_AGGREGATE_INTERVAL")
@@ -168,6 +170,7 @@ class AdminSettings:
     anomaly_interval: float = _d_float("LECTR_ANOMALY_INTERVAL")
     recommend_interval: float = _d_float("LECTR_RECOMMEND_INTERVAL")
     recommend_min_requests: int = _d_int("LECTR_RECOMMEND_MIN_REQUESTS")
+    cold_nice: int = _d_int("LECTR_COLD_NICE")
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +245,7 @@ class Settings:
                 anomaly_interval=_float(env, "LECTR_ANOMALY_INTERVAL"),
                 recommend_interval=_float(env, "LECTR_RECOMMEND_INTERVAL"),
                 recommend_min_requests=max(1, _int(env, "LECTR_RECOMMEND_MIN_REQUESTS")),
+                cold_nice=min(19, _int(env, "LECTR_COLD_NICE")),
             ),
             alerts=_alerts(env),
         )

@@ -44,6 +44,8 @@ def test_one_worker_is_two_processes_and_a_dead_cold_process_is_restarted(databa
         assert _listening(top, port) and not _listening(top, admin_port)  # the supervisor proxies
         wait_for(lambda: _listening(cold, admin_port), timeout=20, message="the admin listener")
         assert not _listening(cold, port)
+        cold_nice = min(19, top.nice() + 10)  # LECTR_COLD_NICE: it gives way to the worker
+        assert cold.nice() == cold_nice
         assert not any("aiohttp" in m.path for m in top.memory_maps())  # the proxy side stays small
 
         client = sdk_client(server.base_url, **{"X-Lectr-Key": key})
@@ -55,6 +57,7 @@ def test_one_worker_is_two_processes_and_a_dead_cold_process_is_restarted(databa
         [new] = wait_for(lambda: [p for p in _children(top.pid, "--cold") if p.pid != cold.pid and
                                   _listening(p, admin_port)], timeout=30, message="a new cold process")
         assert "cold process" in server.log_text() and "restarting" in server.log_text()
+        assert new.nice() == cold_nice
         assert 'status_class="2xx"} 1.0' in _metrics(admin_port)
         client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
     finally:

@@ -28,3 +28,8 @@ def test_the_disputed_defaults():
     assert settings.workers == len(os.sched_getaffinity(0))  # LECTR_WORKERS=0: one per core
     assert Settings.from_env({}).data_dir == Settings.from_env({"LECTR_DATA_DIR": VARIABLES["LECTR_DATA_DIR"][0]}).data_dir
     assert Settings.from_env({"XDG_DATA_HOME": "/x"}).data_dir.as_posix() == "/x/lectr"
+
+
+def test_the_cold_nice_is_clamped_to_what_the_kernel_takes():
+    assert Settings.from_env({"LECTR_COLD_NICE": "40"}).admin.cold_nice == 19
+    assert Settings.from_env({"LECTR_COLD_NICE": "0"}).admin.cold_nice == 0
