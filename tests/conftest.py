@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -87,10 +88,38 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in CI, which counts as a failure: {reason}"
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
+_PICKED_BELOW = 10_000  # ports are picked from here up to the ephemeral range
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, for a server a test is about to start.
+
+    Picked below the kernel's ephemeral range: every outgoing connection (to Postgres, to the
+    mock) takes its local port from that range, and one made between the pick and the server's
+    bind could take a port picked there (seen: ``lectr serve`` failing on "port already in use").
+    """
+    low, _ = _ephemeral_ports()
+    if low - _PICKED_BELOW < 1000:  # no room below it: let the kernel pick
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    rng = random.Random()
+    while True:
+        port = rng.randrange(_PICKED_BELOW, low)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: another pick
+            return port
 
 
 @pytest.fixture(scope="session")

@@ -5,10 +5,9 @@ benchmark, not asserted here; this holds the bookkeeping: where the group is mad
 moved into it, what happens where none can be made, and that removing it leaves nothing behind.
 """
 
-import os
-
 import pytest
 
+from lectr.bench import idle_database
 from lectr.bench.idle_database import IdleGroup, Unavailable
 
 
@@ -26,14 +25,25 @@ def test_the_group_is_made_idle_under_the_first_usable_controller(tmp_path):
     assert (group.path / "cpu.idle").read_text() == "1"
 
 
-def test_a_process_tree_is_moved_and_handed_back_on_removal(tmp_path):
+class _Tree:
+    """psutil.Process for a stand-in process 100 with one child, 101."""
+
+    def __init__(self, pid):
+        self.pid = pid
+
+    def children(self, recursive=False):
+        return [_Tree(101)] if self.pid == 100 else []
+
+
+def test_a_process_tree_is_moved_and_handed_back_on_removal(tmp_path, monkeypatch):
+    monkeypatch.setattr(idle_database.psutil, "Process", _Tree)
     cpu = _controller(tmp_path / "cpu")
     group = IdleGroup.create("g", roots=(cpu,))
-    assert group.move_tree(os.getpid())[0] == os.getpid()
+    assert group.move_tree(100) == [100, 101]
     # a real cgroup.procs lists every member; the stand-in file keeps the last pid written
-    assert (group.path / "cgroup.procs").read_text() == str(os.getpid())
+    assert (group.path / "cgroup.procs").read_text() == "101"
     group.remove()
-    assert (cpu / "cgroup.procs").read_text() == str(os.getpid())
+    assert (cpu / "cgroup.procs").read_text() == "101"
 
 
 def test_without_a_usable_controller_it_says_why(tmp_path):
