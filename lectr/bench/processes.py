@@ -242,15 +242,18 @@ class Stack:
         wait_for_port(self.admin_port, lectr)
         self.mock_tree, self.lectr_tree = ProcessTree(mock.pid), ProcessTree(lectr.pid)
         if self.cold_cores:
-            for proc in self.lectr_tree.processes():
-                if "--cold" in proc.cmdline():
-                    os.sched_setaffinity(proc.pid, self.cold_cores)
+            os.sched_setaffinity(self.cold_pid(), self.cold_cores)
         for spec in self.peer_specs:
             command = spec.command.replace("{upstream}", self.mock_url)
             progress(f"starting peer {spec.name} on :{spec.port}: {command}")
             proc = self._spawn(command, dict(os.environ), self.lectr_cores, f"peer-{spec.name}.log", shell=True)
             wait_for_port(spec.port, proc)
             self.peers[spec.name] = (spec.port, ProcessTree(proc.pid))
+
+    def cold_pid(self) -> int:
+        """Lectr's cold process."""
+        [pid] = [p.pid for p in self.lectr_tree.processes() if "--cold" in p.cmdline()]
+        return pid
 
     def _idle_postgres(self, progress) -> None:
         """Postgres (the postmaster; every backend it forks follows) into an idle cgroup, if one can be made."""

@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -31,12 +32,14 @@ import uvloop
 from lectr.bench import background
 from lectr.bench import report as reporting
 from lectr.bench.processes import CoreMeter, PeerSpec, Stack, parse_cpus
-from lectr.bench.scenarios import BY_NAME, SCENARIOS, Scenario, Target, measure, measure_idle, recording, summarize
+from lectr.bench.scenarios import (BY_NAME, SCENARIOS, Scenario, Target, measure, measure_idle, pct, recording,
+                                   summarize)
 
 # Beside the suite in a checkout; in the working directory when Lectr is installed from a wheel.
 _CHECKOUT = (Path(__file__).resolve().parents[2] / "setup.cfg").exists()
 RESULTS_DIR = Path(__file__).resolve().parent / "results" if _CHECKOUT else Path("lectr-bench-results")
 WARMUP_REQUESTS = 500
+SUMMARY_TARGET = "lectr+sum"  # Lectr measured while its cold process runs summaries (--background-summary)
 
 
 class Suite:
@@ -48,6 +51,7 @@ class Suite:
         self.scenarios = scenarios
         self.started = time.monotonic()
         self.samples: dict[str, dict[str, dict[str, list[float]]]] = {}
+        self.summary_hold: background.SummaryHold | None = None
         pinned = args.lectr_cores is not None
         self.meter = CoreMeter({"client": args.client_cores, "lectr": args.lectr_cores} if pinned
                                else {"all": set(os.sched_getaffinity(0))})
@@ -61,17 +65,31 @@ class Suite:
         lectr_headers = {**auth, "X-Lectr-Key": st.key, "X-Lectr-Feature": "bench"}
         targets = [Target("direct", st.mock_port, auth, st.mock_tree),
                    Target("lectr", st.lectr_port, lectr_headers, st.lectr_tree, admin_port=st.admin_port)]
+        if self.summary_hold:  # the same Lectr with summaries running; in the others' runs none can
+            targets.append(Target(SUMMARY_TARGET, st.lectr_port, lectr_headers, st.lectr_tree,
+                                  admin_port=st.admin_port))
+            for target in targets[:2]:
+                target.quiet, target.unquiet = self.summary_hold.hold, self.summary_hold.release
         targets += [Target(name, port, lectr_headers, tree) for name, (port, tree) in st.peers.items()]
         return targets
 
     async def run(self) -> dict:
         # SIGTERM cancels the run cleanly (a KeyboardInterrupt raised inside a protocol callback would not)
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, asyncio.current_task().cancel)
-        targets = self.targets()
         if self.args.background_summary:
             self.progress(f"filling request_logs with {background.ROWS:,} rows for the background summary")
             seconds = await background.fill(self.stack.database_url, "bench")
-            self.progress(f"filled in {seconds:.1f} s; the cold process now runs the aggregator back to back")
+            interval = self.args.lectr_env["LECTR_AGGREGATE_INTERVAL"]
+            self.progress(f"filled in {seconds:.1f} s; the cold process runs the aggregator every {interval} s "
+                          f"in the {SUMMARY_TARGET} runs and skips its turns in the others")
+            self.summary_hold = background.SummaryHold(self.stack.database_url)
+        try:
+            return await self._scenarios(self.targets())
+        finally:
+            if self.summary_hold:
+                await self.summary_hold.close()
+
+    async def _scenarios(self, targets: list[Target]) -> dict:
         scenarios = []
         rec = None
         for scenario in sorted(self.scenarios, key=lambda s: not s.run_first):
@@ -99,6 +117,8 @@ class Suite:
                 await self.rounds(scenario, targets, rows, samples)
             self.progress(f"{scenario.name}: a summary query over {background.ROWS:,} rows was running in "
                           f"{watch.busy_pct:.0f}% of {watch.samples} samples; {watch.runs} summary runs finished")
+            if rows.get(SUMMARY_TARGET):
+                self.progress(f"{scenario.name}: {self.compare_summary(rows, samples)}")
         else:
             await self.rounds(scenario, targets, rows, samples)
         overhead = await background.recorded_overhead(url, since, await background.database_now(url))
@@ -121,6 +141,17 @@ class Suite:
                 samples[target.name]["latency"] += result.latencies
                 samples[target.name]["ttfb"] += result.ttfb
                 self.progress(self.line(scenario, round_no, target.name, row))
+
+    @staticmethod
+    def compare_summary(rows: dict, samples: dict) -> str:
+        """Lectr's p99 with summaries running against without: the median of the rounds' p99s,
+        and the p99 of every request of the arm pooled (steadier: a hundred times the tail)."""
+        names = (SUMMARY_TARGET, "lectr")
+        with_, without = (statistics.median(r["p99_ms"] for r in rows[name]) for name in names)
+        pooled_with, pooled_without = (pct(samples[name]["latency"], 0.99) * 1000 for name in names)
+        return (f"Lectr p99 with summaries running / without: {with_:.3f} / {without:.3f} ms "
+                f"({100 * (with_ / without - 1):+.0f}%, medians of the rounds), {pooled_with:.3f} / "
+                f"{pooled_without:.3f} ms ({100 * (pooled_with / pooled_without - 1):+.0f}%, all requests pooled)")
 
     def line(self, scenario: Scenario, round_no: int, target: str, row: dict) -> str:
         text = (f"{scenario.name:9} round {round_no + 1}/{self.args.rounds} {target:8} "

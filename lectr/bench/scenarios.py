@@ -13,6 +13,7 @@ import statistics
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Awaitable, Callable
 
 from lectr.bench.loadgen import RunResult, open_connections, post_request, request_each, run_load
 from lectr.bench.processes import CoreMeter, ProcessTree
@@ -83,6 +84,9 @@ class Target:
     headers: dict[str, str]
     tree: ProcessTree
     admin_port: int | None = None  # Lectr's: its /metrics tell when the ring has drained
+    # Awaited around each run's load: e.g. holding back Lectr's summaries (--background-summary)
+    quiet: Callable[[], Awaitable[None]] | None = None
+    unquiet: Callable[[], Awaitable[None]] | None = None
 
     def payload(self, scenario: Scenario) -> bytes:
         return post_request(PATH, scenario.body, {**self.headers, **scenario.headers})
@@ -141,11 +145,18 @@ async def measure(target: Target, scenario: Scenario, max_seconds: float, reques
                   meter: CoreMeter | None = None) -> tuple[dict, RunResult]:
     """One run of a load scenario against one target; the server's CPU includes its cold path."""
     cpu_before = target.tree.cpu_seconds()
-    cores_before, started = meter.sample() if meter else {}, time.perf_counter()
-    result = await run_load(HOST, target.port, target.payload(scenario), concurrency=scenario.concurrency,
-                            requests=requests or scenario.requests,
-                            max_seconds=min(max_seconds, scenario.seconds or max_seconds), track_chunks=scenario.stream)
-    busy = meter.busy_pct(cores_before, meter.sample(), time.perf_counter() - started) if meter else {}
+    if target.quiet:
+        await target.quiet()
+    try:
+        cores_before, started = meter.sample() if meter else {}, time.perf_counter()
+        result = await run_load(HOST, target.port, target.payload(scenario), concurrency=scenario.concurrency,
+                                requests=requests or scenario.requests,
+                                max_seconds=min(max_seconds, scenario.seconds or max_seconds),
+                                track_chunks=scenario.stream)
+        busy = meter.busy_pct(cores_before, meter.sample(), time.perf_counter() - started) if meter else {}
+    finally:
+        if target.unquiet:
+            await target.unquiet()
     if target.admin_port is not None:
         await wait_drained(target.admin_port, 5)
         await asyncio.sleep(0.05)  # the last batch's write, so that it counts in this run's CPU
