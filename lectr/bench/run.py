@@ -186,8 +186,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="another OpenAI-compatible proxy to compare, started with the shell; {upstream} in "
                              "COMMAND becomes the mock's base URL; repeatable")
     parser.add_argument("--background-summary", action="store_true",
-                        help=f"fill request_logs with {background.ROWS:,} rows and run the dashboard summary back to "
-                             "back in Lectr's cold process while the scenarios measure")
+                        help=f"fill request_logs with {background.ROWS:,} rows and measure Lectr twice per round: "
+                             f"as {SUMMARY_TARGET} while its cold process runs the dashboard summary every "
+                             f"{background.INTERVAL} s, and as lectr while the summaries are held back")
     parser.add_argument("--idle-postgres", action=argparse.BooleanOptionalAction, default=None,
                         help="run Postgres in a cgroup with cpu.idle, so its queries never delay the load generator, "
                              "the mock or Lectr (needs a writable cgroup cpu controller; default: on with "
