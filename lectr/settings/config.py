@@ -53,9 +53,9 @@ VARIABLES: dict[str, tuple[str, str]] = {
     "LECTR_SESSION_HOURS": ("12", "Lifetime of a dashboard session."),
     "LECTR_ANOMALY_INTERVAL": ("300", "Seconds between anomaly detector runs (each evaluates the last complete hour)."),
     "LECTR_RECOMMEND_INTERVAL": ("86400", "Seconds between model recommendation runs."),
+    "LECTR_RECOMMEND_MIN_REQUESTS": ("500", "Requests in 30 days a feature needs before models are recommended for it."),
     "LECTR_COLD_NICE": ("10", "How far below the proxy workers the cold process (jobs, admin listener, tokeniser) "
                         "runs, as a nice increment 0-19, so its work never delays a worker's wake-up; 0: the same."),
-    "LECTR_RECOMMEND_MIN_REQUESTS": ("500", "Requests in 30 days a feature needs before models are recommended for it."),
     "LECTR_BUSY_POLL_US": ("200", "Longest the proxy loop spins (microseconds) waiting for the next event "
                            "instead of sleeping; self-tuned below that; 0 turns it off."),
     "LECTR_CAPTURE_MAX_BYTES": ("4194304", "Most response bytes kept per event for usage parsing."),
